@@ -1,0 +1,116 @@
+//! The agent role: tunnels to the hub, the forwarder to the API server, admin.
+
+use crate::admin::{self, AdminRoutes};
+use crate::config::AgentConfig;
+use crate::pki::{cluster_of_cert, first_cert_der_from_pem};
+use crate::proxy::forward::Forwarder;
+use crate::proxy::lifecycle::Stages;
+use crate::tls;
+use crate::tunnel::{run_agent_tunnels, AgentTunnelState};
+use crate::upstream::{Upstream, UpstreamError};
+use http::StatusCode;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The certificate cannot be read.
+    #[error("agent certificate: {0}")]
+    Pki(#[from] crate::pki::PkiError),
+    /// The certificate was issued for another cluster.
+    #[error("agent certificate is for cluster `{cert}` but the config says `{config}`")]
+    WrongCluster {
+        /// Cluster in the certificate.
+        cert: String,
+        /// Cluster in the config.
+        config: String,
+    },
+    /// The API server client could not be built.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The admin listener could not be bound.
+    #[error("cannot listen on {addr} (admin): {source}")]
+    Bind {
+        /// Its address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A running agent.
+pub struct Agent {
+    /// Tunnel state (live count).
+    pub state: Arc<AgentTunnelState>,
+    /// The admin listener, if configured.
+    pub admin_addr: Option<SocketAddr>,
+    tasks: JoinSet<()>,
+}
+
+impl Agent {
+    /// Waits until the tunnels and listeners have stopped (after shutdown).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Starts the agent; it runs until `shutdown` fires.
+pub async fn start(cfg: AgentConfig, stages: Arc<dyn Stages>, shutdown: CancellationToken) -> Result<Agent, AgentError> {
+    let cert_pem = tls::read_pem(&cfg.hub.cert_file)?;
+    let cert_cluster = cluster_of_cert(&first_cert_der_from_pem(&cert_pem)?)?;
+    if cert_cluster != cfg.cluster {
+        return Err(AgentError::WrongCluster { cert: cert_cluster, config: cfg.cluster.clone() });
+    }
+    // Check the rest of the TLS material now rather than on the first dial.
+    tls::agent_tunnel_client(&tls::read_pem(&cfg.hub.ca_file)?, &cert_pem, &tls::read_pem(&cfg.hub.key_file)?)?;
+    let upstream = Upstream::new(&cfg.apiserver)?;
+    let forwarder = Forwarder::new(cfg.cluster.clone(), upstream, stages);
+    let state = Arc::new(AgentTunnelState::default());
+    let mut tasks = JoinSet::new();
+    let admin_addr = match cfg.admin_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.map_err(|source| AgentError::Bind { addr, source })?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            tasks.spawn(
+                admin::serve_admin(listener, agent_routes(state.clone()), shutdown.clone())
+                    .instrument(tracing::info_span!("admin_listener", addr = %bound)),
+            );
+            Some(bound)
+        }
+        None => None,
+    };
+    let cfg = Arc::new(cfg);
+    tracing::info!(cluster = %cfg.cluster, hub = %cfg.hub.address, connections = cfg.hub.connections, "agent started");
+    tasks.spawn(
+        run_agent_tunnels(cfg.clone(), forwarder, state.clone(), shutdown)
+            .instrument(tracing::info_span!("agent", cluster = %cfg.cluster)),
+    );
+    Ok(Agent { state, admin_addr, tasks })
+}
+
+fn agent_routes(state: Arc<AgentTunnelState>) -> AdminRoutes {
+    Arc::new(move |path| match path {
+        "/livez" => (StatusCode::OK, "text/plain", "ok\n".into()),
+        // Ready once at least one tunnel is up, so a rollout waits for a connected pod.
+        "/readyz" if state.live() > 0 => (StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no tunnel to the hub\n".into()),
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            format!(
+                "# HELP hawser_agent_tunnels_live Tunnels to the hub currently up.\n# TYPE hawser_agent_tunnels_live gauge\nhawser_agent_tunnels_live {}\n# HELP hawser_agent_tunnel_connects_total Tunnels established since start.\n# TYPE hawser_agent_tunnel_connects_total counter\nhawser_agent_tunnel_connects_total {}\n",
+                state.live(),
+                state.connects()
+            ),
+        ),
+        _ => admin::not_found(),
+    })
+}

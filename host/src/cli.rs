@@ -1,0 +1,184 @@
+//! The `hawser` command line.
+
+use crate::bundle::{self, RegisterRequest};
+use crate::config::{AgentConfig, HubConfig};
+use crate::proxy::lifecycle::{BuiltinStages, Stages};
+use crate::shutdown::{cancel_on_signal, CancellationToken};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Hawser: govern registered Kubernetes clusters from one hub, over tunnels the
+/// clusters dial out.
+#[derive(Debug, Parser)]
+#[command(name = "hawser", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the hub: the tunnel listener agents dial and the HTTPS front listener.
+    Hub {
+        /// The hub's TOML config.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the agent inside a registered cluster.
+    Agent {
+        /// The agent's TOML config (from the cluster's bundle).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Register, list and remove clusters (uses the hub's config and state directory).
+    Cluster {
+        /// The hub's TOML config.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// The cluster operation.
+        #[command(subcommand)]
+        op: ClusterOp,
+    },
+}
+
+/// Cluster operations.
+#[derive(Debug, Subcommand)]
+pub enum ClusterOp {
+    /// Register a cluster: issue its agent certificate, whitelist it, write its bundle.
+    Register {
+        /// Cluster name (a DNS label: lower-case letters, digits, '-').
+        name: String,
+        /// Region label, for locality-aware routing.
+        #[arg(long)]
+        region: Option<String>,
+        /// Zone label, for locality-aware routing.
+        #[arg(long)]
+        zone: Option<String>,
+        /// Directory for the bundle (default: ./hawser-<name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Agent container image in the manifest.
+        #[arg(long, default_value = concat!("hawser/hawser:", env!("CARGO_PKG_VERSION")))]
+        image: String,
+        /// Agent certificate lifetime in days.
+        #[arg(long, default_value_t = 365)]
+        validity_days: u32,
+        /// Namespace for the agent in the external cluster.
+        #[arg(long, default_value = "hawser-system")]
+        namespace: String,
+    },
+    /// List registered clusters.
+    List,
+    /// Remove a cluster; its live tunnels are cut within a second.
+    Remove {
+        /// Cluster name.
+        name: String,
+    },
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Hub { config } => {
+            let cfg = HubConfig::load(&config)?;
+            let shutdown = CancellationToken::new();
+            let stages: Arc<dyn Stages> = Arc::new(BuiltinStages);
+            let hub = crate::hub::start(cfg, stages, shutdown.clone()).await?;
+            announce(serde_json::json!({
+                "role": "hub",
+                "front": hub.front_addr.to_string(),
+                "tunnel": hub.tunnel_addr.to_string(),
+                "admin": hub.admin_addr.map(|a| a.to_string()),
+            }));
+            cancel_on_signal(shutdown).await;
+            hub.wait().await;
+            Ok(())
+        }
+        Command::Agent { config } => {
+            let cfg = AgentConfig::load(&config)?;
+            let shutdown = CancellationToken::new();
+            let stages: Arc<dyn Stages> = Arc::new(BuiltinStages);
+            let agent = crate::agent::start(cfg, stages, shutdown.clone()).await?;
+            announce(serde_json::json!({"role": "agent", "admin": agent.admin_addr.map(|a| a.to_string())}));
+            cancel_on_signal(shutdown).await;
+            agent.wait().await;
+            Ok(())
+        }
+        Command::Cluster { config, op } => {
+            let config = config.context("`hawser cluster` needs --config <hub config>")?;
+            let cfg = HubConfig::load(&config)?;
+            cluster(cfg, op)
+        }
+    }
+}
+
+/// One machine-readable line on stdout saying where the listeners are (useful with
+/// port 0), while logs go to stderr.
+fn announce(value: serde_json::Value) {
+    println!("{value}");
+}
+
+fn cluster(cfg: HubConfig, op: ClusterOp) -> anyhow::Result<()> {
+    match op {
+        ClusterOp::Register { name, region, zone, out, image, validity_days, namespace } => {
+            let out_dir = out.unwrap_or_else(|| PathBuf::from(format!("hawser-{name}")));
+            let req = RegisterRequest {
+                state_dir: cfg.state_dir.clone(),
+                name,
+                region,
+                zone,
+                hub_address: cfg.tunnel.advertise.clone(),
+                hub_server_name: cfg.tunnel.advertise_host().to_string(),
+                out_dir,
+                image,
+                validity_days,
+                namespace,
+            };
+            let outcome = bundle::register_cluster(&req)?;
+            println!("registered cluster {} (certificate {})", outcome.record.name, outcome.record.certs.first().map(|f| f.to_string()).unwrap_or_default());
+            for f in &outcome.files {
+                println!("  wrote {}", f.display());
+            }
+            println!("deploy it with: kubectl apply -f {}", req.out_dir.join("manifest.yaml").display());
+            Ok(())
+        }
+        ClusterOp::List => {
+            let clusters = bundle::list_clusters(&cfg.state_dir)?;
+            if clusters.is_empty() {
+                println!("no clusters registered");
+            }
+            for c in clusters {
+                println!(
+                    "{}\tregion={}\tzone={}\tcerts={}\tregistered={}",
+                    c.name,
+                    c.region.as_deref().unwrap_or("-"),
+                    c.zone.as_deref().unwrap_or("-"),
+                    c.certs.len(),
+                    c.registered_at
+                );
+            }
+            Ok(())
+        }
+        ClusterOp::Remove { name } => {
+            let rec = bundle::remove_cluster(&cfg.state_dir, &name)?;
+            println!("removed cluster {}; its tunnels close within a second", rec.name);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The hub's config file.
+
+use super::{read_toml, ConfigError, Keepalive, Validator};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    state_dir: PathBuf,
+    tunnel: RawTunnel,
+    front: RawFront,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
+    #[serde(default = "default_registry_poll", with = "humantime_serde")]
+    registry_poll: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTunnel {
+    listen: String,
+    advertise: String,
+    #[serde(default = "default_keepalive_interval", with = "humantime_serde")]
+    keepalive_interval: Duration,
+    #[serde(default = "default_keepalive_timeout", with = "humantime_serde")]
+    keepalive_timeout: Duration,
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    handshake_timeout: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFront {
+    listen: String,
+    server_names: Vec<String>,
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    request_timeout: Duration,
+    #[serde(default = "default_max_header_bytes")]
+    max_header_bytes: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: String,
+}
+
+fn default_registry_poll() -> Duration {
+    Duration::from_millis(250)
+}
+pub(super) fn default_keepalive_interval() -> Duration {
+    Duration::from_secs(10)
+}
+pub(super) fn default_keepalive_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_header_bytes() -> usize {
+    32 * 1024
+}
+
+/// The hub's validated config.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// Where the CA, the serving certificate and the cluster registry live.
+    pub state_dir: PathBuf,
+    /// The listener agents dial.
+    pub tunnel: HubTunnelConfig,
+    /// The HTTPS listener users and kubectl call.
+    pub front: FrontConfig,
+    /// The admin listener (`/livez`, `/readyz`, `/metrics`), if any.
+    pub admin_listen: Option<SocketAddr>,
+    /// How often the registry file is re-read, so a removed cluster is cut off quickly.
+    pub registry_poll: Duration,
+}
+
+/// The hub's tunnel listener.
+#[derive(Debug, Clone)]
+pub struct HubTunnelConfig {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// `host:port` that agents dial; written into agent bundles.
+    pub advertise: String,
+    /// PING settings; a silent tunnel is dropped after `interval + timeout`.
+    pub keepalive: Keepalive,
+    /// Longest time an agent may take to finish the TLS handshake.
+    pub handshake_timeout: Duration,
+}
+
+impl HubTunnelConfig {
+    /// The host part of `advertise`, which agents check in the hub's certificate.
+    pub fn advertise_host(&self) -> &str {
+        host_of(&self.advertise)
+    }
+}
+
+/// The hub's user-facing HTTPS listener.
+#[derive(Debug, Clone)]
+pub struct FrontConfig {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// DNS names and IP addresses in the serving certificate.
+    pub server_names: Vec<String>,
+    /// Limit for requests that are not long-running (watch, exec, logs ... have none).
+    pub request_timeout: Duration,
+    /// Largest total size of a request's header block.
+    pub max_header_bytes: usize,
+}
+
+fn host_of(addr: &str) -> &str {
+    match addr.rsplit_once(':') {
+        Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+        None => addr,
+    }
+}
+
+impl HubConfig {
+    /// Reads and validates a hub config file.
+    pub fn load(file: &Path) -> Result<HubConfig, ConfigError> {
+        let raw: Raw = read_toml(file)?;
+        let v = Validator { file };
+        let tunnel = HubTunnelConfig {
+            listen: v.socket_addr("tunnel.listen", &raw.tunnel.listen)?,
+            advertise: raw.tunnel.advertise.clone(),
+            keepalive: v.keepalive(
+                "tunnel.keepalive_interval",
+                raw.tunnel.keepalive_interval,
+                raw.tunnel.keepalive_timeout,
+            )?,
+            handshake_timeout: raw.tunnel.handshake_timeout,
+        };
+        if !raw.tunnel.advertise.contains(':') || tunnel.advertise_host().is_empty() {
+            return Err(v.invalid("tunnel.advertise", "expected host:port that agents dial"));
+        }
+        if raw.front.server_names.is_empty() {
+            return Err(v.invalid("front.server_names", "at least one DNS name or IP is needed"));
+        }
+        if raw.front.max_header_bytes < 1024 {
+            return Err(v.invalid("front.max_header_bytes", "must be at least 1024"));
+        }
+        if raw.front.request_timeout.is_zero() {
+            return Err(v.invalid("front.request_timeout", "must be above zero"));
+        }
+        if raw.registry_poll.is_zero() || raw.registry_poll > Duration::from_secs(1) {
+            return Err(v.invalid(
+                "registry_poll",
+                "must be above zero and at most 1s, so removed clusters are cut within a second",
+            ));
+        }
+        let front = FrontConfig {
+            listen: v.socket_addr("front.listen", &raw.front.listen)?,
+            server_names: raw.front.server_names,
+            request_timeout: raw.front.request_timeout,
+            max_header_bytes: raw.front.max_header_bytes,
+        };
+        let admin_listen = match raw.admin {
+            Some(a) => Some(v.socket_addr("admin.listen", &a.listen)?),
+            None => None,
+        };
+        Ok(HubConfig {
+            file: file.to_path_buf(),
+            state_dir: v.path(&raw.state_dir),
+            tunnel,
+            front,
+            admin_listen,
+            registry_poll: raw.registry_poll,
+        })
+    }
+}

@@ -1,0 +1,207 @@
+//! Compiled-artifact cache: each plugin version is compiled once.
+//!
+//! Keys are the SHA-256 of the component bytes plus a hash of the engine's
+//! compatibility fingerprint (wasmtime version, target, compiler settings), so a new
+//! wasmtime or new engine settings never load a stale artifact. Two levels:
+//! - memory: components of the current chain, so a reload that keeps a plugin does not
+//!   even deserialize it;
+//! - disk (optional `cache_dir`): `<digest>-<engine>.cwasm` files written by
+//!   [`Component::serialize`], loaded with [`Component::deserialize_file`].
+//!
+//! Loading native code from disk trusts the directory: the cache creates it with mode
+//! 0700 and refuses to use a directory writable by group or others.
+
+use std::collections::HashMap;
+use std::fs;
+use std::hash::Hasher;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use sha2::{Digest as _, Sha256};
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+use super::error::PluginError;
+
+/// SHA-256 of a plugin file.
+pub type Digest = [u8; 32];
+
+/// SHA-256 of `bytes`.
+pub fn digest(bytes: &[u8]) -> Digest {
+    Sha256::digest(bytes).into()
+}
+
+/// Lower-case hex of the first `n` bytes of `d`.
+pub fn hex(d: &[u8], n: usize) -> String {
+    d.iter().take(n).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Counters of the artifact cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Components compiled from wasm bytes.
+    pub compiled: u64,
+    /// Components loaded from the disk cache.
+    pub disk_hits: u64,
+    /// Components reused from memory.
+    pub memory_hits: u64,
+}
+
+pub(crate) struct ArtifactCache {
+    dir: Option<PathBuf>,
+    engine_key: String,
+    memory: Mutex<HashMap<Digest, Component>>,
+    compiled: AtomicU64,
+    disk_hits: AtomicU64,
+    memory_hits: AtomicU64,
+}
+
+impl ArtifactCache {
+    pub(crate) fn new(engine: &Engine, dir: Option<PathBuf>) -> Result<Self, PluginError> {
+        if let Some(dir) = &dir {
+            prepare_dir(dir)?;
+        }
+        let mut hasher = ShaHasher(Sha256::new());
+        std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
+        let engine_key = hex(&hasher.0.finalize(), 8);
+        Ok(ArtifactCache {
+            dir,
+            engine_key,
+            memory: Mutex::new(HashMap::new()),
+            compiled: AtomicU64::new(0),
+            disk_hits: AtomicU64::new(0),
+            memory_hits: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn stats(&self) -> CacheStats {
+        CacheStats {
+            compiled: self.compiled.load(Ordering::Relaxed),
+            disk_hits: self.disk_hits.load(Ordering::Relaxed),
+            memory_hits: self.memory_hits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The compiled component for `bytes` (whose SHA-256 is `digest`), compiling it at
+    /// most once. Blocking: call it off the async executor.
+    pub(crate) fn component(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        digest: &Digest,
+    ) -> Result<Component, String> {
+        if let Some(c) = self.lock().get(digest) {
+            self.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(c.clone());
+        }
+        let path = self.artifact_path(digest);
+        let component = match path.as_deref().and_then(|p| self.load(engine, p)) {
+            Some(c) => c,
+            None => {
+                let c = Component::new(engine, bytes).map_err(|e| format!("{e:#}"))?;
+                self.compiled.fetch_add(1, Ordering::Relaxed);
+                if let Some(path) = &path {
+                    if let Err(e) = store(&c, path) {
+                        tracing::warn!(path = %path.display(), error = %e, "plugin cache: could not write compiled artifact");
+                    }
+                }
+                c
+            }
+        };
+        self.lock().insert(*digest, component.clone());
+        Ok(component)
+    }
+
+    /// Drops in-memory components not in `keep` (those of the chain just installed).
+    pub(crate) fn retain(&self, keep: &[Digest]) {
+        self.lock().retain(|d, _| keep.contains(d));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Component>> {
+        // A panic while holding this lock cannot leave the map half-updated.
+        self.memory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn artifact_path(&self, digest: &Digest) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        Some(dir.join(format!("{}-{}.cwasm", hex(digest, 32), self.engine_key)))
+    }
+
+    fn load(&self, engine: &Engine, path: &Path) -> Option<Component> {
+        if !path.is_file() {
+            return None;
+        }
+        // SAFETY: `deserialize_file` maps native code. The file was written by
+        // `Component::serialize` of this same engine configuration (the name carries the
+        // engine fingerprint, and wasmtime checks its own header again) into a directory
+        // this process created with mode 0700 and checked is not writable by anyone else
+        // (`prepare_dir`). Files are replaced by rename, never rewritten in place.
+        #[allow(unsafe_code)]
+        let loaded = unsafe { Component::deserialize_file(engine, path) };
+        match loaded {
+            Ok(c) => {
+                self.disk_hits.fetch_add(1, Ordering::Relaxed);
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "plugin cache: ignoring unusable artifact");
+                None
+            }
+        }
+    }
+}
+
+fn store(component: &Component, path: &Path) -> Result<(), String> {
+    let bytes = component.serialize().map_err(|e| e.to_string())?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = fs::File::create(&tmp).map_err(|e| e.to_string())?;
+    f.write_all(&bytes).map_err(|e| e.to_string())?;
+    f.sync_all().map_err(|e| e.to_string())?;
+    fs::rename(&tmp, path).map_err(|e| e.to_string())
+}
+
+fn prepare_dir(dir: &Path) -> Result<(), PluginError> {
+    let err = |reason: String| PluginError::Config {
+        file: dir.to_path_buf(),
+        key: "runtime.cache_dir".into(),
+        reason,
+    };
+    if !dir.exists() {
+        let mut b = fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.create(dir)
+            .map_err(|e| err(format!("cannot create: {e}")))?;
+    }
+    let meta = fs::metadata(dir).map_err(|e| err(format!("cannot stat: {e}")))?;
+    if !meta.is_dir() {
+        return Err(err("not a directory".into()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o022 != 0 {
+            return Err(err(
+                "writable by group or others; compiled native code is loaded from it, so it must be private (chmod 700)".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Feeds `Hash` output into SHA-256 so the engine key is stable across processes.
+struct ShaHasher(Sha256);
+
+impl Hasher for ShaHasher {
+    fn finish(&self) -> u64 {
+        // Only `write` is used; the digest is read from the inner state.
+        0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}

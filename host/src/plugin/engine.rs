@@ -1,0 +1,178 @@
+//! The one wasmtime [`Engine`] of a process, its [`Linker`], the epoch ticker and the
+//! compiled-artifact cache, bundled as a [`Runtime`].
+//!
+//! Engine choices (see `wasm-hosting.md` §7):
+//! - pooling allocator: instance slots, memories, tables and fiber stacks are reserved
+//!   once, so instantiating from an `InstancePre` costs microseconds;
+//! - copy-on-write memory initialisation;
+//! - epoch interruption, with a ticker thread advancing the epoch every `epoch_tick`;
+//!   each call sets its own deadline from the stage's time budget.
+//!
+//! Engine settings cannot change on reload (a reload that changes `[runtime]` is refused).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings;
+use super::cache::{ArtifactCache, CacheStats};
+use super::error::PluginError;
+use super::instance::StoreState;
+
+/// Process-wide settings of the plugin runtime (`[runtime]` in the TOML).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeSettings {
+    /// How often the epoch advances; the granularity of time budgets. Default 1 ms.
+    pub epoch_tick: Duration,
+    /// Instance slots in the pooling allocator: the most plugin instances alive at once
+    /// (in flight plus kept for reuse). Default 256.
+    pub max_instances: u32,
+    /// The largest linear memory any plugin may be given, in MiB (each stage's
+    /// `memory_mb` must fit). Default 128.
+    pub max_memory_mb: u32,
+    /// Where compiled artifacts are cached; `None` keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        RuntimeSettings {
+            epoch_tick: Duration::from_millis(1),
+            max_instances: 256,
+            max_memory_mb: 128,
+            cache_dir: None,
+        }
+    }
+}
+
+/// The engine, linker, artifact cache and epoch ticker shared by every chain of a process.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    settings: RuntimeSettings,
+    cache: ArtifactCache,
+    started: Instant,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Builds the engine and starts the epoch ticker.
+    pub fn new(settings: RuntimeSettings) -> Result<Arc<Runtime>, PluginError> {
+        let engine = Engine::new(&engine_config(&settings))
+            .map_err(|e| PluginError::Internal(format!("creating the wasm engine: {e}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| PluginError::Internal(format!("linking WASI: {e}")))?;
+        bindings::Plugin::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
+            .map_err(|e| PluginError::Internal(format!("linking host imports: {e}")))?;
+        let cache = ArtifactCache::new(&engine, settings.cache_dir.clone())?;
+        let ticker = EpochTicker::start(engine.clone(), settings.epoch_tick)?;
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            settings,
+            cache,
+            started: Instant::now(),
+            _ticker: ticker,
+        }))
+    }
+
+    /// The settings the runtime was built with.
+    pub fn settings(&self) -> &RuntimeSettings {
+        &self.settings
+    }
+
+    /// Compilation and cache counters (compiled, loaded from disk, reused from memory).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<StoreState> {
+        &self.linker
+    }
+
+    pub(crate) fn cache(&self) -> &ArtifactCache {
+        &self.cache
+    }
+
+    /// Milliseconds since the runtime started: a cheap monotonic clock for breakers.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn engine_config(settings: &RuntimeSettings) -> Config {
+    let slots = settings.max_instances.max(1);
+    let mut pool = PoolingAllocationConfig::new();
+    // A Rust wasip2 component has one component instance, a handful of core instances
+    // (the program plus shims), one or two memories and a few tables.
+    pool.total_component_instances(slots)
+        .total_core_instances(slots.saturating_mul(4))
+        .total_memories(slots.saturating_mul(2))
+        .total_tables(slots.saturating_mul(4))
+        .total_stacks(slots)
+        .max_memory_size(settings.max_memory_mb as usize * MIB);
+
+    let mut config = Config::new();
+    config
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .memory_init_cow(true)
+        .epoch_interruption(true)
+        .wasm_component_model(true);
+    config
+}
+
+const MIB: usize = 1024 * 1024;
+
+/// Advances the engine's epoch every tick until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine, tick: Duration) -> Result<Self, PluginError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("hawser-plugin-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| PluginError::Internal(format!("starting the epoch ticker: {e}")))?;
+        Ok(EpochTicker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            // The thread wakes within one tick; a panic there has nothing to report.
+            let _ = thread.join();
+        }
+    }
+}

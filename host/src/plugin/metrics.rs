@@ -1,0 +1,265 @@
+//! Counters of the plugin runtime, with a Prometheus text exposition.
+//!
+//! One [`StageCounters`] per stage and plugin version (a reload that keeps a plugin
+//! keeps its counters). Families:
+//! - `hawser_plugin_invocations_total{stage,kind,plugin,version,digest}`
+//! - `hawser_plugin_denials_total{...}`
+//! - `hawser_plugin_failures_total{...,reason}` (trap, timeout, memory_limit, ...)
+//! - `hawser_plugin_fail_open_total{...}`: failures let through by a fail-open stage
+//! - `hawser_plugin_quarantines_total{...}`
+//! - `hawser_plugin_call_seconds_sum` / `_count{...}`
+//! - `hawser_plugin_reloads_total{result="ok"|"failed"|"unchanged"}`
+//! - `hawser_plugin_chain_generation`
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::error::FailureKind;
+use super::types::StageKind;
+
+/// Labels of one stage version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Labels {
+    pub(crate) stage: String,
+    pub(crate) kind: StageKind,
+    pub(crate) plugin: String,
+    pub(crate) version: String,
+    pub(crate) digest: String,
+}
+
+/// Counters of one stage version.
+#[derive(Debug)]
+pub(crate) struct StageCounters {
+    labels: Labels,
+    pub(crate) invocations: AtomicU64,
+    pub(crate) denials: AtomicU64,
+    pub(crate) fail_open: AtomicU64,
+    pub(crate) quarantines: AtomicU64,
+    pub(crate) call_nanos: AtomicU64,
+    failures: [AtomicU64; FailureKind::ALL.len()],
+}
+
+impl StageCounters {
+    pub(crate) fn failure(&self, kind: FailureKind) {
+        self.failures[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A read-out of one stage's counters, summed over its versions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StageSnapshot {
+    /// Calls into the plugin (including failed ones).
+    pub invocations: u64,
+    /// Denials returned by the plugin.
+    pub denials: u64,
+    /// Failures let through because the stage is fail-open.
+    pub fail_open: u64,
+    /// Times a version of this stage was quarantined.
+    pub quarantines: u64,
+    /// Failures by kind.
+    pub failures: BTreeMap<FailureKind, u64>,
+}
+
+impl StageSnapshot {
+    /// Failures of `kind`.
+    pub fn failures(&self, kind: FailureKind) -> u64 {
+        self.failures.get(&kind).copied().unwrap_or(0)
+    }
+}
+
+/// Result of one reload attempt, for counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// A new chain was installed.
+    Ok,
+    /// The chain was refused; the old one keeps serving.
+    Failed,
+    /// Nothing changed.
+    Unchanged,
+}
+
+/// All counters of one plugin host.
+#[derive(Debug, Default)]
+pub struct StageMetrics {
+    stages: Mutex<Vec<Arc<StageCounters>>>,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+    reloads_unchanged: AtomicU64,
+    generation: AtomicU64,
+}
+
+impl StageMetrics {
+    /// The counters for `labels`, created on first use.
+    pub(crate) fn counters(&self, labels: Labels) -> Arc<StageCounters> {
+        let mut stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = stages.iter().find(|c| c.labels == labels) {
+            return c.clone();
+        }
+        let c = Arc::new(StageCounters {
+            labels,
+            invocations: AtomicU64::new(0),
+            denials: AtomicU64::new(0),
+            fail_open: AtomicU64::new(0),
+            quarantines: AtomicU64::new(0),
+            call_nanos: AtomicU64::new(0),
+            failures: Default::default(),
+        });
+        stages.push(c.clone());
+        c
+    }
+
+    pub(crate) fn reload(&self, result: ReloadResult, generation: u64) {
+        let c = match result {
+            ReloadResult::Ok => &self.reloads_ok,
+            ReloadResult::Failed => &self.reloads_failed,
+            ReloadResult::Unchanged => &self.reloads_unchanged,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+        self.generation.store(generation, Ordering::Relaxed);
+    }
+
+    /// Reload attempts with `result` so far.
+    pub fn reloads(&self, result: ReloadResult) -> u64 {
+        match result {
+            ReloadResult::Ok => &self.reloads_ok,
+            ReloadResult::Failed => &self.reloads_failed,
+            ReloadResult::Unchanged => &self.reloads_unchanged,
+        }
+        .load(Ordering::Relaxed)
+    }
+
+    /// Counters of stage `name`, summed over every version loaded so far.
+    pub fn snapshot(&self, name: &str) -> StageSnapshot {
+        let stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = StageSnapshot::default();
+        for c in stages.iter().filter(|c| c.labels.stage == name) {
+            s.invocations += c.invocations.load(Ordering::Relaxed);
+            s.denials += c.denials.load(Ordering::Relaxed);
+            s.fail_open += c.fail_open.load(Ordering::Relaxed);
+            s.quarantines += c.quarantines.load(Ordering::Relaxed);
+            for k in FailureKind::ALL {
+                let n = c.failures[k as usize].load(Ordering::Relaxed);
+                if n > 0 {
+                    *s.failures.entry(k).or_default() += n;
+                }
+            }
+        }
+        s
+    }
+
+    /// Prometheus text exposition (format 0.0.4).
+    pub fn render_prometheus(&self) -> String {
+        let stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::new();
+        let families: [(&str, &str, fn(&StageCounters) -> u64); 4] = [
+            ("hawser_plugin_invocations_total", "Calls into a plugin stage.", |c| {
+                c.invocations.load(Ordering::Relaxed)
+            }),
+            ("hawser_plugin_denials_total", "Denials returned by a plugin stage.", |c| {
+                c.denials.load(Ordering::Relaxed)
+            }),
+            (
+                "hawser_plugin_fail_open_total",
+                "Plugin failures let through by a fail-open stage.",
+                |c| c.fail_open.load(Ordering::Relaxed),
+            ),
+            (
+                "hawser_plugin_quarantines_total",
+                "Times a plugin version was quarantined after repeated faults.",
+                |c| c.quarantines.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, get) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for c in stages.iter() {
+                let _ = writeln!(out, "{name}{{{}}} {}", labels(&c.labels), get(c));
+            }
+        }
+        let name = "hawser_plugin_failures_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Failed calls into a plugin stage, by reason.\n# TYPE {name} counter"
+        );
+        for c in stages.iter() {
+            for k in FailureKind::ALL {
+                let n = c.failures[k as usize].load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{{},reason=\"{k}\"}} {n}", labels(&c.labels));
+            }
+        }
+        let name = "hawser_plugin_call_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time spent in plugin calls.\n# TYPE {name} summary"
+        );
+        for c in stages.iter() {
+            let l = labels(&c.labels);
+            let secs = c.call_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+            let _ = writeln!(out, "{name}_sum{{{l}}} {secs}");
+            let _ = writeln!(out, "{name}_count{{{l}}} {}", c.invocations.load(Ordering::Relaxed));
+        }
+        let name = "hawser_plugin_reloads_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Chain reload attempts, by result.\n# TYPE {name} counter"
+        );
+        for (result, n) in [
+            ("ok", &self.reloads_ok),
+            ("failed", &self.reloads_failed),
+            ("unchanged", &self.reloads_unchanged),
+        ] {
+            let _ = writeln!(out, "{name}{{result=\"{result}\"}} {}", n.load(Ordering::Relaxed));
+        }
+        let name = "hawser_plugin_chain_generation";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Generation of the chain serving requests.\n# TYPE {name} gauge\n{name} {}",
+            self.generation.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+fn labels(l: &Labels) -> String {
+    format!(
+        "stage=\"{}\",kind=\"{}\",plugin=\"{}\",version=\"{}\",digest=\"{}\"",
+        escape(&l.stage),
+        l.kind,
+        escape(&l.plugin),
+        escape(&l.version),
+        l.digest
+    )
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_every_family_and_labels() {
+        let m = StageMetrics::default();
+        let c = m.counters(Labels {
+            stage: "tok\"ens".into(),
+            kind: StageKind::Credential,
+            plugin: "p".into(),
+            version: "1".into(),
+            digest: "abc".into(),
+        });
+        c.invocations.fetch_add(3, Ordering::Relaxed);
+        c.failure(FailureKind::Timeout);
+        m.reload(ReloadResult::Ok, 2);
+        let text = m.render_prometheus();
+        assert!(text.contains(
+            "hawser_plugin_invocations_total{stage=\"tok\\\"ens\",kind=\"credential\",plugin=\"p\",version=\"1\",digest=\"abc\"} 3"
+        ));
+        assert!(text.contains("reason=\"timeout\"} 1"));
+        assert!(text.contains("hawser_plugin_reloads_total{result=\"ok\"} 1"));
+        assert!(text.contains("hawser_plugin_chain_generation 2"));
+        assert_eq!(m.snapshot("tok\"ens").failures(FailureKind::Timeout), 1);
+    }
+}

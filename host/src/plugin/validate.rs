@@ -1,0 +1,356 @@
+//! Checks on what plugins return. A plugin can narrow what the configuration allows
+//! (deny, abstain, redact) but never widen it:
+//! - every string that may become an HTTP header is a legal header name or value;
+//! - a principal or impersonated identity stays within size limits, and an impersonated
+//!   identity within the stage's [`Policy`];
+//! - a routing choice names one of the candidates passed in, and sets only headers the
+//!   policy allows (never hop-by-hop, `host`, `authorization` or `impersonate-*`);
+//! - an audit redaction only names headers; the host applies it.
+
+use super::types::{AuditEvent, Candidate, Denial, Principal, Redaction, RouteChoice};
+
+/// A glob pattern: `*` matches any run of characters, everything else matches itself.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Pattern(String);
+
+impl Pattern {
+    /// A pattern from its text.
+    pub fn new(text: impl Into<String>) -> Self {
+        Pattern(text.into())
+    }
+
+    /// Whether `s` matches.
+    pub fn matches(&self, s: &str) -> bool {
+        glob(self.0.as_bytes(), s.as_bytes())
+    }
+
+    /// The pattern text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    // Iterative wildcard match with single backtrack point (classic algorithm).
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+fn any(patterns: &[Pattern], s: &str) -> bool {
+    patterns.iter().any(|p| p.matches(s))
+}
+
+/// What the host lets a stage's output contain (`[stage.policy]`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Policy {
+    /// Impersonation: users that may be impersonated. Default `["*"]`.
+    pub allow_users: Vec<Pattern>,
+    /// Impersonation: users that may never be impersonated. Default empty.
+    pub deny_users: Vec<Pattern>,
+    /// Impersonation: groups that may be set. Default `["*"]`.
+    pub allow_groups: Vec<Pattern>,
+    /// Impersonation: groups that may never be set. Default `["system:masters"]`.
+    pub deny_groups: Vec<Pattern>,
+    /// Impersonation: extra keys that may be set. Default `["*"]`.
+    pub allow_extra: Vec<Pattern>,
+    /// Routing: upstream headers a routing choice may set. Default empty (none).
+    pub allow_headers: Vec<Pattern>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            allow_users: vec![Pattern::new("*")],
+            deny_users: Vec::new(),
+            allow_groups: vec![Pattern::new("*")],
+            deny_groups: vec![Pattern::new("system:masters")],
+            allow_extra: vec![Pattern::new("*")],
+            allow_headers: Vec::new(),
+        }
+    }
+}
+
+const MAX_MESSAGE: usize = 1024;
+const MAX_NAME: usize = 512;
+const MAX_GROUPS: usize = 256;
+const MAX_EXTRA_KEYS: usize = 32;
+const MAX_EXTRA_VALUES: usize = 64;
+const MAX_SET_HEADERS: usize = 16;
+const MAX_HEADER_VALUE: usize = 4096;
+
+/// Headers no plugin may set on the upstream request.
+const FORBIDDEN_HEADERS: &[&str] = &[
+    "authorization",
+    "connection",
+    "content-length",
+    "cookie",
+    "host",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// A legal, lower-case HTTP header name (RFC 9110 token).
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 256
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
+}
+
+/// A legal HTTP header value: visible ASCII, space and tab, no surrounding whitespace.
+pub fn is_header_value(value: &str) -> bool {
+    value.len() <= MAX_HEADER_VALUE
+        && value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+        && !value.starts_with([' ', '\t'])
+        && !value.ends_with([' ', '\t'])
+}
+
+pub(crate) fn denial(d: &Denial) -> Result<(), String> {
+    if d.message.len() > MAX_MESSAGE {
+        return Err(format!("denial message longer than {MAX_MESSAGE} bytes"));
+    }
+    if d.message.chars().any(char::is_control) {
+        return Err("denial message contains control characters".into());
+    }
+    Ok(())
+}
+
+/// A principal that may later be sent as `Impersonate-*` headers.
+pub(crate) fn principal(p: &Principal) -> Result<(), String> {
+    if p.user.is_empty() {
+        return Err("principal has an empty user".into());
+    }
+    value("user", &p.user)?;
+    if !p.uid.is_empty() {
+        value("uid", &p.uid)?;
+    }
+    if p.groups.len() > MAX_GROUPS {
+        return Err(format!("more than {MAX_GROUPS} groups"));
+    }
+    for g in &p.groups {
+        if g.is_empty() {
+            return Err("empty group name".into());
+        }
+        value("group", g)?;
+    }
+    if p.extra.len() > MAX_EXTRA_KEYS {
+        return Err(format!("more than {MAX_EXTRA_KEYS} extra keys"));
+    }
+    for e in &p.extra {
+        if !is_header_name(&e.key) {
+            return Err(format!("extra key {:?} is not a legal lower-case header name", e.key));
+        }
+        if e.values.len() > MAX_EXTRA_VALUES {
+            return Err(format!("extra {:?} has more than {MAX_EXTRA_VALUES} values", e.key));
+        }
+        for v in &e.values {
+            value("extra value", v)?;
+        }
+    }
+    Ok(())
+}
+
+fn value(what: &str, v: &str) -> Result<(), String> {
+    if v.len() > MAX_NAME || !is_header_value(v) {
+        return Err(format!(
+            "{what} {:?} is not a legal header value of at most {MAX_NAME} bytes",
+            v.chars().take(64).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+/// An identity to impersonate: legal, and within the stage's policy.
+pub(crate) fn impersonation(p: &Principal, policy: &Policy) -> Result<(), String> {
+    principal(p)?;
+    if !any(&policy.allow_users, &p.user) || any(&policy.deny_users, &p.user) {
+        return Err(format!("impersonating user {:?} is not allowed by the stage policy", p.user));
+    }
+    for g in &p.groups {
+        if !any(&policy.allow_groups, g) || any(&policy.deny_groups, g) {
+            return Err(format!("impersonating group {g:?} is not allowed by the stage policy"));
+        }
+    }
+    for e in &p.extra {
+        if !any(&policy.allow_extra, &e.key) {
+            return Err(format!("extra key {:?} is not allowed by the stage policy", e.key));
+        }
+    }
+    Ok(())
+}
+
+/// A routing choice: one of `candidates`, with only allowed headers.
+pub(crate) fn route_choice(
+    c: &RouteChoice,
+    candidates: &[Candidate],
+    policy: &Policy,
+) -> Result<(), String> {
+    if !candidates
+        .iter()
+        .any(|k| k.cluster == c.cluster && k.endpoint == c.endpoint)
+    {
+        return Err(format!(
+            "route to {:?}/{:?} is not one of the configured candidates",
+            c.cluster.chars().take(64).collect::<String>(),
+            c.endpoint.chars().take(64).collect::<String>()
+        ));
+    }
+    if c.set_headers.len() > MAX_SET_HEADERS {
+        return Err(format!("more than {MAX_SET_HEADERS} headers set"));
+    }
+    for h in &c.set_headers {
+        if !is_header_name(&h.name) {
+            return Err(format!("{:?} is not a legal lower-case header name", h.name));
+        }
+        if FORBIDDEN_HEADERS.contains(&h.name.as_str()) || h.name.starts_with("impersonate-") {
+            return Err(format!("header {:?} may not be set by a plugin", h.name));
+        }
+        if !any(&policy.allow_headers, &h.name) {
+            return Err(format!("header {:?} is not allowed by the stage policy", h.name));
+        }
+        if !is_header_value(&h.value) {
+            return Err(format!("value of header {:?} is not a legal header value", h.name));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn redaction(r: &Redaction) -> Result<(), String> {
+    for h in &r.headers {
+        if !is_header_name(&h.to_ascii_lowercase()) {
+            return Err(format!("redaction names {h:?}, not a legal header name"));
+        }
+    }
+    Ok(())
+}
+
+/// The text that replaces redacted values.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Applies a validated redaction to `ev`.
+pub(crate) fn apply_redaction(ev: &mut AuditEvent, r: &Redaction) {
+    for h in ev.headers.iter_mut() {
+        if r.headers.iter().any(|n| n.eq_ignore_ascii_case(&h.name)) {
+            h.value = REDACTED.into();
+        }
+    }
+    if r.query && !ev.query.is_empty() {
+        ev.query = REDACTED.into();
+    }
+    if r.extra {
+        for p in ev.principal.iter_mut().chain(ev.impersonated.iter_mut()) {
+            p.extra.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::types::{Header, Health, Locality};
+
+    #[test]
+    fn glob_patterns() {
+        let p = Pattern::new;
+        assert!(p("*").matches(""));
+        assert!(p("system:*").matches("system:masters"));
+        assert!(!p("system:*").matches("dev"));
+        assert!(p("*@example.com").matches("a@example.com"));
+        assert!(p("a*b*c").matches("aXbYc"));
+        assert!(!p("a*b*c").matches("aXbY"));
+        assert!(p("exact").matches("exact"));
+        assert!(!p("exact").matches("exact2"));
+    }
+
+    #[test]
+    fn header_legality() {
+        assert!(is_header_name("x-hawser-version"));
+        assert!(!is_header_name("X-Upper"));
+        assert!(!is_header_name("bad name"));
+        assert!(!is_header_name(""));
+        assert!(is_header_value("a b\tc"));
+        assert!(!is_header_value("line\r\nbreak"));
+        assert!(!is_header_value(" leading"));
+        assert!(!is_header_value("caf\u{e9}"));
+    }
+
+    fn cand(cluster: &str, endpoint: &str) -> Candidate {
+        Candidate {
+            cluster: cluster.into(),
+            endpoint: endpoint.into(),
+            locality: Locality {
+                region: String::new(),
+                zone: String::new(),
+            },
+            health: Health::Healthy,
+            weight: 1,
+            in_flight: 0,
+        }
+    }
+
+    #[test]
+    fn route_choice_must_be_a_candidate_and_headers_allowed() {
+        let cands = [cand("c1", "e1"), cand("c2", "e2")];
+        let policy = Policy {
+            allow_headers: vec![Pattern::new("x-hawser-*")],
+            ..Policy::default()
+        };
+        let mut choice = RouteChoice {
+            cluster: "c1".into(),
+            endpoint: "e1".into(),
+            set_headers: vec![Header {
+                name: "x-hawser-version".into(),
+                value: "a".into(),
+            }],
+        };
+        assert!(route_choice(&choice, &cands, &policy).is_ok());
+        choice.endpoint = "e2".into();
+        assert!(route_choice(&choice, &cands, &policy).is_err(), "mixed pair");
+        choice.endpoint = "e1".into();
+        choice.set_headers[0].name = "impersonate-user".into();
+        assert!(route_choice(&choice, &cands, &Policy {
+            allow_headers: vec![Pattern::new("*")],
+            ..Policy::default()
+        })
+        .is_err());
+        choice.set_headers[0].name = "x-other".into();
+        assert!(route_choice(&choice, &cands, &policy).is_err(), "not in allow list");
+    }
+
+    #[test]
+    fn impersonation_policy() {
+        let policy = Policy::default();
+        let mut p = Principal::new("alice");
+        p.groups = vec!["dev".into()];
+        assert!(impersonation(&p, &policy).is_ok());
+        p.groups.push("system:masters".into());
+        assert!(impersonation(&p, &policy).is_err());
+        let p = Principal::new("bob\r\nimpersonate-user: root");
+        assert!(impersonation(&p, &policy).is_err());
+    }
+}

@@ -1,0 +1,261 @@
+//! The hub's front listener: `https://HUB/clusters/<name>/<kubernetes path>`.
+
+use super::body::{boxed, Body};
+use super::headers::{self, AUDIT_ID, TUNNEL_UPGRADE, TUNNEL_UPGRADED};
+use super::lifecycle::{Denial, Outcome, RequestCtx, Role, Stages};
+use super::request_info::RequestInfo;
+use super::route::{self, PathError};
+use super::status::Status;
+use super::upgrade;
+use crate::config::FrontConfig;
+use crate::registry::Registry;
+use crate::tunnel::{SendError, TunnelPool};
+use arc_swap::ArcSwap;
+use http::{header, HeaderValue, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// What the front handler needs.
+pub struct Front {
+    /// Live tunnels.
+    pub pool: Arc<TunnelPool>,
+    /// Registered clusters.
+    pub registry: Arc<ArcSwap<Registry>>,
+    /// Listener settings.
+    pub cfg: FrontConfig,
+    /// The pluggable phases.
+    pub stages: Arc<dyn Stages>,
+}
+
+/// Serves the front listener until `shutdown` fires.
+pub async fn serve_front(listener: TcpListener, acceptor: TlsAcceptor, front: Arc<Front>, shutdown: CancellationToken) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "front accept failed");
+                    continue;
+                }
+            },
+        };
+        let (front, acceptor, shutdown) = (front.clone(), acceptor.clone(), shutdown.clone());
+        let span = tracing::debug_span!("client", %peer);
+        tokio::spawn(
+            async move {
+                let _ = stream.set_nodelay(true);
+                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return tracing::debug!(error = %e, "client TLS handshake failed"),
+                    Err(_) => return tracing::debug!("client TLS handshake timed out"),
+                };
+                front.serve_connection(tls, peer, shutdown).await;
+            }
+            .instrument(span),
+        );
+    }
+}
+
+impl Front {
+    async fn serve_connection<S>(self: Arc<Self>, io: S, peer: SocketAddr, shutdown: CancellationToken)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let this = self.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let this = this.clone();
+            async move { Ok::<_, std::convert::Infallible>(this.handle(peer, req).await) }
+        });
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // hyper answers a header block beyond its buffer with 431 itself; below that,
+        // `handle` applies the configured limit exactly.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .max_buf_size((self.cfg.max_header_bytes * 2).max(16 * 1024));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size((self.cfg.max_header_bytes * 2) as u32);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => if let Err(e) = result {
+                tracing::debug!(error = %e, "client connection ended with an error");
+            },
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+            }
+        }
+    }
+
+    /// Runs the lifecycle for one request.
+    pub async fn handle(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+        let received = Instant::now();
+        let mut audit_id = None;
+        let mut resp = match self.proxy(peer, req, received, &mut audit_id).await {
+            Ok(resp) => resp,
+            Err(Denial(status)) => status.into_response(),
+        };
+        if let Some(id) = audit_id {
+            resp.headers_mut().entry(AUDIT_ID).or_insert(id);
+        }
+        resp
+    }
+
+    async fn proxy(
+        &self,
+        peer: SocketAddr,
+        mut req: Request<Incoming>,
+        received: Instant,
+        audit_id_out: &mut Option<HeaderValue>,
+    ) -> Result<Response<Body>, Denial> {
+        // Phase 1: receive.
+        let size = headers::block_size(req.headers());
+        if size > self.cfg.max_header_bytes {
+            return Err(Denial(Status::bad_request(format!(
+                "request header block of {size} bytes exceeds the limit of {} bytes",
+                self.cfg.max_header_bytes
+            ))));
+        }
+        let path = req.uri().path().to_string();
+        let target = route::split(&path).map_err(|e| match e {
+            PathError::NotClusterPath => Denial(Status::path_not_found(&path)),
+            other => Denial(Status::bad_request(other.to_string())),
+        })?;
+        let cluster = target.cluster.to_string();
+        if self.registry.load().get(&cluster).is_none() {
+            return Err(Denial(Status::cluster_not_found(&cluster)));
+        }
+        let upgrade = headers::upgrade_request(req.headers());
+        if upgrade.is_some() && req.version() != Version::HTTP_11 {
+            return Err(Denial(Status::bad_request("protocol upgrades need HTTP/1.1")));
+        }
+        let on_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let query = req.uri().query().map(str::to_string);
+        let path_and_query = match &query {
+            Some(q) => format!("{}?{q}", target.rest),
+            None => target.rest.to_string(),
+        };
+        let info = RequestInfo::parse(req.method(), target.rest, query.as_deref());
+        let (mut parts, body) = req.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers);
+        headers::strip_internal(&mut parts.headers);
+        // No access policy allows client impersonation yet: fail closed. The client's
+        // Authorization crosses the tunnel so the agent can check it again; the agent
+        // never passes it to the API server.
+        let auth = parts.headers.remove(header::AUTHORIZATION);
+        headers::strip_identity(&mut parts.headers);
+        if let Some(auth) = auth {
+            parts.headers.insert(header::AUTHORIZATION, auth);
+        }
+        headers::append_forwarded_for(&mut parts.headers, peer.ip());
+        let audit_id = headers::ensure_audit_id(&mut parts.headers);
+        *audit_id_out = Some(audit_id.clone());
+        let mut ctx = RequestCtx {
+            role: Role::Hub,
+            cluster: cluster.clone(),
+            audit_id: audit_id.to_str().unwrap_or_default().to_string(),
+            peer,
+            info,
+            path_and_query,
+            received,
+        };
+
+        // Phase 2: credential.
+        self.stages.credential(&mut ctx, &parts)?;
+
+        // Phase 4: route among live tunnels; a stage may reorder, never add.
+        let live = self.pool.candidates(&cluster);
+        if live.is_empty() {
+            return Err(self.finish(&ctx, None, Status::unavailable(format!("cluster \"{cluster}\" has no connected agent"))));
+        }
+        let preferred = self.stages.route(&ctx, &live)?;
+        let order: Vec<u64> = if preferred.is_empty() {
+            live
+        } else {
+            preferred.into_iter().filter(|id| live.contains(id)).collect()
+        };
+
+        // Phase 5: forward.
+        let uri = format!("http://{cluster}{}", ctx.path_and_query);
+        let mut out = Request::builder().method(parts.method.clone()).uri(uri);
+        if let Some(h) = out.headers_mut() {
+            *h = parts.headers;
+            if let Some(up) = &upgrade {
+                h.insert(TUNNEL_UPGRADE, up.clone());
+            }
+        }
+        let (client_tx, out_body) = if upgrade.is_some() {
+            let (tx, body) = upgrade::relay_body();
+            (Some(tx), body)
+        } else {
+            (None, boxed(body))
+        };
+        let out = out
+            .body(out_body)
+            .map_err(|e| Denial(Status::bad_request(format!("cannot forward request: {e}"))))?;
+        let send = self.pool.send(&cluster, &order, out);
+        let sent = if ctx.long_running() {
+            send.await
+        } else {
+            match tokio::time::timeout(self.cfg.request_timeout, send).await {
+                Ok(r) => r,
+                Err(_) => return Err(self.finish(&ctx, None, Status::timeout(self.cfg.request_timeout))),
+            }
+        };
+        let (tunnel, resp) = match sent {
+            Ok(pair) => pair,
+            Err(e @ SendError::NoTunnel(_)) => return Err(self.finish(&ctx, None, Status::unavailable(e.to_string()))),
+            Err(e @ SendError::Tunnel { tunnel, .. }) => {
+                return Err(self.finish(&ctx, Some(tunnel), Status::unavailable(e.to_string())))
+            }
+        };
+
+        // Phase 6: respond.
+        let (mut rparts, rbody) = resp.into_parts();
+        let switched = rparts.headers.remove(TUNNEL_UPGRADED).is_some();
+        let upgrade_value = rparts.headers.remove(TUNNEL_UPGRADE);
+        headers::remove_hop_by_hop(&mut rparts.headers);
+        headers::strip_internal(&mut rparts.headers);
+        let mut resp = match (switched, on_upgrade, client_tx) {
+            (true, Some(on_upgrade), Some(client_tx)) => {
+                let value = upgrade_value.or(upgrade).unwrap_or_else(|| HeaderValue::from_static("websocket"));
+                rparts.status = StatusCode::SWITCHING_PROTOCOLS;
+                rparts.headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+                rparts.headers.insert(header::UPGRADE, value);
+                let span = tracing::info_span!("upgraded", cluster = %cluster, audit_id = %ctx.audit_id, tunnel);
+                tokio::spawn(
+                    async move {
+                        match on_upgrade.await {
+                            Ok(upgraded) => upgrade::splice(upgraded, rbody, client_tx).await,
+                            Err(e) => tracing::debug!(error = %e, "client upgrade failed"),
+                        }
+                    }
+                    .instrument(span),
+                );
+                Response::from_parts(rparts, super::body::empty())
+            }
+            // An upgrade the API server refused (>= 400) is relayed as is.
+            _ => Response::from_parts(rparts, boxed(rbody)),
+        };
+        resp.headers_mut().entry(AUDIT_ID).or_insert(audit_id);
+        self.stages.audit(&ctx, &Outcome { code: resp.status().as_u16(), tunnel: Some(tunnel) });
+        Ok(resp)
+    }
+
+    fn finish(&self, ctx: &RequestCtx, tunnel: Option<u64>, status: Status) -> Denial {
+        self.stages.audit(ctx, &Outcome { code: status.code, tunnel });
+        Denial(status)
+    }
+}

@@ -1,0 +1,194 @@
+//! Header rules shared by the hub and the agent, after Go's reverse proxy and
+//! kube-apiserver's authentication filters.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+
+/// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1, Go's
+/// `httputil.ReverseProxy`).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Prefix of headers Hawser uses between hub and agent; never accepted from a client.
+pub const INTERNAL_PREFIX: &str = "x-hawser-";
+
+/// Carries the client's `Upgrade` value across the tunnel (HTTP/2 has no upgrades).
+pub const TUNNEL_UPGRADE: &str = "x-hawser-upgrade";
+
+/// Set by the agent on a tunnel response when the API server switched protocols.
+pub const TUNNEL_UPGRADED: &str = "x-hawser-upgraded";
+
+/// The request ID that joins hub, agent and API-server audit records.
+pub const AUDIT_ID: &str = "audit-id";
+
+/// Removes hop-by-hop headers, including every header named in `Connection`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The `Upgrade` value when the request asks for a protocol switch: `Connection`
+/// contains the token "upgrade" (case-insensitive) and `Upgrade` is present.
+pub fn upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
+    let wants = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if wants {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// True for headers through which a caller could claim an identity toward the API
+/// server: `Authorization`, `Impersonate-*` and `X-Remote-*`.
+pub fn is_identity_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n == "authorization" || n.starts_with("impersonate-") || n.starts_with("x-remote-")
+}
+
+/// Removes every identity header (see [`is_identity_header`]).
+pub fn strip_identity(headers: &mut HeaderMap) {
+    remove_where(headers, is_identity_header);
+}
+
+/// Removes Hawser's internal headers, which only the hub may set.
+pub fn strip_internal(headers: &mut HeaderMap) {
+    remove_where(headers, |n| n.as_str().starts_with(INTERNAL_PREFIX));
+}
+
+fn remove_where(headers: &mut HeaderMap, pred: impl Fn(&HeaderName) -> bool) {
+    let doomed: Vec<HeaderName> = headers.keys().filter(|n| pred(n)).cloned().collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// Appends the client address to `X-Forwarded-For`, as Go's reverse proxy does.
+pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
+    let prior: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let value = if prior.is_empty() {
+        client.to_string()
+    } else {
+        format!("{}, {client}", prior.join(", "))
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert("x-forwarded-for", v);
+    }
+}
+
+/// The size of a header block as sent on the wire (name, ": ", value, CRLF).
+pub fn block_size(headers: &HeaderMap) -> usize {
+    headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
+}
+
+/// The request's `Audit-ID`, or a new one set on it.
+pub fn ensure_audit_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(AUDIT_ID).filter(|v| !v.is_empty() && v.len() <= 128) {
+        return v.clone();
+    }
+    let id = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    headers.insert(AUDIT_ID, id.clone());
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Custom"),
+            ("x-custom", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("accept", "application/json"),
+            ("accept-encoding", "gzip"),
+            ("content-type", "application/json"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept", "accept-encoding", "content-type"]);
+    }
+
+    #[test]
+    fn upgrade_detection_is_token_based() {
+        assert!(upgrade_request(&map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "SPDY/3.1")])).is_some());
+        assert!(upgrade_request(&map(&[("upgrade", "websocket")])).is_none());
+        assert!(upgrade_request(&map(&[("connection", "upgraded"), ("upgrade", "websocket")])).is_none());
+    }
+
+    #[test]
+    fn identity_headers_are_stripped() {
+        let mut h = map(&[
+            ("authorization", "Bearer x"),
+            ("impersonate-user", "root"),
+            ("impersonate-group", "system:masters"),
+            ("impersonate-extra-scopes", "a"),
+            ("x-remote-user", "root"),
+            ("x-remote-extra-foo", "a"),
+            ("accept", "*/*"),
+        ]);
+        strip_identity(&mut h);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = map(&[("x-forwarded-for", "10.0.0.1")]);
+        append_forwarded_for(&mut h, "192.0.2.7".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, "192.0.2.7".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+    }
+
+    #[test]
+    fn audit_id_kept_or_created() {
+        let mut h = map(&[("audit-id", "abc")]);
+        assert_eq!(ensure_audit_id(&mut h), "abc");
+        let mut h = HeaderMap::new();
+        let id = ensure_audit_id(&mut h);
+        assert_eq!(id.len(), 36);
+        assert_eq!(h["audit-id"], id);
+    }
+}

@@ -1,0 +1,12 @@
+//! The request path: lifecycle phases, forwarding rules, and the listeners that run
+//! them (the hub's front listener and the agent's tunnel handler).
+
+pub mod body;
+pub mod forward;
+pub mod front;
+pub mod headers;
+pub mod lifecycle;
+pub mod request_info;
+pub mod route;
+pub mod status;
+pub mod upgrade;

@@ -1,0 +1,114 @@
+//! The hub's tunnel listener: admits registered agents and turns each accepted
+//! connection into an HTTP/2 client the proxy can send requests through.
+
+use super::pool::TunnelPool;
+use super::{CONNECTION_WINDOW, STREAM_WINDOW};
+use crate::config::Keepalive;
+use crate::pki::{cluster_of_cert, fingerprint_of_der};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Everything the listener needs.
+#[derive(Clone)]
+pub struct AgentListener {
+    /// TLS with the registered-agent verifier.
+    pub acceptor: TlsAcceptor,
+    /// Where accepted tunnels go.
+    pub pool: Arc<TunnelPool>,
+    /// PING settings.
+    pub keepalive: Keepalive,
+    /// Limit for the TLS handshake.
+    pub handshake_timeout: Duration,
+}
+
+/// Accepts agents until `shutdown` fires.
+pub async fn serve_agents(listener: TcpListener, agents: AgentListener, shutdown: CancellationToken) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving the tunnels we have.
+                    tracing::warn!(error = %e, "tunnel accept failed");
+                    continue;
+                }
+            },
+        };
+        let agents = agents.clone();
+        let shutdown = shutdown.clone();
+        let span = tracing::info_span!("agent", %peer, cluster = tracing::field::Empty, tunnel = tracing::field::Empty);
+        tokio::spawn(async move { agents.handle(stream, peer, shutdown).await }.instrument(span));
+    }
+}
+
+impl AgentListener {
+    async fn handle(self, stream: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
+        let _ = stream.set_nodelay(true);
+        let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::warn!(reason = %e, "agent refused");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(reason = "TLS handshake timed out", "agent refused");
+                return;
+            }
+        };
+        // The verifier already checked chain, validity and registration; read back
+        // who this is for the pool.
+        let (_, conn) = tls.get_ref();
+        let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) else {
+            tracing::warn!(reason = "no client certificate", "agent refused");
+            return;
+        };
+        let fingerprint = fingerprint_of_der(cert);
+        let cluster = match cluster_of_cert(cert) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(reason = %e, "agent refused");
+                return;
+            }
+        };
+        let version = conn.protocol_version();
+        tracing::Span::current().record("cluster", cluster.as_str());
+
+        let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.keepalive.interval)
+            .keep_alive_timeout(self.keepalive.timeout)
+            .keep_alive_while_idle(true)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_concurrent_reset_streams(1024)
+            .handshake(TokioIo::new(tls))
+            .await;
+        let (sender, connection) = match handshake {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(reason = %e, "HTTP/2 handshake with agent failed");
+                return;
+            }
+        };
+        let cancel = shutdown.child_token();
+        let id = self.pool.insert(&cluster, peer, fingerprint, sender, cancel.clone());
+        tracing::Span::current().record("tunnel", id);
+        tracing::info!(?version, %fingerprint, live = self.pool.live(&cluster), "agent connected");
+        let reason = tokio::select! {
+            result = connection => match result {
+                Ok(()) => "agent closed the connection".to_string(),
+                Err(e) => format!("connection failed: {e}"),
+            },
+            _ = cancel.cancelled() => "closed by the hub".to_string(),
+        };
+        self.pool.remove(&cluster, id);
+        tracing::info!(%reason, live = self.pool.live(&cluster), "tunnel closed");
+    }
+}
