@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::pki::{create_private_dir, write_atomic, HubCa, IssuedCert, PkiError, Validity};
+use crate::pki::{HubCa, IssuedCert, PkiError, Validity};
 use crate::registry::{
-    dns1123_label_problem, now_rfc3339, validate_cluster_name, ClusterRecord, Registry, RegistryError,
+    create_private_dir, dns1123_label_problem, now_rfc3339, validate_cluster_name, write_atomic,
+    ClusterRecord, Registry, RegistryError,
 };
 
 /// The namespace the agent is deployed into unless told otherwise.
@@ -90,12 +91,18 @@ pub fn register_cluster(req: &RegisterRequest) -> Result<RegisterOutcome, Bundle
     let ca = HubCa::load_or_create(&req.state_dir)?;
     let mut registry = Registry::load(&req.state_dir)?;
     if registry.get(&req.name).is_some() {
-        return Err(RegistryError::Exists { name: req.name.clone() }.into());
+        return Err(RegistryError::Exists {
+            name: req.name.clone(),
+        }
+        .into());
     }
     let names = [AGENT_TOML, AGENT_CRT, AGENT_KEY, CA_CRT, MANIFEST];
     let paths: Vec<PathBuf> = names.iter().map(|n| req.out_dir.join(n)).collect();
     for path in &paths {
-        let exists = path.try_exists().map_err(|source| BundleError::Write { path: path.clone(), source })?;
+        let exists = path.try_exists().map_err(|source| BundleError::Write {
+            path: path.clone(),
+            source,
+        })?;
         if exists {
             return Err(BundleError::Exists { path: path.clone() });
         }
@@ -109,14 +116,19 @@ pub fn register_cluster(req: &RegisterRequest) -> Result<RegisterOutcome, Bundle
         registered_at: now_rfc3339(),
     };
     registry.insert(record.clone())?;
-    create_private_dir(&req.out_dir)
-        .map_err(|source| BundleError::Write { path: req.out_dir.clone(), source })?;
+    create_private_dir(&req.out_dir).map_err(|source| BundleError::Write {
+        path: req.out_dir.clone(),
+        source,
+    })?;
     let contents = bundle_contents(req, &ca, &issued);
     let mut written = Vec::new();
     for (path, (text, mode)) in paths.iter().zip(contents.iter()) {
         if let Err(source) = write_atomic(path, text.as_bytes(), *mode) {
             remove_files(&written);
-            return Err(BundleError::Write { path: path.clone(), source });
+            return Err(BundleError::Write {
+                path: path.clone(),
+                source,
+            });
         }
         written.push(path.clone());
     }
@@ -127,7 +139,10 @@ pub fn register_cluster(req: &RegisterRequest) -> Result<RegisterOutcome, Bundle
         return Err(e.into());
     }
     tracing::info!(cluster = %req.name, fingerprint = %issued.fingerprint, out_dir = %req.out_dir.display(), "registered cluster");
-    Ok(RegisterOutcome { record, files: written })
+    Ok(RegisterOutcome {
+        record,
+        files: written,
+    })
 }
 
 /// Removes a cluster from the registry; its agents are refused from then on.
@@ -148,12 +163,18 @@ fn validate_request(req: &RegisterRequest) -> Result<(), BundleError> {
     let invalid = |field, reason: String| BundleError::InvalidRequest { field, reason };
     validate_cluster_name(&req.name)?;
     if let Some(reason) = dns1123_label_problem(&req.namespace) {
-        return Err(invalid("namespace", format!("{:?} {reason}", req.namespace)));
+        return Err(invalid(
+            "namespace",
+            format!("{:?} {reason}", req.namespace),
+        ));
     }
     for (field, value) in [("region", &req.region), ("zone", &req.zone)] {
         if let Some(v) = value {
             if v.is_empty() || v.chars().any(char::is_control) {
-                return Err(invalid(field, format!("{v:?} must be non-empty, without control characters")));
+                return Err(invalid(
+                    field,
+                    format!("{v:?} must be non-empty, without control characters"),
+                ));
             }
         }
     }
@@ -161,12 +182,26 @@ fn validate_request(req: &RegisterRequest) -> Result<(), BundleError> {
         .hub_address
         .rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
-    if !port_ok || req.hub_address.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid("hub address", format!("{:?} is not host:port", req.hub_address)));
+    if !port_ok
+        || req
+            .hub_address
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid(
+            "hub address",
+            format!("{:?} is not host:port", req.hub_address),
+        ));
     }
-    for (field, value) in [("hub server name", &req.hub_server_name), ("image", &req.image)] {
+    for (field, value) in [
+        ("hub server name", &req.hub_server_name),
+        ("image", &req.image),
+    ] {
         if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(invalid(field, format!("{value:?} must be non-empty, without spaces")));
+            return Err(invalid(
+                field,
+                format!("{value:?} must be non-empty, without spaces"),
+            ));
         }
     }
     if req.validity_days == 0 {
@@ -185,7 +220,10 @@ fn bundle_contents(req: &RegisterRequest, ca: &HubCa, issued: &IssuedCert) -> [(
         (key.to_string(), 0o600),
         (ca.cert_pem().to_string(), 0o644),
         // The manifest embeds the key in its Secret, so it is as secret as the key.
-        (manifest_yaml(req, ca.cert_pem(), &issued.cert_pem, key), 0o600),
+        (
+            manifest_yaml(req, ca.cert_pem(), &issued.cert_pem, key),
+            0o600,
+        ),
     ]
 }
 
@@ -200,7 +238,11 @@ fn remove_files(paths: &[PathBuf]) {
 pub fn agent_toml(req: &RegisterRequest) -> String {
     let q = toml_str;
     let mut out = String::new();
-    let _ = writeln!(out, "# Hawser agent for cluster {} (generated by `hawser cluster register`).", q(&req.name));
+    let _ = writeln!(
+        out,
+        "# Hawser agent for cluster {} (generated by `hawser cluster register`).",
+        q(&req.name)
+    );
     let _ = writeln!(out, "cluster = {}", q(&req.name));
     if let Some(region) = &req.region {
         let _ = writeln!(out, "region = {}", q(region));
@@ -259,7 +301,11 @@ pub fn manifest_yaml(req: &RegisterRequest, ca_pem: &str, cert_pem: &str, key_pe
     for part in [agent_toml.as_str(), cert_pem, ca_pem] {
         hasher.update(part.as_bytes());
     }
-    let checksum: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let checksum: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let secret_entry = |name: &str, body: &str| format!("  {name}: {}", yaml_block(body, 4));
     let mut out = String::new();
     let _ = write!(
@@ -439,7 +485,9 @@ fn yaml_block(s: &str, indent: usize) -> String {
     let literal_ok = s.ends_with('\n')
         && !s.ends_with("\n\n")
         && !s.starts_with([' ', '\t', '\n'])
-        && !s.chars().any(|c| c != '\n' && c != '\t' && (c.is_control() || c == '\u{feff}'));
+        && !s
+            .chars()
+            .any(|c| c != '\n' && c != '\t' && (c.is_control() || c == '\u{feff}'));
     if !literal_ok {
         return format!("{}\n", yaml_str(s));
     }
@@ -484,18 +532,49 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut req = request(dir.path());
         let text = agent_toml(&req);
-        assert!(text.starts_with("# Hawser agent for cluster \"eu1\" (generated by `hawser cluster register`).\n"));
+        assert!(text.starts_with(
+            "# Hawser agent for cluster \"eu1\" (generated by `hawser cluster register`).\n"
+        ));
         let t: toml::Table = toml::from_str(&text).unwrap();
-        assert_eq!(keys(&t), ["admin", "apiserver", "cluster", "hub", "region", "tunnel", "zone"]);
+        assert_eq!(
+            keys(&t),
+            [
+                "admin",
+                "apiserver",
+                "cluster",
+                "hub",
+                "region",
+                "tunnel",
+                "zone"
+            ]
+        );
         assert_eq!(t["cluster"].as_str(), Some("eu1"));
         assert_eq!(t["zone"].as_str(), Some("eu-west-1a"));
         let hub = t["hub"].as_table().unwrap();
-        assert_eq!(keys(hub), ["address", "ca_file", "cert_file", "connections", "key_file", "server_name"]);
+        assert_eq!(
+            keys(hub),
+            [
+                "address",
+                "ca_file",
+                "cert_file",
+                "connections",
+                "key_file",
+                "server_name"
+            ]
+        );
         assert_eq!(hub["address"].as_str(), Some("hub.example.com:8443"));
         assert_eq!(hub["ca_file"].as_str(), Some("ca.crt"));
         assert_eq!(hub["connections"].as_integer(), Some(1));
         let tunnel = t["tunnel"].as_table().unwrap();
-        assert_eq!(keys(tunnel), ["backoff_initial", "backoff_max", "keepalive_interval", "keepalive_timeout"]);
+        assert_eq!(
+            keys(tunnel),
+            [
+                "backoff_initial",
+                "backoff_max",
+                "keepalive_interval",
+                "keepalive_timeout"
+            ]
+        );
         assert_eq!(t["apiserver"]["in_cluster"].as_bool(), Some(true));
         assert_eq!(t["admin"]["listen"].as_str(), Some("0.0.0.0:8081"));
 
@@ -517,7 +596,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let req = request(dir.path());
         let outcome = register_cluster(&req).unwrap();
-        let names: Vec<_> = outcome.files.iter().map(|p| p.file_name().unwrap().to_str().unwrap()).collect();
+        let names: Vec<_> = outcome
+            .files
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap())
+            .collect();
         assert_eq!(names, [AGENT_TOML, AGENT_CRT, AGENT_KEY, CA_CRT, MANIFEST]);
         #[cfg(unix)]
         {
@@ -529,9 +612,15 @@ mod tests {
         }
         let read = |n: &str| std::fs::read_to_string(req.out_dir.join(n)).unwrap();
         let der = crate::pki::first_cert_der_from_pem(&read(AGENT_CRT)).unwrap();
-        assert_eq!(crate::pki::fingerprint_of_der(&der), outcome.record.certs[0]);
+        assert_eq!(
+            crate::pki::fingerprint_of_der(&der),
+            outcome.record.certs[0]
+        );
         assert_eq!(crate::pki::cluster_of_cert(&der).unwrap(), "eu1");
-        assert_eq!(read(CA_CRT), HubCa::load(&req.state_dir).unwrap().cert_pem());
+        assert_eq!(
+            read(CA_CRT),
+            HubCa::load(&req.state_dir).unwrap().cert_pem()
+        );
         assert!(read(AGENT_KEY).contains("PRIVATE KEY"));
         let registry = Registry::load(&req.state_dir).unwrap();
         assert!(registry.is_admitted("eu1", &outcome.record.certs[0]));
@@ -541,11 +630,17 @@ mod tests {
         let mut again = request(dir.path());
         again.out_dir = dir.path().join("other");
         let err = register_cluster(&again).unwrap_err();
-        assert!(matches!(err, BundleError::Registry(RegistryError::Exists { .. })), "{err}");
+        assert!(
+            matches!(err, BundleError::Registry(RegistryError::Exists { .. })),
+            "{err}"
+        );
         // A second cluster may not overwrite the first one's bundle.
         again.name = "us2".into();
         again.out_dir = req.out_dir.clone();
-        assert!(matches!(register_cluster(&again), Err(BundleError::Exists { .. })));
+        assert!(matches!(
+            register_cluster(&again),
+            Err(BundleError::Exists { .. })
+        ));
         assert!(Registry::load(&req.state_dir).unwrap().get("us2").is_none());
     }
 
@@ -580,11 +675,18 @@ mod tests {
             req.out_dir = dir.path().join(name);
             register_cluster(&req).unwrap();
         }
-        let names: Vec<_> = list_clusters(&state).unwrap().into_iter().map(|r| r.name).collect();
+        let names: Vec<_> = list_clusters(&state)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
         assert_eq!(names, ["eu1", "us2"]);
         assert_eq!(remove_cluster(&state, "eu1").unwrap().name, "eu1");
         let err = remove_cluster(&state, "eu1").unwrap_err();
-        assert!(matches!(err, BundleError::Registry(RegistryError::Unknown { .. })), "{err}");
+        assert!(
+            matches!(err, BundleError::Registry(RegistryError::Unknown { .. })),
+            "{err}"
+        );
         assert_eq!(list_clusters(&state).unwrap().len(), 1);
     }
 
@@ -593,7 +695,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut req = request(dir.path());
         req.image = "registry:5000/hawser:\"odd\" #tag".into();
-        let (ca, cert, key) = ("-----BEGIN CERTIFICATE-----\nQ0E=\n-----END CERTIFICATE-----\n", "CERT\n", "KEY: \"x\"");
+        let (ca, cert, key) = (
+            "-----BEGIN CERTIFICATE-----\nQ0E=\n-----END CERTIFICATE-----\n",
+            "CERT\n",
+            "KEY: \"x\"",
+        );
         let text = manifest_yaml(&req, ca, cert, key);
         let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
@@ -601,11 +707,24 @@ mod tests {
         let kinds: Vec<_> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
         assert_eq!(
             kinds,
-            ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Secret", "Deployment"]
+            [
+                "Namespace",
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Secret",
+                "Deployment"
+            ]
         );
         for doc in &docs {
-            assert_eq!(doc["metadata"]["labels"]["hawser.io/cluster"].as_str(), Some("eu1"));
-            assert_eq!(doc["metadata"]["labels"]["app.kubernetes.io/name"].as_str(), Some("hawser-agent"));
+            assert_eq!(
+                doc["metadata"]["labels"]["hawser.io/cluster"].as_str(),
+                Some("eu1")
+            );
+            assert_eq!(
+                doc["metadata"]["labels"]["app.kubernetes.io/name"].as_str(),
+                Some("hawser-agent")
+            );
         }
         let rules: Value = serde_yaml::from_str(
             r#"[{apiGroups: [""], resources: [users, groups, serviceaccounts], verbs: [impersonate]},
@@ -613,8 +732,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(docs[2]["rules"], rules);
-        assert_eq!(docs[3]["subjects"][0]["name"].as_str(), Some("hawser-agent"));
-        assert_eq!(docs[3]["subjects"][0]["namespace"].as_str(), Some(DEFAULT_NAMESPACE));
+        assert_eq!(
+            docs[3]["subjects"][0]["name"].as_str(),
+            Some("hawser-agent")
+        );
+        assert_eq!(
+            docs[3]["subjects"][0]["namespace"].as_str(),
+            Some(DEFAULT_NAMESPACE)
+        );
 
         let data = &docs[4]["stringData"];
         assert_eq!(docs[4]["type"].as_str(), Some("Opaque"));
@@ -625,24 +750,50 @@ mod tests {
 
         let spec = &docs[5]["spec"];
         assert_eq!(spec["replicas"].as_u64(), Some(2));
-        assert_eq!(spec["strategy"]["rollingUpdate"]["maxUnavailable"].as_u64(), Some(0));
+        assert_eq!(
+            spec["strategy"]["rollingUpdate"]["maxUnavailable"].as_u64(),
+            Some(0)
+        );
         let pod = &spec["template"]["spec"];
         assert_eq!(pod["serviceAccountName"].as_str(), Some("hawser-agent"));
         assert_eq!(pod["automountServiceAccountToken"].as_bool(), Some(true));
         let c = &pod["containers"][0];
         assert_eq!(c["image"].as_str(), Some(req.image.as_str()));
-        let args: Value = serde_yaml::from_str("[agent, --config, /etc/hawser/agent.toml]").unwrap();
+        let args: Value =
+            serde_yaml::from_str("[agent, --config, /etc/hawser/agent.toml]").unwrap();
         assert_eq!(c["args"], args);
-        assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"].as_str(), Some("metadata.name"));
-        assert_eq!(c["livenessProbe"]["httpGet"]["path"].as_str(), Some("/livez"));
+        assert_eq!(
+            c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+            Some("metadata.name")
+        );
+        assert_eq!(
+            c["livenessProbe"]["httpGet"]["path"].as_str(),
+            Some("/livez")
+        );
         assert_eq!(c["readinessProbe"]["httpGet"]["port"].as_u64(), Some(8081));
         assert_eq!(c["resources"]["limits"]["memory"].as_str(), Some("256Mi"));
-        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"].as_bool(), Some(true));
-        assert_eq!(c["securityContext"]["capabilities"]["drop"][0].as_str(), Some("ALL"));
-        assert_eq!(c["volumeMounts"][0]["mountPath"].as_str(), Some("/etc/hawser"));
+        assert_eq!(
+            c["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+            Some(true)
+        );
+        assert_eq!(
+            c["securityContext"]["capabilities"]["drop"][0].as_str(),
+            Some("ALL")
+        );
+        assert_eq!(
+            c["volumeMounts"][0]["mountPath"].as_str(),
+            Some("/etc/hawser")
+        );
         assert_eq!(c["volumeMounts"][0]["readOnly"].as_bool(), Some(true));
-        assert_eq!(pod["volumes"][0]["secret"]["secretName"].as_str(), Some("hawser-agent"));
-        let anti = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
-        assert_eq!(anti["podAffinityTerm"]["topologyKey"].as_str(), Some("kubernetes.io/hostname"));
+        assert_eq!(
+            pod["volumes"][0]["secret"]["secretName"].as_str(),
+            Some("hawser-agent")
+        );
+        let anti = &pod["affinity"]["podAntiAffinity"]
+            ["preferredDuringSchedulingIgnoredDuringExecution"][0];
+        assert_eq!(
+            anti["podAffinityTerm"]["topologyKey"].as_str(),
+            Some("kubernetes.io/hostname")
+        );
     }
 }

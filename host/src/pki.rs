@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -19,6 +19,8 @@ use rcgen::{
 };
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
+
+use crate::registry::{create_private_dir, validate_cluster_name, write_atomic};
 
 /// File name of the CA certificate inside the state directory.
 pub const CA_CERT_FILE: &str = "ca.crt";
@@ -55,13 +57,19 @@ pub enum PkiError {
     KeyMismatch { cert: PathBuf, key: PathBuf },
     /// Key generation or signing failed.
     #[error("cannot {what}: {source}")]
-    Generate { what: &'static str, source: rcgen::Error },
+    Generate {
+        what: &'static str,
+        source: rcgen::Error,
+    },
     /// A name to put into a certificate was refused.
     #[error("invalid certificate name {name:?}: {reason}")]
     InvalidName { name: String, reason: String },
     /// The validity window is empty.
     #[error("invalid validity: not_after {not_after} is not after not_before {not_before}")]
-    InvalidValidity { not_before: OffsetDateTime, not_after: OffsetDateTime },
+    InvalidValidity {
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    },
     /// The certificate has no `hawser://cluster/<name>` URI SAN.
     #[error("certificate carries no {CLUSTER_URI_PREFIX}<name> URI SAN")]
     NoClusterUri,
@@ -115,8 +123,13 @@ impl fmt::Debug for Fingerprint {
 impl FromStr for Fingerprint {
     type Err = PkiError;
     fn from_str(s: &str) -> Result<Fingerprint, PkiError> {
-        let bad = |reason| PkiError::BadFingerprint { input: s.to_string(), reason };
-        let hex = s.strip_prefix(FP_PREFIX).ok_or_else(|| bad("expected the prefix \"sha256:\""))?;
+        let bad = |reason| PkiError::BadFingerprint {
+            input: s.to_string(),
+            reason,
+        };
+        let hex = s
+            .strip_prefix(FP_PREFIX)
+            .ok_or_else(|| bad("expected the prefix \"sha256:\""))?;
         if hex.len() != 64 {
             return Err(bad("expected 64 hex digits after \"sha256:\""));
         }
@@ -208,8 +221,14 @@ impl HubCa {
         match (exists(&cert_path)?, exists(&key_path)?) {
             (true, true) => HubCa::load(state_dir),
             (false, false) => HubCa::create(state_dir),
-            (true, false) => Err(PkiError::Incomplete { present: cert_path, missing: key_path }),
-            (false, true) => Err(PkiError::Incomplete { present: key_path, missing: cert_path }),
+            (true, false) => Err(PkiError::Incomplete {
+                present: cert_path,
+                missing: key_path,
+            }),
+            (false, true) => Err(PkiError::Incomplete {
+                present: key_path,
+                missing: cert_path,
+            }),
         }
     }
 
@@ -222,26 +241,40 @@ impl HubCa {
         warn_if_key_readable_by_others(&key_path);
         let origin = cert_path.display().to_string();
         let cert_der = first_cert_der_from_pem(&cert_pem).map_err(|e| relabel(e, &origin))?;
-        let bad = |reason: String| PkiError::BadCert { origin: origin.clone(), reason };
+        let bad = |reason: String| PkiError::BadCert {
+            origin: origin.clone(),
+            reason,
+        };
         let (_, x509) =
             x509_parser::parse_x509_certificate(&cert_der).map_err(|e| bad(e.to_string()))?;
         if !x509.is_ca() {
-            return Err(bad("not a CA certificate (basicConstraints CA:FALSE)".into()));
+            return Err(bad(
+                "not a CA certificate (basicConstraints CA:FALSE)".into()
+            ));
         }
         let not_after = x509.validity().not_after.to_datetime();
-        let key = KeyPair::from_pem(&key_text)
-            .map_err(|e| PkiError::BadKey { path: key_path.clone(), reason: e.to_string() })?;
+        let key = KeyPair::from_pem(&key_text).map_err(|e| PkiError::BadKey {
+            path: key_path.clone(),
+            reason: e.to_string(),
+        })?;
         // A swapped key would sign certificates nobody can verify; catch it at load.
         if key.public_key_raw() != &x509.public_key().subject_public_key.data[..] {
-            return Err(PkiError::KeyMismatch { cert: cert_path, key: key_path });
+            return Err(PkiError::KeyMismatch {
+                cert: cert_path,
+                key: key_path,
+            });
         }
         drop(x509);
-        Ok(HubCa { cert_pem, cert_der, not_after, key })
+        Ok(HubCa {
+            cert_pem,
+            cert_der,
+            not_after,
+            key,
+        })
     }
 
     fn create(state_dir: &Path) -> Result<HubCa, PkiError> {
-        create_private_dir(state_dir)
-            .map_err(|source| PkiError::Write { path: state_dir.to_path_buf(), source })?;
+        create_private_dir(state_dir).map_err(write_err(state_dir))?;
         let key = generate_key()?;
         let validity = Validity::days_from_now(CA_VALIDITY_DAYS);
         let mut params = base_params(CA_COMMON_NAME, validity);
@@ -254,15 +287,14 @@ impl HubCa {
         ];
         let cert = params
             .self_signed(&key)
-            .map_err(|source| PkiError::Generate { what: "self-sign the hub CA", source })?;
+            .map_err(generate_err("self-sign the hub CA"))?;
         let key_path = state_dir.join(CA_KEY_FILE);
         let cert_path = state_dir.join(CA_CERT_FILE);
         // Key first: a crash in between leaves a key without a certificate, which
         // load_or_create reports instead of silently replacing.
         write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)
-            .map_err(|source| PkiError::Write { path: key_path, source })?;
-        write_atomic(&cert_path, cert.pem().as_bytes(), 0o644)
-            .map_err(|source| PkiError::Write { path: cert_path, source })?;
+            .map_err(write_err(&key_path))?;
+        write_atomic(&cert_path, cert.pem().as_bytes(), 0o644).map_err(write_err(&cert_path))?;
         let ca = HubCa::load(state_dir)?;
         tracing::info!(dir = %state_dir.display(), fingerprint = %fingerprint_of_der(&ca.cert_der), "created hub CA");
         Ok(ca)
@@ -281,10 +313,7 @@ impl HubCa {
     /// An agent client certificate: CN = `cluster`, URI SAN
     /// `hawser://cluster/<cluster>`, EKU clientAuth, not a CA, random serial.
     pub fn issue_agent(&self, cluster: &str, validity: Validity) -> Result<IssuedCert, PkiError> {
-        crate::registry::validate_cluster_name(cluster).map_err(|e| PkiError::InvalidName {
-            name: cluster.to_string(),
-            reason: e.to_string(),
-        })?;
+        validate_cluster_name(cluster).map_err(|e| invalid_name(cluster, e))?;
         let mut params = base_params(cluster, validity);
         let uri = format!("{CLUSTER_URI_PREFIX}{cluster}");
         params.subject_alt_names = vec![SanType::URI(ia5(&uri)?)];
@@ -294,12 +323,16 @@ impl HubCa {
 
     /// A server certificate for the hub's listeners: each name becomes an IP
     /// address SAN if it parses as one, a DNS name SAN otherwise. EKU serverAuth.
-    pub fn issue_server(&self, names: &[String], validity: Validity) -> Result<IssuedCert, PkiError> {
+    pub fn issue_server(
+        &self,
+        names: &[String],
+        validity: Validity,
+    ) -> Result<IssuedCert, PkiError> {
         let Some(first) = names.first() else {
-            return Err(PkiError::InvalidName {
-                name: String::new(),
-                reason: "a server certificate needs at least one name".into(),
-            });
+            return Err(invalid_name(
+                "",
+                "a server certificate needs at least one name",
+            ));
         };
         let mut params = base_params(first, validity);
         for name in names {
@@ -316,7 +349,11 @@ impl HubCa {
         self.sign(params, "issue the server certificate")
     }
 
-    fn sign(&self, mut params: CertificateParams, what: &'static str) -> Result<IssuedCert, PkiError> {
+    fn sign(
+        &self,
+        mut params: CertificateParams,
+        what: &'static str,
+    ) -> Result<IssuedCert, PkiError> {
         if params.not_after <= params.not_before {
             return Err(PkiError::InvalidValidity {
                 not_before: params.not_before,
@@ -331,9 +368,11 @@ impl HubCa {
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let issuer = Issuer::from_ca_cert_der(&self.cert_der.as_slice().into(), &self.key)
-            .map_err(|source| PkiError::Generate { what, source })?;
+            .map_err(generate_err(what))?;
         let key = generate_key()?;
-        let cert = params.signed_by(&key, &issuer).map_err(|source| PkiError::Generate { what, source })?;
+        let cert = params
+            .signed_by(&key, &issuer)
+            .map_err(generate_err(what))?;
         Ok(IssuedCert {
             cert_pem: cert.pem(),
             key_pem: SecretPem(key.serialize_pem()),
@@ -345,9 +384,14 @@ impl HubCa {
 /// The cluster a certificate was issued for: the name in its
 /// `hawser://cluster/<name>` URI SAN (an error if there is none, or several).
 pub fn cluster_of_cert(der: &[u8]) -> Result<String, PkiError> {
-    let bad = |reason: String| PkiError::BadCert { origin: "peer certificate".into(), reason };
+    let bad = |reason: String| PkiError::BadCert {
+        origin: "peer certificate".into(),
+        reason,
+    };
     let (_, x509) = x509_parser::parse_x509_certificate(der).map_err(|e| bad(e.to_string()))?;
-    let sans = x509.subject_alternative_name().map_err(|e| bad(e.to_string()))?;
+    let sans = x509
+        .subject_alternative_name()
+        .map_err(|e| bad(e.to_string()))?;
     let mut names: Vec<String> = sans
         .iter()
         .flat_map(|ext| ext.value.general_names.iter())
@@ -361,8 +405,7 @@ pub fn cluster_of_cert(der: &[u8]) -> Result<String, PkiError> {
         0 => Err(PkiError::NoClusterUri),
         1 => {
             let name = names.remove(0);
-            crate::registry::validate_cluster_name(&name)
-                .map_err(|e| PkiError::InvalidName { name: name.clone(), reason: e.to_string() })?;
+            validate_cluster_name(&name).map_err(|e| invalid_name(&name, e))?;
             Ok(name)
         }
         _ => Err(PkiError::SeveralClusterUris(names)),
@@ -371,7 +414,10 @@ pub fn cluster_of_cert(der: &[u8]) -> Result<String, PkiError> {
 
 /// The DER of the first `CERTIFICATE` block in a PEM text.
 pub fn first_cert_der_from_pem(pem: &str) -> Result<Vec<u8>, PkiError> {
-    let bad = |reason: String| PkiError::BadCert { origin: "PEM text".into(), reason };
+    let bad = |reason: String| PkiError::BadCert {
+        origin: "PEM text".into(),
+        reason,
+    };
     match rustls_pemfile::certs(&mut pem.as_bytes()).next() {
         Some(Ok(der)) => Ok(der.to_vec()),
         Some(Err(e)) => Err(bad(e.to_string())),
@@ -379,60 +425,36 @@ pub fn first_cert_der_from_pem(pem: &str) -> Result<Vec<u8>, PkiError> {
     }
 }
 
-// === helpers shared with registry and bundle ===
-
-/// Creates `dir` and missing parents with mode 0700 (the state and bundle
-/// directories hold private keys). An existing directory is left as it is.
-pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
-}
-
-/// Writes `path` atomically: a temporary file in the same directory, created
-/// with `mode`, fsynced, then renamed over `path`, so readers (the hub polls
-/// the registry) never see a half-written file.
-pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().ok_or_else(|| io::Error::other("path has no file name"))?;
-    let tmp = dir.join(format!(".{}.{:016x}.tmp", name.to_string_lossy(), rand::random::<u64>()));
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
-    let result = opts.open(&tmp).and_then(|mut file| {
-        file.write_all(contents)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)
-    });
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    // Make the rename itself durable; best effort, as not every filesystem allows it.
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
+// === helpers ===
 
 fn exists(path: &Path) -> Result<bool, PkiError> {
-    path.try_exists().map_err(|source| PkiError::Read { path: path.to_path_buf(), source })
+    let path = path.to_path_buf();
+    path.try_exists()
+        .map_err(|source| PkiError::Read { path, source })
 }
 
 fn read_existing(path: &Path) -> Result<String, PkiError> {
-    fs::read_to_string(path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => PkiError::Missing { path: path.to_path_buf() },
-        _ => PkiError::Read { path: path.to_path_buf(), source },
+    let path = path.to_path_buf();
+    fs::read_to_string(&path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => PkiError::Missing { path },
+        _ => PkiError::Read { path, source },
     })
+}
+
+fn write_err(path: &Path) -> impl FnOnce(io::Error) -> PkiError {
+    let path = path.to_path_buf();
+    |source| PkiError::Write { path, source }
+}
+
+fn generate_err(what: &'static str) -> impl Fn(rcgen::Error) -> PkiError {
+    move |source| PkiError::Generate { what, source }
+}
+
+fn invalid_name(name: &str, reason: impl ToString) -> PkiError {
+    PkiError::InvalidName {
+        name: name.to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 fn warn_if_key_readable_by_others(path: &Path) {
@@ -447,14 +469,16 @@ fn warn_if_key_readable_by_others(path: &Path) {
 
 fn relabel(e: PkiError, origin: &str) -> PkiError {
     match e {
-        PkiError::BadCert { reason, .. } => PkiError::BadCert { origin: origin.to_string(), reason },
+        PkiError::BadCert { reason, .. } => PkiError::BadCert {
+            origin: origin.to_string(),
+            reason,
+        },
         other => other,
     }
 }
 
 fn generate_key() -> Result<KeyPair, PkiError> {
-    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
-        .map_err(|source| PkiError::Generate { what: "generate an ECDSA P-256 key", source })
+    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(generate_err("generate a P-256 key"))
 }
 
 fn base_params(common_name: &str, validity: Validity) -> CertificateParams {
@@ -464,7 +488,7 @@ fn base_params(common_name: &str, validity: Validity) -> CertificateParams {
     params.distinguished_name = dn;
     params.not_before = validity.not_before;
     params.not_after = validity.not_after;
-    // 127 random bits: unique per certificate, positive, within RFC 5280's 20 octets.
+    // 126 random bits: unique per certificate, positive, within RFC 5280's 20 octets.
     let mut serial: [u8; 16] = rand::random();
     serial[0] = (serial[0] & 0x7f) | 0x01;
     params.serial_number = Some(SerialNumber::from_slice(&serial));
@@ -473,13 +497,13 @@ fn base_params(common_name: &str, validity: Validity) -> CertificateParams {
 }
 
 fn ia5(s: &str) -> Result<Ia5String, PkiError> {
-    Ia5String::try_from(s).map_err(|e| PkiError::InvalidName { name: s.to_string(), reason: e.to_string() })
+    Ia5String::try_from(s).map_err(|e| invalid_name(s, e))
 }
 
 /// Host names for the server certificate: letters, digits and '-' per label,
 /// optionally a leading "*." wildcard.
 fn check_dns_name(name: &str) -> Result<(), PkiError> {
-    let bad = |reason: &str| PkiError::InvalidName { name: name.to_string(), reason: reason.into() };
+    let bad = |reason: &str| invalid_name(name, reason);
     let host = name.strip_prefix("*.").unwrap_or(name);
     if host.is_empty() || name.len() > 253 {
         return Err(bad("a DNS name must have 1 to 253 characters"));
@@ -488,7 +512,10 @@ fn check_dns_name(name: &str) -> Result<(), PkiError> {
         if label.is_empty() || label.len() > 63 {
             return Err(bad("each DNS label must have 1 to 63 characters"));
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err(bad("DNS labels may contain only letters, digits and '-'"));
         }
         if label.starts_with('-') || label.ends_with('-') {
@@ -501,6 +528,7 @@ fn check_dns_name(name: &str) -> Result<(), PkiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::client::danger::ServerCertVerifier;
     use rustls::client::WebPkiServerVerifier;
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use rustls::server::WebPkiClientVerifier;
@@ -509,8 +537,13 @@ mod tests {
 
     fn roots(ca: &HubCa) -> (Arc<RootCertStore>, Arc<rustls::crypto::CryptoProvider>) {
         let mut roots = RootCertStore::empty();
-        roots.add(CertificateDer::from(ca.cert_der().to_vec())).expect("CA root");
-        (Arc::new(roots), Arc::new(rustls::crypto::ring::default_provider()))
+        roots
+            .add(CertificateDer::from(ca.cert_der().to_vec()))
+            .expect("CA root");
+        (
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
     }
 
     fn leaf(cert_pem: &str) -> CertificateDer<'static> {
@@ -519,8 +552,12 @@ mod tests {
 
     fn verify(ca: &HubCa, cert_pem: &str) -> Result<(), rustls::Error> {
         let (roots, provider) = roots(ca);
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider).build().expect("verifier");
-        verifier.verify_client_cert(&leaf(cert_pem), &[], UnixTime::now()).map(|_| ())
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
+            .build()
+            .expect("verifier");
+        verifier
+            .verify_client_cert(&leaf(cert_pem), &[], UnixTime::now())
+            .map(|_| ())
     }
 
     #[test]
@@ -576,11 +613,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca = HubCa::load_or_create(&dir.path().join("a")).unwrap();
         let other = HubCa::load_or_create(&dir.path().join("b")).unwrap();
-        let foreign = other.issue_agent("eu1", Validity::days_from_now(30)).unwrap();
+        let foreign = other
+            .issue_agent("eu1", Validity::days_from_now(30))
+            .unwrap();
         assert!(verify(&ca, &foreign.cert_pem).is_err());
 
         let now = OffsetDateTime::now_utc();
-        let past = Validity { not_before: now - Duration::days(10), not_after: now - Duration::days(1) };
+        let past = Validity {
+            not_before: now - Duration::days(10),
+            not_after: now - Duration::days(1),
+        };
         let expired = ca.issue_agent("eu1", past).unwrap();
         match verify(&ca, &expired.cert_pem) {
             Err(rustls::Error::InvalidCertificate(
@@ -588,9 +630,18 @@ mod tests {
             )) => {}
             other => panic!("expected an expired-certificate error, got {other:?}"),
         }
-        let empty = Validity { not_before: now, not_after: now };
-        assert!(matches!(ca.issue_agent("eu1", empty), Err(PkiError::InvalidValidity { .. })));
-        assert!(matches!(ca.issue_agent("EU/1", past), Err(PkiError::InvalidName { .. })));
+        let empty = Validity {
+            not_before: now,
+            not_after: now,
+        };
+        assert!(matches!(
+            ca.issue_agent("eu1", empty),
+            Err(PkiError::InvalidValidity { .. })
+        ));
+        assert!(matches!(
+            ca.issue_agent("EU/1", past),
+            Err(PkiError::InvalidName { .. })
+        ));
     }
 
     #[test]
@@ -598,21 +649,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca = HubCa::load_or_create(dir.path()).unwrap();
         let names = vec!["hub.example.com".to_string(), "127.0.0.1".to_string()];
-        let issued = ca.issue_server(&names, Validity::days_from_now(30)).unwrap();
+        let issued = ca
+            .issue_server(&names, Validity::days_from_now(30))
+            .unwrap();
         let (roots, provider) = roots(&ca);
-        let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider).build().unwrap();
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider)
+            .build()
+            .unwrap();
         for name in ["hub.example.com", "127.0.0.1"] {
             let name = ServerName::try_from(name).unwrap();
-            verifier.verify_server_cert(&leaf(&issued.cert_pem), &[], &name, &[], UnixTime::now()).unwrap();
+            verifier
+                .verify_server_cert(&leaf(&issued.cert_pem), &[], &name, &[], UnixTime::now())
+                .unwrap();
         }
         let other = ServerName::try_from("evil.example.com").unwrap();
-        assert!(verifier.verify_server_cert(&leaf(&issued.cert_pem), &[], &other, &[], UnixTime::now()).is_err());
+        assert!(verifier
+            .verify_server_cert(&leaf(&issued.cert_pem), &[], &other, &[], UnixTime::now())
+            .is_err());
         // A server certificate is no agent identity.
         assert!(verify(&ca, &issued.cert_pem).is_err());
         let der = first_cert_der_from_pem(&issued.cert_pem).unwrap();
         assert!(matches!(cluster_of_cert(&der), Err(PkiError::NoClusterUri)));
         assert!(ca.issue_server(&[], Validity::days_from_now(1)).is_err());
-        assert!(ca.issue_server(&["bad name".into()], Validity::days_from_now(1)).is_err());
+        assert!(ca
+            .issue_server(&["bad name".into()], Validity::days_from_now(1))
+            .is_err());
     }
 
     #[test]
@@ -625,7 +686,13 @@ mod tests {
         let json = serde_json::to_string(&fp).unwrap();
         assert_eq!(json, format!("\"{text}\""));
         assert_eq!(serde_json::from_str::<Fingerprint>(&json).unwrap(), fp);
-        for bad in ["", "sha256:", "md5:00", &text[..70], &text.replace('0', "g")] {
+        for bad in [
+            "",
+            "sha256:",
+            "md5:00",
+            &text[..70],
+            &text.replace('0', "g"),
+        ] {
             assert!(bad.parse::<Fingerprint>().is_err(), "{bad:?} accepted");
         }
     }

@@ -7,12 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io;
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::pki::{create_private_dir, write_atomic, Fingerprint};
+use crate::pki::Fingerprint;
 
 /// File name of the registry inside the state directory.
 pub const CLUSTERS_FILE: &str = "clusters.toml";
@@ -30,13 +30,19 @@ pub enum RegistryError {
     Read { path: PathBuf, source: io::Error },
     /// The registry file is not valid TOML for this schema.
     #[error("{path}: malformed cluster registry: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     /// The registry file parsed but its content is inconsistent.
     #[error("{path}: invalid cluster registry: {reason}")]
     Invalid { path: PathBuf, reason: String },
     /// The registry could not be serialized.
     #[error("{path}: cannot serialize the cluster registry: {source}")]
-    Serialize { path: PathBuf, source: toml::ser::Error },
+    Serialize {
+        path: PathBuf,
+        source: toml::ser::Error,
+    },
     /// The registry file could not be written.
     #[error("{path}: cannot write: {source}")]
     Write { path: PathBuf, source: io::Error },
@@ -95,13 +101,18 @@ impl Registry {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Registry::default()),
             Err(source) => return Err(RegistryError::Read { path, source }),
         };
-        let file: ClustersFile = toml::from_str(&text)
-            .map_err(|source| RegistryError::Parse { path: path.clone(), source })?;
+        let file: ClustersFile = toml::from_str(&text).map_err(|source| RegistryError::Parse {
+            path: path.clone(),
+            source,
+        })?;
         let mut clusters = BTreeMap::new();
         for rec in file.cluster {
             // A hand-edited file must not smuggle in names agents could not carry.
             if let Err(e) = validate_cluster_name(&rec.name) {
-                return Err(RegistryError::Invalid { path, reason: e.to_string() });
+                return Err(RegistryError::Invalid {
+                    path,
+                    reason: e.to_string(),
+                });
             }
             if let Some(dup) = clusters.insert(rec.name.clone(), rec) {
                 let reason = format!("cluster {:?} is listed twice", dup.name);
@@ -115,13 +126,20 @@ impl Registry {
     /// directory, fsync, rename), creating `state_dir` (0700) if needed.
     pub fn save(&self, state_dir: &Path) -> Result<(), RegistryError> {
         let path = state_dir.join(CLUSTERS_FILE);
-        let file = ClustersFile { cluster: self.clusters.values().cloned().collect() };
-        let body = toml::to_string(&file)
-            .map_err(|source| RegistryError::Serialize { path: path.clone(), source })?;
-        create_private_dir(state_dir)
-            .map_err(|source| RegistryError::Write { path: state_dir.to_path_buf(), source })?;
+        let file = ClustersFile {
+            cluster: self.clusters.values().cloned().collect(),
+        };
+        let body = toml::to_string(&file).map_err(|source| RegistryError::Serialize {
+            path: path.clone(),
+            source,
+        })?;
+        create_private_dir(state_dir).map_err(|source| RegistryError::Write {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
         let text = format!("{HEADER}\n{body}");
-        write_atomic(&path, text.as_bytes(), 0o644).map_err(|source| RegistryError::Write { path, source })
+        write_atomic(&path, text.as_bytes(), 0o644)
+            .map_err(|source| RegistryError::Write { path, source })
     }
 
     /// The record of one cluster.
@@ -136,7 +154,9 @@ impl Registry {
 
     /// Whether `fp` is an admitted certificate of `cluster`.
     pub fn is_admitted(&self, cluster: &str, fp: &Fingerprint) -> bool {
-        self.clusters.get(cluster).is_some_and(|rec| rec.certs.contains(fp))
+        self.clusters
+            .get(cluster)
+            .is_some_and(|rec| rec.certs.contains(fp))
     }
 
     /// Adds a cluster; an error if the name is invalid or already registered.
@@ -155,7 +175,9 @@ impl Registry {
         let rec = self
             .clusters
             .get_mut(cluster)
-            .ok_or_else(|| RegistryError::Unknown { name: cluster.to_string() })?;
+            .ok_or_else(|| RegistryError::Unknown {
+                name: cluster.to_string(),
+            })?;
         if !rec.certs.contains(&fp) {
             rec.certs.push(fp);
         }
@@ -166,7 +188,9 @@ impl Registry {
     pub fn remove(&mut self, name: &str) -> Result<ClusterRecord, RegistryError> {
         self.clusters
             .remove(name)
-            .ok_or_else(|| RegistryError::Unknown { name: name.to_string() })
+            .ok_or_else(|| RegistryError::Unknown {
+                name: name.to_string(),
+            })
     }
 }
 
@@ -176,7 +200,10 @@ impl Registry {
 pub fn validate_cluster_name(name: &str) -> Result<(), RegistryError> {
     match dns1123_label_problem(name) {
         None => Ok(()),
-        Some(reason) => Err(RegistryError::InvalidName { name: name.to_string(), reason }),
+        Some(reason) => Err(RegistryError::InvalidName {
+            name: name.to_string(),
+            reason,
+        }),
     }
 }
 
@@ -185,7 +212,10 @@ pub(crate) fn dns1123_label_problem(s: &str) -> Option<String> {
     if s.is_empty() {
         return Some("must not be empty".into());
     }
-    if let Some(c) = s.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-')) {
+    if let Some(c) = s
+        .chars()
+        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-'))
+    {
         let mut reason = String::new();
         let _ = match c {
             'A'..='Z' => write!(reason, "contains upper-case {c:?}; use lower case"),
@@ -197,7 +227,10 @@ pub(crate) fn dns1123_label_problem(s: &str) -> Option<String> {
         return Some(reason);
     }
     if s.len() > 63 {
-        return Some(format!("is {} characters long; at most 63 are allowed", s.len()));
+        return Some(format!(
+            "is {} characters long; at most 63 are allowed",
+            s.len()
+        ));
     }
     if s.starts_with('-') || s.ends_with('-') {
         return Some("must start and end with a letter or digit".into());
@@ -217,6 +250,57 @@ pub(crate) fn now_rfc3339() -> String {
         t.minute(),
         t.second()
     )
+}
+
+// === file helpers, shared with pki and bundle ===
+
+/// Creates `dir` and missing parents with mode 0700 (the state and bundle
+/// directories hold private keys). An existing directory is left as it is.
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Writes `path` atomically: a temporary file in the same directory, created
+/// with `mode`, fsynced, then renamed over `path`, so readers (the hub polls
+/// the registry) never see a half-written file.
+pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("path has no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.{:016x}.tmp",
+        name.to_string_lossy(),
+        rand::random::<u64>()
+    ));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let result = opts.open(&tmp).and_then(|mut file| {
+        file.write_all(contents)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    // Make the rename itself durable; best effort, as not every filesystem allows it.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -245,7 +329,10 @@ mod tests {
         reg.add_cert("eu1", Fingerprint([3; 32])).unwrap();
         reg.save(&state).unwrap();
         let text = std::fs::read_to_string(state.join(CLUSTERS_FILE)).unwrap();
-        assert!(text.starts_with("# ") && text.contains("hawser cluster"), "{text}");
+        assert!(
+            text.starts_with("# ") && text.contains("hawser cluster"),
+            "{text}"
+        );
         assert!(text.contains("[[cluster]]"), "{text}");
         let back = Registry::load(&state).unwrap();
         assert_eq!(back, reg);
@@ -265,8 +352,14 @@ mod tests {
         reg.insert(record("eu1", 1)).unwrap();
         let err = reg.insert(record("eu1", 2)).unwrap_err();
         assert!(matches!(err, RegistryError::Exists { .. }), "{err}");
-        assert!(matches!(reg.remove("nope"), Err(RegistryError::Unknown { .. })));
-        assert!(matches!(reg.add_cert("nope", Fingerprint([0; 32])), Err(RegistryError::Unknown { .. })));
+        assert!(matches!(
+            reg.remove("nope"),
+            Err(RegistryError::Unknown { .. })
+        ));
+        assert!(matches!(
+            reg.add_cert("nope", Fingerprint([0; 32])),
+            Err(RegistryError::Unknown { .. })
+        ));
         assert!(reg.insert(record("Bad", 1)).is_err());
         assert_eq!(reg.remove("eu1").unwrap().name, "eu1");
         assert!(reg.get("eu1").is_none());

@@ -123,20 +123,20 @@ pub fn agent_tunnel_client(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Resul
     Ok(config)
 }
 
-/// A client config for the API server (HTTP/1.1 only: upgrades need it), with an
-/// optional client certificate from a kubeconfig.
+/// A client config for the API server, with an optional client certificate from a
+/// kubeconfig. ALPN is left to the connector, which offers only HTTP/1.1 (upgrades
+/// need it).
 pub fn apiserver_client(ca_pem: &str, client: Option<(&str, &str)>) -> Result<ClientConfig, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots_from_pem("API server CA", ca_pem)?);
-    let mut config = match client {
+    let config = match client {
         Some((cert, key)) => builder.with_client_auth_cert(
             certs_from_pem("kubeconfig client certificate", cert)?,
             key_from_pem("kubeconfig client key", key)?,
         )?,
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 

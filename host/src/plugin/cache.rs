@@ -155,7 +155,9 @@ impl ArtifactCache {
 
 fn store(component: &Component, path: &Path) -> Result<(), String> {
     let bytes = component.serialize().map_err(|e| e.to_string())?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     let mut f = fs::File::create(&tmp).map_err(|e| e.to_string())?;
     f.write_all(&bytes).map_err(|e| e.to_string())?;
     f.sync_all().map_err(|e| e.to_string())?;

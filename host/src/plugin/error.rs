@@ -78,6 +78,8 @@ pub enum FailureKind {
     MemoryLimit,
     /// The guest returned a value the host refused (see `validate`).
     IllegalOutput,
+    /// The guest reported an error instead of a decision (audit `decide` returned `err`).
+    Error,
     /// The stage already had `concurrency` calls in flight.
     Overloaded,
     /// This plugin version is quarantined after repeated faults.
@@ -88,11 +90,12 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Every kind, for metrics exposition.
-    pub const ALL: [FailureKind; 7] = [
+    pub const ALL: [FailureKind; 8] = [
         FailureKind::Trap,
         FailureKind::Timeout,
         FailureKind::MemoryLimit,
         FailureKind::IllegalOutput,
+        FailureKind::Error,
         FailureKind::Overloaded,
         FailureKind::Quarantined,
         FailureKind::Instantiate,
@@ -105,6 +108,7 @@ impl FailureKind {
             FailureKind::Timeout => "timeout",
             FailureKind::MemoryLimit => "memory_limit",
             FailureKind::IllegalOutput => "illegal_output",
+            FailureKind::Error => "error",
             FailureKind::Overloaded => "overloaded",
             FailureKind::Quarantined => "quarantined",
             FailureKind::Instantiate => "instantiate",
@@ -115,7 +119,10 @@ impl FailureKind {
     /// it is (maybe temporarily) unable to serve.
     pub fn http_status(self) -> u16 {
         match self {
-            FailureKind::Trap | FailureKind::MemoryLimit | FailureKind::IllegalOutput => 500,
+            FailureKind::Trap
+            | FailureKind::MemoryLimit
+            | FailureKind::IllegalOutput
+            | FailureKind::Error => 500,
             FailureKind::Timeout
             | FailureKind::Overloaded
             | FailureKind::Quarantined

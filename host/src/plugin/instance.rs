@@ -10,8 +10,9 @@
 //! an illegal value is dropped, never reused; so is one whose call was cancelled.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wasmtime::component::{InstancePre, ResourceTable};
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -65,7 +66,8 @@ pub(crate) struct StoreState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) memory: MemoryCap,
-    deadline: Instant,
+    /// Epoch ticks the guest may still run for in the current call.
+    ticks_left: u64,
     stage: Arc<str>,
     log_lines: u32,
 }
@@ -196,6 +198,13 @@ pub(crate) struct Template {
     grants: Grants,
     memory_bytes: usize,
     stage_name: Arc<str>,
+    tick: Duration,
+}
+
+/// Epoch ticks for `budget`: rounded up, plus one because the first tick after arming
+/// may come at once.
+fn ticks(budget: Duration, tick: Duration) -> u64 {
+    (budget.as_nanos().div_ceil(tick.as_nanos().max(1)) as u64).max(1) + 1
 }
 
 impl Template {
@@ -224,7 +233,9 @@ impl Template {
             StageKind::Audit => audit::GuestIndices::new(&pre).map(StageIndices::Audit),
         }
         .map_err(|e| format!("not a {kind} plugin: {e:#}"))?;
+        let tick = runtime.settings().epoch_tick;
         Ok(Template {
+            tick,
             runtime,
             pre,
             lifecycle,
@@ -236,7 +247,8 @@ impl Template {
         })
     }
 
-    /// Creates and initialises an instance; `init` must finish within `budget`.
+    /// Creates and initialises an instance; the guest may run for `budget` in total
+    /// (start-up and `init`), and what is left of it carries over to the first call.
     pub(crate) async fn instantiate(
         &self,
         budget: Duration,
@@ -249,19 +261,22 @@ impl Template {
             wasi,
             table: ResourceTable::new(),
             memory: MemoryCap::new(self.memory_bytes),
-            deadline: Instant::now() + budget,
+            ticks_left: ticks(budget, self.tick),
             stage: self.stage_name.clone(),
             log_lines: 0,
         };
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.memory);
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                // Let other tasks run while a long call continues, then check again.
-                Ok(UpdateDeadline::Yield(1))
+        // The budget counts ticks while the guest runs; time spent queued after a yield
+        // does not count, so a busy host does not fail well-behaved plugins.
+        store.epoch_deadline_callback(|mut ctx| {
+            let left = &mut ctx.data_mut().ticks_left;
+            if *left == 0 {
+                return Ok(UpdateDeadline::Interrupt);
             }
+            *left -= 1;
+            // Let other tasks run while a long call continues.
+            Ok(UpdateDeadline::Yield(1))
         });
         store.set_epoch_deadline(1);
 
@@ -269,7 +284,7 @@ impl Template {
             Ok(i) => i,
             Err(e) => return Err(classify(&e, &store, FailureKind::Instantiate)),
         };
-        let loaded = (|| {
+        let loaded = (|| -> wasmtime::Result<(lifecycle::Guest, StageGuest)> {
             let lifecycle = self.lifecycle.load(&mut store, &instance)?;
             let guest = match &self.stage {
                 StageIndices::Credential(i) => StageGuest::Credential(i.load(&mut store, &instance)?),
@@ -279,7 +294,7 @@ impl Template {
                 StageIndices::Routing(i) => StageGuest::Routing(i.load(&mut store, &instance)?),
                 StageIndices::Audit(i) => StageGuest::Audit(i.load(&mut store, &instance)?),
             };
-            wasmtime::Result::Ok((lifecycle, guest))
+            Ok((lifecycle, guest))
         })();
         let (lifecycle, guest) = loaded.map_err(|e| CallError {
             kind: FailureKind::Instantiate,
@@ -300,6 +315,7 @@ impl Template {
                 store,
                 guest,
                 uses: 0,
+                tick: self.tick,
             },
             info,
         ))
@@ -311,15 +327,19 @@ pub(crate) struct Instance {
     store: Store<StoreState>,
     guest: StageGuest,
     uses: u64,
+    tick: Duration,
 }
 
 impl Instance {
-    /// Calls the stage within `budget`.
-    pub(crate) async fn call(&mut self, call: Call<'_>, budget: Duration) -> Result<Reply, CallError> {
+    /// Gives the next call a fresh time budget.
+    pub(crate) fn arm(&mut self, budget: Duration) {
+        self.store.data_mut().ticks_left = ticks(budget, self.tick);
+    }
+
+    /// Calls the stage within the budget armed last.
+    pub(crate) async fn call(&mut self, call: Call<'_>) -> Result<Reply, CallError> {
         self.uses += 1;
-        let data = self.store.data_mut();
-        data.deadline = Instant::now() + budget;
-        data.log_lines = 0;
+        self.store.data_mut().log_lines = 0;
         self.store.set_epoch_deadline(1);
         let store = &mut self.store;
         let result = match (&self.guest, call) {
@@ -357,6 +377,8 @@ pub(crate) enum Instances {
         idle: Mutex<Vec<Instance>>,
         max_idle: usize,
         max_uses: u64,
+        /// Set when the stage left the serving chain: keep nothing more.
+        retired: AtomicBool,
     },
 }
 
@@ -366,6 +388,16 @@ impl Instances {
             idle: Mutex::new(Vec::with_capacity(max_idle)),
             max_idle,
             max_uses,
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    /// Drops idle instances and keeps none from now on (the stage left the serving
+    /// chain; requests still running on it create instances as needed).
+    pub(crate) fn retire(&self) {
+        if let Instances::Reuse { idle, retired, .. } = self {
+            retired.store(true, Ordering::Relaxed);
+            idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
         }
     }
 
@@ -383,9 +415,10 @@ impl Instances {
             idle,
             max_idle,
             max_uses,
+            retired,
         } = self
         {
-            if instance.uses < *max_uses {
+            if instance.uses < *max_uses && !retired.load(Ordering::Relaxed) {
                 let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
                 if idle.len() < *max_idle {
                     idle.push(instance);

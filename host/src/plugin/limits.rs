@@ -12,8 +12,9 @@ use super::types::StageKind;
 /// Resource limits of one stage (`[stage.limits]`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Limits {
-    /// Time budget of one call (`timeout_ms`). With fresh instances it covers
-    /// instantiation and `init` too. Default 20 ms, 50 ms for audit.
+    /// Time budget of one call (`timeout_ms`), counted in epoch ticks while the guest
+    /// runs (time queued behind other tasks after a yield does not count). With fresh
+    /// instances it covers `init` too. Default 20 ms, 50 ms for audit.
     pub timeout: Duration,
     /// Time budget of `init` on a reused instance (`init_timeout_ms`). Default 1 s.
     pub init_timeout: Duration,

@@ -1,2 +1,66 @@
-//! plugin
+//! The WebAssembly stage runtime.
+//!
+//! Hawser's per-request stages (credential check, impersonation, routing, audit) run
+//! as WebAssembly components (WIT package `hawser:plugin@0.1.0`, in `wit/plugin.wit`)
+//! that operators chain in TOML and swap while traffic flows.
+//!
+//! # Using it from the proxy
+//!
+//! ```ignore
+//! let plugins = PluginHost::load("config/plugins-hub.toml", Role::Hub).await?; // refuse to start on Err
+//! let _watch = plugin::watch(&plugins, WatchOptions::default())?;               // files + SIGHUP
+//!
+//! // per request: one chain version for every phase
+//! let chain = plugins.chain();
+//! let who = chain.check_credential(&head).await?;            // Option<Principal>
+//! let as_whom = match &who {
+//!     Some(p) => chain.impersonate(p, &head).await?,         // Option<Principal> → Impersonate-*
+//!     None => None,
+//! };
+//! let choice = chain.route(&head, who.as_ref(), &candidates).await?; // Option<RouteChoice>
+//! let event = chain.audit(event).await?;                     // Option<AuditEvent> to record
+//! // Err(rejection): answer rejection.http_status() with rejection.status_json()
+//! ```
+//!
+//! Admin: [`PluginHost::admin`] serves `POST /plugins/reload`, `GET /plugins/status` and
+//! `GET /plugins/metrics`.
+//!
+//! # Layout
+//! - [`types`]: the records crossing the boundary (generated from the WIT).
+//! - `bindings`: `bindgen!` for the WIT, once.
+//! - [`engine`]: the one `Engine` (pooling allocator, epoch ticker) and `Linker`.
+//! - `cache`: compiled artifacts by content hash and engine fingerprint.
+//! - `instance`: stores, host imports, capability grants, fresh vs reused instances.
+//! - [`limits`]: time, memory and concurrency limits; the quarantine breaker.
+//! - `stage`: one configured plugin and its single call path.
+//! - [`chain`]: the phases over an ordered list of stages.
+//! - [`config`]: the TOML schema and its validation.
+//! - [`reload`]: the `ArcSwap`, reloads, file watch, SIGHUP, admin routes.
+//! - [`validate`]: checks on plugin output.
+//! - [`error`], [`metrics`]: failures and counters.
+//! - [`testing`]: locating freshly built plugins from tests.
+
 mod bindings;
+mod cache;
+pub mod chain;
+pub mod config;
+pub mod engine;
+pub mod error;
+mod instance;
+pub mod limits;
+pub mod metrics;
+pub mod reload;
+mod stage;
+pub mod testing;
+pub mod types;
+pub mod validate;
+
+pub use cache::CacheStats;
+pub use chain::{Chain, StageInfo};
+pub use config::{ChainSpec, FailurePolicy, InstanceMode, StageSpec};
+pub use engine::{Runtime, RuntimeSettings};
+pub use error::{ErrorSource, FailureKind, PluginError, PluginFailure, Rejection};
+pub use instance::Grants;
+pub use metrics::{ReloadResult, StageMetrics, StageSnapshot};
+pub use reload::{watch, PluginHost, ReloadOutcome, ReloadStatus, ReloadTrigger, WatchOptions, Watcher};
+pub use types::*;

@@ -38,7 +38,7 @@ impl Forwarder {
         let received = Instant::now();
         match self.forward(hub, req, received).await {
             Ok(resp) => resp,
-            Err(Denial(status)) => status.into_response(),
+            Err(denial) => denial.into_response(),
         }
     }
 
@@ -47,7 +47,7 @@ impl Forwarder {
         // Phase 1: receive. The hub addresses requests to the cluster it believes
         // this tunnel serves; anything else is a routing bug and is refused.
         if req.uri().host() != Some(me.cluster.as_str()) {
-            return Err(Denial(Status::new(
+            return Err(Denial::new(Status::new(
                 StatusCode::MISDIRECTED_REQUEST,
                 "BadRequest",
                 format!("this agent serves cluster \"{}\"", me.cluster),
@@ -159,7 +159,7 @@ impl Forwarder {
 
     fn fail(&self, ctx: &RequestCtx, status: Status) -> Denial {
         self.inner.stages.audit(ctx, &Outcome { code: status.code, tunnel: None });
-        Denial(status)
+        Denial::new(status)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The hub's front listener: `https://HUB/clusters/<name>/<kubernetes path>`.
 
 use super::body::{boxed, Body};
+use super::framing::{Conflicts, FramingGuard};
 use super::headers::{self, AUDIT_ID, TUNNEL_UPGRADE, TUNNEL_UPGRADED};
 use super::lifecycle::{Denial, Outcome, RequestCtx, Role, Stages};
 use super::request_info::RequestInfo;
@@ -15,6 +16,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -57,7 +59,13 @@ pub async fn serve_front(listener: TcpListener, acceptor: TlsAcceptor, front: Ar
                     Ok(Err(e)) => return tracing::debug!(error = %e, "client TLS handshake failed"),
                     Err(_) => return tracing::debug!("client TLS handshake timed out"),
                 };
-                front.serve_connection(tls, peer, shutdown).await;
+                // HTTP/1.1 connections get the framing guard; HTTP/2 frames its own.
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) {
+                    front.serve_connection(tls, peer, shutdown, None).await;
+                } else {
+                    let (guarded, conflicts) = FramingGuard::new(tls, front.cfg.max_header_bytes * 2 + 16 * 1024);
+                    front.serve_connection(guarded, peer, shutdown, Some(conflicts)).await;
+                }
             }
             .instrument(span),
         );
@@ -65,14 +73,25 @@ pub async fn serve_front(listener: TcpListener, acceptor: TlsAcceptor, front: Ar
 }
 
 impl Front {
-    async fn serve_connection<S>(self: Arc<Self>, io: S, peer: SocketAddr, shutdown: CancellationToken)
+    async fn serve_connection<S>(self: Arc<Self>, io: S, peer: SocketAddr, shutdown: CancellationToken, conflicts: Option<Conflicts>)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let this = self.clone();
+        // HTTP/1.1 serves a connection's requests in order, so a counter gives each
+        // request the position the framing guard saw it at.
+        let position = Arc::new(AtomicU64::new(0));
         let service = hyper::service::service_fn(move |req| {
             let this = this.clone();
-            async move { Ok::<_, std::convert::Infallible>(this.handle(peer, req).await) }
+            let index = position.fetch_add(1, Ordering::Relaxed);
+            let smuggled = conflicts.as_ref().is_some_and(|c| c.contains(index));
+            async move {
+                if smuggled {
+                    let status = Status::bad_request("request has both Content-Length and Transfer-Encoding");
+                    return Ok::<_, std::convert::Infallible>(status.into_response());
+                }
+                Ok(this.handle(peer, req).await)
+            }
         });
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         // hyper answers a header block beyond its buffer with 431 itself; below that,
@@ -105,7 +124,7 @@ impl Front {
         let mut audit_id = None;
         let mut resp = match self.proxy(peer, req, received, &mut audit_id).await {
             Ok(resp) => resp,
-            Err(Denial(status)) => status.into_response(),
+            Err(denial) => denial.into_response(),
         };
         if let Some(id) = audit_id {
             resp.headers_mut().entry(AUDIT_ID).or_insert(id);
@@ -123,23 +142,23 @@ impl Front {
         // Phase 1: receive.
         let size = headers::block_size(req.headers());
         if size > self.cfg.max_header_bytes {
-            return Err(Denial(Status::bad_request(format!(
+            return Err(Denial::new(Status::bad_request(format!(
                 "request header block of {size} bytes exceeds the limit of {} bytes",
                 self.cfg.max_header_bytes
             ))));
         }
         let path = req.uri().path().to_string();
         let target = route::split(&path).map_err(|e| match e {
-            PathError::NotClusterPath => Denial(Status::path_not_found(&path)),
-            other => Denial(Status::bad_request(other.to_string())),
+            PathError::NotClusterPath => Denial::new(Status::path_not_found(&path)),
+            other => Denial::new(Status::bad_request(other.to_string())),
         })?;
         let cluster = target.cluster.to_string();
         if self.registry.load().get(&cluster).is_none() {
-            return Err(Denial(Status::cluster_not_found(&cluster)));
+            return Err(Denial::new(Status::cluster_not_found(&cluster)));
         }
         let upgrade = headers::upgrade_request(req.headers());
         if upgrade.is_some() && req.version() != Version::HTTP_11 {
-            return Err(Denial(Status::bad_request("protocol upgrades need HTTP/1.1")));
+            return Err(Denial::new(Status::bad_request("protocol upgrades need HTTP/1.1")));
         }
         let on_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let query = req.uri().query().map(str::to_string);
@@ -204,7 +223,7 @@ impl Front {
         };
         let out = out
             .body(out_body)
-            .map_err(|e| Denial(Status::bad_request(format!("cannot forward request: {e}"))))?;
+            .map_err(|e| Denial::new(Status::bad_request(format!("cannot forward request: {e}"))))?;
         let send = self.pool.send(&cluster, &order, out);
         let sent = if ctx.long_running() {
             send.await
@@ -256,6 +275,6 @@ impl Front {
 
     fn finish(&self, ctx: &RequestCtx, tunnel: Option<u64>, status: Status) -> Denial {
         self.stages.audit(ctx, &Outcome { code: status.code, tunnel });
-        Denial(status)
+        Denial::new(status)
     }
 }

@@ -59,7 +59,30 @@ impl RequestCtx {
 
 /// A stage's refusal; the request ends with this Status.
 #[derive(Debug, Clone)]
-pub struct Denial(pub Status);
+pub struct Denial(Box<Status>);
+
+impl Denial {
+    /// A refusal answered with `status`.
+    pub fn new(status: Status) -> Denial {
+        Denial(Box::new(status))
+    }
+
+    /// The Status the client will get.
+    pub fn status(&self) -> &Status {
+        &self.0
+    }
+
+    /// The HTTP response for the client.
+    pub fn into_response(self) -> http::Response<super::body::Body> {
+        (*self.0).into_response()
+    }
+}
+
+impl From<Status> for Denial {
+    fn from(status: Status) -> Denial {
+        Denial::new(status)
+    }
+}
 
 /// How a finished request ended, for the audit phase.
 #[derive(Debug, Clone)]

@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod forward;
+pub mod framing;
 pub mod front;
 pub mod headers;
 pub mod lifecycle;

@@ -54,7 +54,7 @@ impl AgentListener {
         let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
-                tracing::warn!(reason = %e, "agent refused");
+                tracing::warn!(reason = %refusal_reason(&e), "agent refused");
                 return;
             }
             Err(_) => {
@@ -110,5 +110,17 @@ impl AgentListener {
         };
         self.pool.remove(&cluster, id);
         tracing::info!(%reason, live = self.pool.live(&cluster), "tunnel closed");
+    }
+}
+
+/// The handshake failure in words, unwrapping the registry verifier's own message.
+fn refusal_reason(e: &std::io::Error) -> String {
+    let rustls_error = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match rustls_error {
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) => {
+            format!("invalid peer certificate: {}", other.0)
+        }
+        Some(other) => other.to_string(),
+        None => e.to_string(),
     }
 }

@@ -1,0 +1,573 @@
+//! The plugin chain TOML (`config/plugins-<role>.toml`): raw serde structs with
+//! `deny_unknown_fields`, then validation into runtime types ([`ChainSpec`]). Every
+//! error names the file, the key and the reason.
+//!
+//! ```toml
+//! role = "hub"                       # must match the process role
+//!
+//! [runtime]                          # optional; changing it needs a restart
+//! epoch_tick_ms = 1
+//! max_instances = 256
+//! max_memory_mb = 128
+//! cache_dir = "/var/cache/hawser/plugins"   # relative paths are relative to this file
+//!
+//! [[stage]]                          # stages run in file order within their phase
+//! name = "tokens"                    # unique; appears in logs, metrics and Status messages
+//! kind = "credential"                # credential | impersonation | routing | audit
+//! plugin = "plugins/static_token.wasm"  # relative to this file
+//! failure = "closed"                 # closed (default) | open (not for impersonation)
+//! instances = "fresh"                # fresh (default) | reuse
+//! max_uses = 10000                   # reuse only: calls before an instance is retired
+//! [stage.limits]
+//! timeout_ms = 20                    # default 20, audit 50
+//! init_timeout_ms = 1000
+//! memory_mb = 32
+//! concurrency = 64
+//! [stage.quarantine]
+//! after_faults = 5
+//! window_ms = 10000
+//! backoff_ms = 5000
+//! max_backoff_ms = 300000
+//! [stage.grants]                     # capabilities; all off by default
+//! stdout = false
+//! stderr = false
+//! env = { NAME = "value" }
+//! read_dirs = { "/etc/hawser/keys" = "/keys" }   # host dir = guest dir, read-only
+//! [stage.policy]                     # host-enforced bounds on the plugin's output
+//! allow_headers = ["x-hawser-*"]     # routing
+//! # allow_users, deny_users, allow_groups, deny_groups, allow_extra: impersonation
+//! [stage.config]                     # handed to the plugin's init() as JSON
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::engine::RuntimeSettings;
+use super::error::PluginError;
+use super::instance::Grants;
+use super::limits::{Limits, QuarantinePolicy};
+use super::types::{Role, StageKind};
+use super::validate::{Pattern, Policy};
+
+/// What a stage does when its plugin fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailurePolicy {
+    /// The request fails with a 500/503 `Status` naming the plugin.
+    Closed,
+    /// The failure is logged and counted, and the stage is skipped (abstains, keeps the
+    /// event). Refused for impersonation stages.
+    Open,
+}
+
+/// How a stage gets plugin instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceMode {
+    /// A new instance (and `init`) for every call: no state survives between requests.
+    Fresh,
+    /// Instances are kept and reused, each for up to `max_uses` calls.
+    Reuse,
+}
+
+/// One validated stage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageSpec {
+    /// Unique stage name.
+    pub name: String,
+    /// Which phase it belongs to.
+    pub kind: StageKind,
+    /// The plugin file (absolute, or relative to the process's working directory).
+    pub plugin: PathBuf,
+    /// Behaviour on plugin failure.
+    pub failure: FailurePolicy,
+    /// Fresh or reused instances.
+    pub instances: InstanceMode,
+    /// Calls per instance before it is retired (reuse only).
+    pub max_uses: u64,
+    /// Time, memory and concurrency limits.
+    pub limits: Limits,
+    /// When repeated faults quarantine the plugin version.
+    pub quarantine: QuarantinePolicy,
+    /// Capabilities granted to the plugin.
+    pub grants: Grants,
+    /// Host-enforced bounds on the plugin's output.
+    pub policy: Policy,
+    /// The `config` table as JSON, handed to `init`.
+    pub config_json: String,
+}
+
+/// A validated chain file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainSpec {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// The role it configures.
+    pub role: Role,
+    /// Engine settings.
+    pub runtime: RuntimeSettings,
+    /// Stages in file order.
+    pub stages: Vec<StageSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    role: RawRole,
+    #[serde(default)]
+    runtime: RawRuntime,
+    #[serde(default)]
+    stage: Vec<RawStage>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawRole {
+    Hub,
+    Agent,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    epoch_tick_ms: Option<u64>,
+    max_instances: Option<u32>,
+    max_memory_mb: Option<u32>,
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawKind {
+    Credential,
+    Impersonation,
+    Routing,
+    Audit,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    name: String,
+    kind: RawKind,
+    plugin: PathBuf,
+    failure: Option<FailurePolicy>,
+    instances: Option<InstanceMode>,
+    max_uses: Option<u64>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    quarantine: RawQuarantine,
+    #[serde(default)]
+    grants: RawGrants,
+    policy: Option<RawPolicy>,
+    config: Option<toml::Table>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    timeout_ms: Option<u64>,
+    init_timeout_ms: Option<u64>,
+    memory_mb: Option<u32>,
+    concurrency: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawQuarantine {
+    after_faults: Option<u32>,
+    window_ms: Option<u64>,
+    backoff_ms: Option<u64>,
+    max_backoff_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGrants {
+    #[serde(default)]
+    stdout: bool,
+    #[serde(default)]
+    stderr: bool,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    read_dirs: BTreeMap<PathBuf, String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    allow_users: Option<Vec<String>>,
+    deny_users: Option<Vec<String>>,
+    allow_groups: Option<Vec<String>>,
+    deny_groups: Option<Vec<String>>,
+    allow_extra: Option<Vec<String>>,
+    allow_headers: Option<Vec<String>>,
+}
+
+impl ChainSpec {
+    /// Reads and validates `file` for `role`.
+    pub fn load(file: &Path, role: Role) -> Result<ChainSpec, PluginError> {
+        let text = std::fs::read_to_string(file).map_err(|e| PluginError::Config {
+            file: file.to_path_buf(),
+            key: "(file)".into(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, file, role)
+    }
+
+    /// Validates `text` as if read from `file` (relative paths resolve against its
+    /// directory).
+    pub fn parse(text: &str, file: &Path, role: Role) -> Result<ChainSpec, PluginError> {
+        let err = |key: String, reason: String| PluginError::Config {
+            file: file.to_path_buf(),
+            key,
+            reason,
+        };
+        let de = toml::Deserializer::new(text);
+        let raw: RawFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { "(document)".into() } else { key };
+            err(key, e.into_inner().message().trim().to_owned())
+        })?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let file_role = match raw.role {
+            RawRole::Hub => Role::Hub,
+            RawRole::Agent => Role::Agent,
+        };
+        if file_role != role {
+            return Err(err(
+                "role".into(),
+                format!("this file configures the {file_role} but the process is the {role}"),
+            ));
+        }
+        let runtime = runtime(&raw.runtime, base, &err)?;
+        let mut names = HashSet::new();
+        let mut stages = Vec::with_capacity(raw.stage.len());
+        for (i, s) in raw.stage.into_iter().enumerate() {
+            let at = format!("stage[{i}]");
+            if !valid_name(&s.name) {
+                return Err(err(
+                    format!("{at}.name"),
+                    format!("{:?} must be 1-63 characters of a-z, 0-9, '-' and '_'", s.name),
+                ));
+            }
+            if !names.insert(s.name.clone()) {
+                return Err(err(format!("{at}.name"), format!("{:?} is used twice", s.name)));
+            }
+            let at = format!("stage[{i}] ({:?})", s.name);
+            stages.push(stage(s, &at, base, &runtime, &err)?);
+        }
+        Ok(ChainSpec {
+            file: file.to_path_buf(),
+            role,
+            runtime,
+            stages,
+        })
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+type ErrFn<'a> = dyn Fn(String, String) -> PluginError + 'a;
+
+fn runtime(raw: &RawRuntime, base: &Path, err: &ErrFn<'_>) -> Result<RuntimeSettings, PluginError> {
+    let d = RuntimeSettings::default();
+    let tick = range(raw.epoch_tick_ms, 1, 100, "runtime.epoch_tick_ms", err)?;
+    let max_instances = range(raw.max_instances, 1, 10_000, "runtime.max_instances", err)?;
+    let max_memory_mb = range(raw.max_memory_mb, 1, 4096, "runtime.max_memory_mb", err)?;
+    Ok(RuntimeSettings {
+        epoch_tick: tick.map_or(d.epoch_tick, Duration::from_millis),
+        max_instances: max_instances.unwrap_or(d.max_instances),
+        max_memory_mb: max_memory_mb.unwrap_or(d.max_memory_mb),
+        cache_dir: raw.cache_dir.as_ref().map(|p| base.join(p)),
+    })
+}
+
+fn range<T: PartialOrd + std::fmt::Display + Copy>(
+    v: Option<T>,
+    min: T,
+    max: T,
+    key: &str,
+    err: &ErrFn<'_>,
+) -> Result<Option<T>, PluginError> {
+    match v {
+        Some(v) if v < min || v > max => {
+            Err(err(key.into(), format!("{v} is outside {min}..={max}")))
+        }
+        v => Ok(v),
+    }
+}
+
+fn stage(
+    s: RawStage,
+    at: &str,
+    base: &Path,
+    runtime: &RuntimeSettings,
+    err: &ErrFn<'_>,
+) -> Result<StageSpec, PluginError> {
+    let kind = match s.kind {
+        RawKind::Credential => StageKind::Credential,
+        RawKind::Impersonation => StageKind::Impersonation,
+        RawKind::Routing => StageKind::Routing,
+        RawKind::Audit => StageKind::Audit,
+    };
+    let failure = s.failure.unwrap_or(FailurePolicy::Closed);
+    if failure == FailurePolicy::Open && kind == StageKind::Impersonation {
+        return Err(err(
+            format!("{at}.failure"),
+            "\"open\" is not allowed for impersonation: a failure would forward the request \
+             under the caller's own identity"
+                .into(),
+        ));
+    }
+    let instances = s.instances.unwrap_or(InstanceMode::Fresh);
+    if s.max_uses.is_some() && instances == InstanceMode::Fresh {
+        return Err(err(
+            format!("{at}.max_uses"),
+            "only applies with instances = \"reuse\"".into(),
+        ));
+    }
+    let max_uses = range(s.max_uses, 1, u64::MAX, &format!("{at}.max_uses"), err)?.unwrap_or(10_000);
+
+    let d = Limits::defaults(kind);
+    let l = &s.limits;
+    let timeout = range(l.timeout_ms, 1, 60_000, &format!("{at}.limits.timeout_ms"), err)?;
+    let init_timeout = range(
+        l.init_timeout_ms,
+        1,
+        60_000,
+        &format!("{at}.limits.init_timeout_ms"),
+        err,
+    )?;
+    let memory_mb = range(
+        l.memory_mb,
+        1,
+        runtime.max_memory_mb,
+        &format!("{at}.limits.memory_mb"),
+        err,
+    )?;
+    let concurrency = range(
+        l.concurrency,
+        1,
+        runtime.max_instances,
+        &format!("{at}.limits.concurrency"),
+        err,
+    )?;
+    let limits = Limits {
+        timeout: timeout.map_or(d.timeout, Duration::from_millis),
+        init_timeout: init_timeout.map_or(d.init_timeout, Duration::from_millis),
+        memory_bytes: memory_mb.map_or(d.memory_bytes, |m| m as usize * 1024 * 1024),
+        concurrency: concurrency.unwrap_or(d.concurrency),
+    };
+
+    let q = &s.quarantine;
+    let dq = QuarantinePolicy::default();
+    let ms = |v: Option<u64>, key: &str, dflt: Duration| -> Result<Duration, PluginError> {
+        Ok(range(v, 1, 86_400_000, &format!("{at}.quarantine.{key}"), err)?
+            .map_or(dflt, Duration::from_millis))
+    };
+    let quarantine = QuarantinePolicy {
+        after_faults: range(q.after_faults, 1, 1_000_000, &format!("{at}.quarantine.after_faults"), err)?
+            .unwrap_or(dq.after_faults),
+        window: ms(q.window_ms, "window_ms", dq.window)?,
+        backoff: ms(q.backoff_ms, "backoff_ms", dq.backoff)?,
+        max_backoff: ms(q.max_backoff_ms, "max_backoff_ms", dq.max_backoff)?,
+    };
+
+    let mut read_dirs = Vec::new();
+    for (host, guest) in &s.grants.read_dirs {
+        let host = base.join(host);
+        if !host.is_dir() {
+            return Err(err(
+                format!("{at}.grants.read_dirs"),
+                format!("{} is not a directory", host.display()),
+            ));
+        }
+        if !guest.starts_with('/') {
+            return Err(err(
+                format!("{at}.grants.read_dirs"),
+                format!("guest path {guest:?} must be absolute"),
+            ));
+        }
+        read_dirs.push((host, guest.clone()));
+    }
+    let grants = Grants {
+        stdout: s.grants.stdout,
+        stderr: s.grants.stderr,
+        env: s.grants.env.into_iter().collect(),
+        read_dirs,
+    };
+
+    let policy = policy(s.policy, kind, at, err)?;
+    let config = s.config.unwrap_or_default();
+    let config_json = serde_json::to_string(&config)
+        .map_err(|e| err(format!("{at}.config"), format!("cannot be encoded as JSON: {e}")))?;
+
+    let plugin = base.join(&s.plugin);
+    if !plugin.is_file() {
+        return Err(err(
+            format!("{at}.plugin"),
+            format!("{} does not exist or is not a file", plugin.display()),
+        ));
+    }
+    Ok(StageSpec {
+        name: s.name,
+        kind,
+        plugin,
+        failure,
+        instances,
+        max_uses,
+        limits,
+        quarantine,
+        grants,
+        policy,
+        config_json,
+    })
+}
+
+fn policy(
+    raw: Option<RawPolicy>,
+    kind: StageKind,
+    at: &str,
+    err: &ErrFn<'_>,
+) -> Result<Policy, PluginError> {
+    let mut p = Policy::default();
+    let Some(raw) = raw else { return Ok(p) };
+    let pats = |v: Vec<String>| v.into_iter().map(Pattern::new).collect::<Vec<_>>();
+    let only = |key: &str, want: StageKind| -> Result<(), PluginError> {
+        if kind != want {
+            return Err(err(
+                format!("{at}.policy.{key}"),
+                format!("only applies to {want} stages, this is a {kind} stage"),
+            ));
+        }
+        Ok(())
+    };
+    let fields = [
+        ("allow_users", raw.allow_users, StageKind::Impersonation),
+        ("deny_users", raw.deny_users, StageKind::Impersonation),
+        ("allow_groups", raw.allow_groups, StageKind::Impersonation),
+        ("deny_groups", raw.deny_groups, StageKind::Impersonation),
+        ("allow_extra", raw.allow_extra, StageKind::Impersonation),
+        ("allow_headers", raw.allow_headers, StageKind::Routing),
+    ];
+    for (key, value, want) in fields {
+        let Some(value) = value else { continue };
+        only(key, want)?;
+        let target = match key {
+            "allow_users" => &mut p.allow_users,
+            "deny_users" => &mut p.deny_users,
+            "allow_groups" => &mut p.allow_groups,
+            "deny_groups" => &mut p.deny_groups,
+            "allow_extra" => &mut p.allow_extra,
+            _ => &mut p.allow_headers,
+        };
+        *target = pats(value);
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ChainSpec, PluginError> {
+        let dir = std::env::temp_dir();
+        let wasm = dir.join("hawser-config-test.wasm");
+        std::fs::write(&wasm, b"not wasm").unwrap();
+        let text = text.replace("$WASM", &wasm.display().to_string());
+        ChainSpec::parse(&text, &dir.join("plugins-hub.toml"), Role::Hub)
+    }
+
+    fn config_err(r: Result<ChainSpec, PluginError>) -> (String, String) {
+        match r {
+            Err(PluginError::Config { key, reason, .. }) => (key, reason),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let spec = parse(
+            r#"
+            role = "hub"
+            [[stage]]
+            name = "tokens"
+            kind = "credential"
+            plugin = "$WASM"
+            [stage.config]
+            tokens = { a = "alice" }
+            "#,
+        )
+        .unwrap();
+        let s = &spec.stages[0];
+        assert_eq!(s.failure, FailurePolicy::Closed);
+        assert_eq!(s.instances, InstanceMode::Fresh);
+        assert_eq!(s.limits, Limits::defaults(StageKind::Credential));
+        assert_eq!(s.grants, Grants::default());
+        assert_eq!(s.config_json, r#"{"tokens":{"a":"alice"}}"#);
+        assert_eq!(spec.runtime, RuntimeSettings::default());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("role = \"hub\"\nbogus = 1", "(document)", "unknown field `bogus`"),
+            ("role = \"agent\"", "role", "configures the agent"),
+            (
+                "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"routing\"\nplugin = \"$WASM\"\n[stage.limits]\ntimeout_ms = 0",
+                "stage[0] (\"a\").limits.timeout_ms",
+                "outside",
+            ),
+            (
+                "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"rooting\"\nplugin = \"$WASM\"",
+                "stage[0].kind",
+                "unknown variant",
+            ),
+            (
+                "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"impersonation\"\nplugin = \"$WASM\"\nfailure = \"open\"",
+                "stage[0] (\"a\").failure",
+                "not allowed",
+            ),
+            (
+                "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"/nonexistent.wasm\"",
+                "stage[0] (\"a\").plugin",
+                "does not exist",
+            ),
+            (
+                "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\n[stage.policy]\nallow_headers = [\"x\"]",
+                "stage[0] (\"a\").policy.allow_headers",
+                "only applies to routing",
+            ),
+            (
+                "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"",
+                "stage[1].name",
+                "used twice",
+            ),
+            (
+                "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\n[stage.limits]\nmemory_mb = 4096",
+                "stage[0] (\"a\").limits.memory_mb",
+                "outside 1..=128",
+            ),
+            (
+                "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\n[stage.limits]\ntimeout = 5",
+                "stage[0].limits",
+                "unknown field `timeout`",
+            ),
+        ];
+        for (text, key, reason) in cases {
+            let (k, r) = config_err(parse(text));
+            assert_eq!(k, key, "for {text:?}: {r}");
+            assert!(r.contains(reason), "for {text:?}: {r:?} lacks {reason:?}");
+        }
+    }
+}

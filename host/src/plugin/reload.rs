@@ -1,0 +1,468 @@
+//! [`PluginHost`]: the serving chain behind an `ArcSwap`, and everything that replaces
+//! it: reloads on demand (admin endpoint), on SIGHUP and on file changes.
+//!
+//! A reload reads the TOML, reads every plugin file, compiles what is new (in a
+//! blocking task, once per version), pre-instantiates, runs `init` with the stage's
+//! config and checks the plugin implements the stage (the self-check). Only when every
+//! stage passes is the new chain stored; requests already running keep the `Arc` of the
+//! old chain and finish on it. A failed reload leaves the old chain serving and records
+//! why (log line, `hawser_plugin_reloads_total{result="failed"}`, [`ReloadStatus`]).
+//! Stages whose plugin bytes and settings did not change are carried over as they are
+//! (warm instances, counters and quarantine state included).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use sha2::{Digest as _, Sha256};
+
+use super::cache::{digest, Digest};
+use super::chain::{Chain, StageInfo};
+use super::config::ChainSpec;
+use super::engine::Runtime;
+use super::error::PluginError;
+use super::metrics::{ReloadResult, StageMetrics};
+use super::stage::Stage;
+use super::types::Role;
+
+/// The plugin chain of one process role, swappable while traffic flows.
+pub struct PluginHost {
+    runtime: Arc<Runtime>,
+    file: PathBuf,
+    role: Role,
+    current: ArcSwap<Chain>,
+    reload_lock: tokio::sync::Mutex<()>,
+    status: Mutex<ReloadStatus>,
+    metrics: StageMetrics,
+}
+
+/// What triggered a reload (for logs and status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadTrigger {
+    /// The process started.
+    Startup,
+    /// An operator asked through the admin endpoint (or code called [`PluginHost::reload`]).
+    Admin,
+    /// SIGHUP.
+    Signal,
+    /// The config file or a plugin file changed.
+    FileChange,
+}
+
+/// The outcome of a successful reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// A new chain with this generation now serves requests.
+    Swapped(u64),
+    /// The config and every plugin file are unchanged; the chain stays.
+    Unchanged(u64),
+}
+
+/// The host's reload state, as the admin status endpoint shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadStatus {
+    /// Generation of the chain serving requests.
+    pub generation: u64,
+    /// Successful reloads (swaps) since start, the initial load included.
+    pub ok: u64,
+    /// Refused reloads since start.
+    pub failed: u64,
+    /// Result of the last attempt: `ok`, `failed` or `unchanged`.
+    pub last_result: &'static str,
+    /// What triggered the last attempt.
+    pub last_trigger: ReloadTrigger,
+    /// Why the last attempt failed, when it did.
+    pub last_error: Option<String>,
+    /// When the last attempt finished, milliseconds since the Unix epoch.
+    pub last_attempt_unix_ms: u64,
+    /// The stages of the serving chain.
+    pub stages: Vec<StageInfo>,
+}
+
+impl PluginHost {
+    /// Loads `file` for `role`, building the runtime from its `[runtime]` section. Fails
+    /// (and the process should refuse to start) when the config or any plugin is bad.
+    pub async fn load(file: impl Into<PathBuf>, role: Role) -> Result<Arc<PluginHost>, PluginError> {
+        let file = file.into();
+        let spec = read_spec(&file, role).await?;
+        let runtime = Runtime::new(spec.runtime.clone())?;
+        Self::start(runtime, file, role, spec).await
+    }
+
+    /// Like [`PluginHost::load`], sharing an existing runtime; the file's `[runtime]`
+    /// section must match the runtime's settings.
+    pub async fn load_with(
+        runtime: Arc<Runtime>,
+        file: impl Into<PathBuf>,
+        role: Role,
+    ) -> Result<Arc<PluginHost>, PluginError> {
+        let file = file.into();
+        let spec = read_spec(&file, role).await?;
+        check_runtime(&runtime, &spec)?;
+        Self::start(runtime, file, role, spec).await
+    }
+
+    async fn start(
+        runtime: Arc<Runtime>,
+        file: PathBuf,
+        role: Role,
+        spec: ChainSpec,
+    ) -> Result<Arc<PluginHost>, PluginError> {
+        let metrics = StageMetrics::default();
+        let plugins = read_plugins(&spec).await?;
+        let chain = build(&runtime, &metrics, spec, plugins, None, 1).await?;
+        metrics.reload(ReloadResult::Ok, 1);
+        tracing::info!(file = %file.display(), role = %role, stages = chain.stages.len(), "plugin chain loaded");
+        let status = ReloadStatus {
+            generation: 1,
+            ok: 1,
+            failed: 0,
+            last_result: "ok",
+            last_trigger: ReloadTrigger::Startup,
+            last_error: None,
+            last_attempt_unix_ms: unix_ms(),
+            stages: chain.stages(),
+        };
+        Ok(Arc::new(PluginHost {
+            runtime,
+            file,
+            role,
+            current: ArcSwap::from_pointee(chain),
+            reload_lock: tokio::sync::Mutex::new(()),
+            status: Mutex::new(status),
+            metrics,
+        }))
+    }
+
+    /// The chain serving requests now. Take it once per request and run every phase on
+    /// it.
+    pub fn chain(&self) -> Arc<Chain> {
+        self.current.load_full()
+    }
+
+    /// The config file.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// The runtime (engine, cache) this host uses.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Counters of every stage, reloads included.
+    pub fn metrics(&self) -> &StageMetrics {
+        &self.metrics
+    }
+
+    /// The reload state.
+    pub fn status(&self) -> ReloadStatus {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        s.stages = self.chain().stages();
+        s
+    }
+
+    /// The reload state as JSON.
+    pub fn status_json(&self) -> String {
+        serde_json::to_string(&self.status()).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// Rebuilds the chain from the files and swaps it in when everything passes; on
+    /// error the old chain keeps serving. Reloads run one at a time.
+    pub async fn reload(&self, trigger: ReloadTrigger) -> Result<ReloadOutcome, PluginError> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let old = self.chain();
+        let result = async {
+            let spec = read_spec(&self.file, self.role).await?;
+            check_runtime(&self.runtime, &spec)?;
+            let plugins = read_plugins(&spec).await?;
+            if fingerprint(&spec, &plugins) == old.fingerprint {
+                return Ok(None);
+            }
+            build(&self.runtime, &self.metrics, spec, plugins, Some(&old), old.generation + 1)
+                .await
+                .map(Some)
+        }
+        .await;
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.last_trigger = trigger;
+        status.last_attempt_unix_ms = unix_ms();
+        match result {
+            Ok(None) => {
+                status.last_result = "unchanged";
+                status.last_error = None;
+                self.metrics.reload(ReloadResult::Unchanged, old.generation);
+                Ok(ReloadOutcome::Unchanged(old.generation))
+            }
+            Ok(Some(chain)) => {
+                let generation = chain.generation;
+                let keep: Vec<Digest> = chain.stages.iter().map(|s| s.digest).collect();
+                let gone: Vec<Arc<Stage>> = old
+                    .stages
+                    .iter()
+                    .filter(|o| !chain.stages.iter().any(|n| Arc::ptr_eq(o, n)))
+                    .cloned()
+                    .collect();
+                self.current.store(Arc::new(chain));
+                // Pooled instances of stages that left the chain would otherwise hold
+                // instance slots until the last in-flight request on the old chain ends.
+                for stage in gone {
+                    stage.retire();
+                }
+                self.runtime.cache().retain(&keep);
+                status.generation = generation;
+                status.ok += 1;
+                status.last_result = "ok";
+                status.last_error = None;
+                self.metrics.reload(ReloadResult::Ok, generation);
+                tracing::info!(file = %self.file.display(), ?trigger, generation, "plugin chain reloaded");
+                Ok(ReloadOutcome::Swapped(generation))
+            }
+            Err(e) => {
+                status.failed += 1;
+                status.last_result = "failed";
+                status.last_error = Some(e.to_string());
+                self.metrics.reload(ReloadResult::Failed, old.generation);
+                tracing::error!(file = %self.file.display(), ?trigger, error = %e, generation = old.generation, "plugin chain reload failed; the previous chain keeps serving");
+                Err(e)
+            }
+        }
+    }
+
+    /// Handles the plugin admin routes; `None` when `path` is not one of them.
+    ///
+    /// - `POST /plugins/reload`: reload now; 200 with `{"result":"swapped"|"unchanged",
+    ///   "generation":N}`, or 422 with `{"result":"failed","error":"..."}`.
+    /// - `GET /plugins/status`: [`ReloadStatus`] as JSON.
+    /// - `GET /plugins/metrics`: Prometheus text.
+    pub async fn admin(&self, method: &http::Method, path: &str) -> Option<(http::StatusCode, String)> {
+        use http::{Method, StatusCode};
+        Some(match (method, path) {
+            (&Method::POST, "/plugins/reload") => match self.reload(ReloadTrigger::Admin).await {
+                Ok(ReloadOutcome::Swapped(g)) => (
+                    StatusCode::OK,
+                    serde_json::json!({"result": "swapped", "generation": g}).to_string(),
+                ),
+                Ok(ReloadOutcome::Unchanged(g)) => (
+                    StatusCode::OK,
+                    serde_json::json!({"result": "unchanged", "generation": g}).to_string(),
+                ),
+                Err(e) => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    serde_json::json!({"result": "failed", "error": e.to_string(),
+                        "generation": self.chain().generation()})
+                    .to_string(),
+                ),
+            },
+            (&Method::GET, "/plugins/status") => (StatusCode::OK, self.status_json()),
+            (&Method::GET, "/plugins/metrics") => (StatusCode::OK, self.metrics.render_prometheus()),
+            _ => return None,
+        })
+    }
+
+    /// Files whose change should trigger a reload: the config and every plugin of the
+    /// serving chain.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.file.clone()];
+        files.extend(self.chain().stages.iter().map(|s| s.plugin_path().to_path_buf()));
+        files
+    }
+}
+
+async fn read_spec(file: &Path, role: Role) -> Result<ChainSpec, PluginError> {
+    let file = file.to_path_buf();
+    tokio::task::spawn_blocking(move || ChainSpec::load(&file, role))
+        .await
+        .map_err(|e| PluginError::Internal(format!("config reader failed: {e}")))?
+}
+
+fn check_runtime(runtime: &Runtime, spec: &ChainSpec) -> Result<(), PluginError> {
+    if runtime.settings() != &spec.runtime {
+        return Err(PluginError::Config {
+            file: spec.file.clone(),
+            key: "runtime".into(),
+            reason: "runtime settings differ from the running engine's; they only change on restart"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads every plugin file of `spec` and hashes it.
+async fn read_plugins(spec: &ChainSpec) -> Result<Vec<(Vec<u8>, Digest)>, PluginError> {
+    let mut out = Vec::with_capacity(spec.stages.len());
+    for s in &spec.stages {
+        let bytes = read_plugin(&s.plugin).await.map_err(|reason| PluginError::Plugin {
+            file: spec.file.clone(),
+            stage: s.name.clone(),
+            plugin: s.plugin.clone(),
+            reason,
+        })?;
+        let d = digest(&bytes);
+        out.push((bytes, d));
+    }
+    Ok(out)
+}
+
+/// Identifies a chain: role, runtime settings, and every stage's settings and bytes.
+fn fingerprint(spec: &ChainSpec, plugins: &[(Vec<u8>, Digest)]) -> Digest {
+    let mut fp = Sha256::new();
+    fp.update(format!("{:?}{:?}", spec.role, spec.runtime));
+    for (s, (_, d)) in spec.stages.iter().zip(plugins) {
+        fp.update(format!("{s:?}"));
+        fp.update(d);
+    }
+    fp.finalize().into()
+}
+
+/// Builds a chain from `spec` and its plugin files, carrying over unchanged stages of
+/// `old`.
+async fn build(
+    runtime: &Arc<Runtime>,
+    metrics: &StageMetrics,
+    spec: ChainSpec,
+    plugins: Vec<(Vec<u8>, Digest)>,
+    old: Option<&Chain>,
+    generation: u64,
+) -> Result<Chain, PluginError> {
+    let fp = fingerprint(&spec, &plugins);
+    let mut stages = Vec::with_capacity(spec.stages.len());
+    for (s, (bytes, d)) in spec.stages.into_iter().zip(plugins) {
+        let reused = old.and_then(|c| c.stages.iter().find(|o| o.spec == s && o.digest == d));
+        let stage = match reused {
+            Some(o) => o.clone(),
+            None => {
+                let (name, plugin) = (s.name.clone(), s.plugin.clone());
+                let stage = Stage::load(runtime.clone(), s, Arc::new(bytes), d, metrics)
+                    .await
+                    .map_err(|reason| PluginError::Plugin {
+                        file: spec.file.clone(),
+                        stage: name,
+                        plugin,
+                        reason,
+                    })?;
+                Arc::new(stage)
+            }
+        };
+        stages.push(stage);
+    }
+    Ok(Chain::new(generation, spec.role, spec.file, fp, stages))
+}
+
+async fn read_plugin(path: &Path) -> Result<Vec<u8>, String> {
+    tokio::fs::read(path)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Settings of [`watch`].
+#[derive(Clone, Debug)]
+pub struct WatchOptions {
+    /// How often file metadata is checked. Default 1 s.
+    pub poll_interval: Duration,
+    /// How long files must stay unchanged before a reload starts (editors and
+    /// ConfigMap updates write in several steps). Default 250 ms.
+    pub debounce: Duration,
+    /// Reload on SIGHUP. Default true.
+    pub sighup: bool,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            poll_interval: Duration::from_secs(1),
+            debounce: Duration::from_millis(250),
+            sighup: true,
+        }
+    }
+}
+
+/// A running watcher; stops when dropped.
+pub struct Watcher {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reloads `host` when its config or plugin files change and (optionally) on SIGHUP.
+///
+/// Files are polled by metadata (size, mtime, inode), which also follows the symlink
+/// swaps of Kubernetes ConfigMap volumes. Must be called inside a Tokio runtime; the
+/// SIGHUP handler is installed before this returns.
+pub fn watch(host: &Arc<PluginHost>, options: WatchOptions) -> Result<Watcher, PluginError> {
+    let mut hangup = if options.sighup {
+        Some(
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(|e| PluginError::Internal(format!("installing the SIGHUP handler: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let stamp_of = |h: &PluginHost| stamp(&h.watched_files());
+    // Taken now, so a change made right after `watch` returns is seen as a change.
+    let mut last = stamp_of(host);
+    let host = Arc::downgrade(host);
+    let task = tokio::spawn(async move {
+        loop {
+            let signalled = tokio::select! {
+                _ = tokio::time::sleep(options.poll_interval) => false,
+                Some(()) = async {
+                    match hangup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => true,
+            };
+            let Some(h) = host.upgrade() else { return };
+            let trigger = if signalled {
+                ReloadTrigger::Signal
+            } else {
+                let mut now = stamp_of(&h);
+                if now == last {
+                    continue;
+                }
+                // Wait until the files stop changing.
+                loop {
+                    tokio::time::sleep(options.debounce).await;
+                    let again = stamp_of(&h);
+                    if again == now {
+                        break;
+                    }
+                    now = again;
+                }
+                ReloadTrigger::FileChange
+            };
+            // Errors are recorded in the status, metrics and log by `reload`.
+            let _ = h.reload(trigger).await;
+            last = stamp_of(&h);
+        }
+    });
+    Ok(Watcher { task })
+}
+
+type Stamp = Vec<Option<(u64, i64, i64, u64)>>;
+
+fn stamp(files: &[PathBuf]) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ino()))
+        })
+        .collect()
+}

@@ -1,0 +1,212 @@
+//! One configured stage: a plugin version with its limits, instances, breaker and
+//! counters, and the single call path every phase goes through ([`Stage::invoke`]).
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::cache::{hex, Digest};
+use super::config::{FailurePolicy, InstanceMode, StageSpec};
+use super::engine::Runtime;
+use super::error::{FailureKind, PluginFailure};
+use super::instance::{Call, CallError, Instance, Instances, Reply, Template};
+use super::limits::{Breaker, Gate};
+use super::metrics::{Labels, StageCounters, StageMetrics};
+use super::types::{PluginInfo, StageKind};
+
+/// A loaded, self-checked stage.
+pub(crate) struct Stage {
+    pub(crate) spec: StageSpec,
+    pub(crate) digest: Digest,
+    /// `file@digest12`, used in failure messages.
+    pub(crate) label: String,
+    pub(crate) info: PluginInfo,
+    template: Template,
+    instances: Instances,
+    gate: Gate,
+    breaker: Breaker,
+    pub(crate) counters: Arc<StageCounters>,
+    runtime: Arc<Runtime>,
+}
+
+impl Stage {
+    /// Compiles (once per version), pre-instantiates and initialises `spec`'s plugin,
+    /// and checks that it implements the stage's kind. With `instances = "reuse"` the
+    /// instance used for the check is kept for the first request.
+    pub(crate) async fn load(
+        runtime: Arc<Runtime>,
+        spec: StageSpec,
+        bytes: Arc<Vec<u8>>,
+        digest: Digest,
+        metrics: &StageMetrics,
+    ) -> Result<Stage, String> {
+        let rt = runtime.clone();
+        let component = tokio::task::spawn_blocking(move || {
+            rt.cache().component(rt.engine(), &bytes, &digest)
+        })
+        .await
+        .map_err(|e| format!("compiler task failed: {e}"))?
+        .map_err(|e| format!("not a valid component: {e}"))?;
+
+        let template = Template::new(
+            runtime.clone(),
+            &component,
+            spec.kind,
+            spec.name.as_str().into(),
+            spec.config_json.clone(),
+            spec.grants.clone(),
+            spec.limits.memory_bytes,
+        )?;
+        let (instance, info) = template
+            .instantiate(spec.limits.init_timeout)
+            .await
+            .map_err(|e| format!("self-check failed: {}: {}", e.kind, e.detail))?;
+        if !info.stages.contains(&spec.kind) {
+            let has: Vec<&str> = info.stages.iter().map(|k| k.as_str()).collect();
+            return Err(format!(
+                "plugin {:?} {:?} does not implement the {} stage (it implements: {})",
+                info.name,
+                info.version,
+                spec.kind,
+                has.join(", ")
+            ));
+        }
+        let instances = match spec.instances {
+            InstanceMode::Fresh => Instances::Fresh,
+            InstanceMode::Reuse => {
+                Instances::reuse(spec.limits.concurrency as usize, spec.max_uses)
+            }
+        };
+        instances.give_back(instance);
+        let file = spec
+            .plugin
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let label = format!("{file}@{}", hex(&digest, 6));
+        let counters = metrics.counters(Labels {
+            stage: spec.name.clone(),
+            kind: spec.kind,
+            plugin: info.name.clone(),
+            version: info.version.clone(),
+            digest: hex(&digest, 6),
+        });
+        Ok(Stage {
+            gate: Gate::new(spec.limits.concurrency),
+            breaker: Breaker::new(spec.quarantine.clone()),
+            spec,
+            digest,
+            label,
+            info,
+            template,
+            instances,
+            counters,
+            runtime,
+        })
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub(crate) fn kind(&self) -> StageKind {
+        self.spec.kind
+    }
+
+    pub(crate) fn plugin_path(&self) -> &Path {
+        &self.spec.plugin
+    }
+
+    pub(crate) fn fail_open(&self) -> bool {
+        self.spec.failure == FailurePolicy::Open
+    }
+
+    /// The stage left the serving chain: free its idle instances.
+    pub(crate) fn retire(&self) {
+        self.instances.retire();
+    }
+
+    pub(crate) fn is_quarantined(&self) -> bool {
+        self.breaker.quarantined(self.runtime.now_ms()).is_some()
+    }
+
+    /// Calls the plugin under the stage's limits and checks its reply with `check`.
+    /// Any failure (including a refused reply) drops the instance; a fault counts
+    /// towards quarantine.
+    pub(crate) async fn invoke<T>(
+        &self,
+        call: Call<'_>,
+        check: impl FnOnce(Reply) -> Result<T, (FailureKind, String)>,
+    ) -> Result<T, PluginFailure> {
+        self.counters.invocations.fetch_add(1, Ordering::Relaxed);
+        if let Some(left) = self.breaker.quarantined(self.runtime.now_ms()) {
+            return Err(self.fail(
+                FailureKind::Quarantined,
+                format!("quarantined after repeated faults, {} ms left", left.as_millis()),
+            ));
+        }
+        let Some(_in_flight) = self.gate.enter() else {
+            return Err(self.fail(
+                FailureKind::Overloaded,
+                format!("{} calls already in flight", self.spec.limits.concurrency),
+            ));
+        };
+        let start = Instant::now();
+        let mut instance = match self.instance().await {
+            Ok(i) => i,
+            Err(e) => return Err(self.fail(e.kind, e.detail)),
+        };
+        let reply = match instance.call(call).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.fail(e.kind, e.detail)),
+        };
+        match check(reply) {
+            Ok(out) => {
+                self.instances.give_back(instance);
+                self.breaker.success();
+                self.counters
+                    .call_nanos
+                    .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                Ok(out)
+            }
+            Err((kind, detail)) => Err(self.fail(kind, detail)),
+        }
+    }
+
+    /// An instance armed with the call's time budget. A fresh instance's budget covers
+    /// its start-up and `init` too; a new reusable instance gets `init_timeout` for
+    /// `init` and then the full call budget.
+    async fn instance(&self) -> Result<Instance, CallError> {
+        let limits = &self.spec.limits;
+        if let Some(mut i) = self.instances.take() {
+            i.arm(limits.timeout);
+            return Ok(i);
+        }
+        if !self.instances.is_reuse() {
+            return Ok(self.template.instantiate(limits.timeout).await?.0);
+        }
+        let (mut i, _) = self.template.instantiate(limits.init_timeout).await?;
+        i.arm(limits.timeout);
+        Ok(i)
+    }
+
+    fn fail(&self, kind: FailureKind, detail: String) -> PluginFailure {
+        self.counters.failure(kind);
+        let failure = PluginFailure::new(&self.spec.name, &self.label, kind, detail);
+        tracing::warn!(stage = %self.spec.name, plugin = %self.label, reason = %kind, "{}", failure.message());
+        if kind.is_fault() {
+            if let Some(backoff) = self.breaker.fault(self.runtime.now_ms()) {
+                self.counters.quarantines.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    stage = %self.spec.name,
+                    plugin = %self.label,
+                    after_faults = self.spec.quarantine.after_faults,
+                    backoff_ms = backoff.as_millis() as u64,
+                    "plugin version quarantined after repeated faults; calls fail with 503 until the backoff ends or a new version is loaded"
+                );
+            }
+        }
+        failure
+    }
+}

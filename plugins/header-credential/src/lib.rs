@@ -1,0 +1,112 @@
+//! Example credential plugin: a static table of bearer tokens.
+//!
+//! **An example, for tests and demos.** Static tokens in a config file are not how
+//! production clusters authenticate; the JWT/OIDC credential plugin is.
+//!
+//! ```toml
+//! [stage.config]
+//! header = "authorization"          # default; "Bearer <token>" is expected there
+//! [stage.config.tokens.s3cret]
+//! user = "alice@example.com"
+//! groups = ["dev"]
+//! uid = "42"
+//! ```
+//!
+//! A request without the header abstains (the next credential stage is asked); an
+//! unknown token is denied with 401.
+
+use std::collections::HashMap;
+
+use hawser_plugin_sdk::{export_plugin, Config, CredentialCheck, Denial, Plugin, Principal, RequestHead};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Cfg {
+    #[serde(default = "default_header")]
+    header: String,
+    tokens: HashMap<String, Entry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    user: String,
+    #[serde(default)]
+    uid: String,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+fn default_header() -> String {
+    "authorization".into()
+}
+
+/// The plugin: the token table from the config.
+pub struct StaticTokens(Cfg);
+
+impl Plugin for StaticTokens {
+    fn init(config: &Config) -> Result<Self, String> {
+        let cfg: Cfg = config.parse()?;
+        if cfg.tokens.keys().any(|t| t.is_empty()) {
+            return Err("tokens: empty token".into());
+        }
+        Ok(StaticTokens(cfg))
+    }
+}
+
+impl CredentialCheck for StaticTokens {
+    fn check(&self, req: &RequestHead) -> Result<Option<Principal>, Denial> {
+        let token = if self.0.header.eq_ignore_ascii_case("authorization") {
+            req.bearer_token()
+        } else {
+            req.header(&self.0.header)
+        };
+        let Some(token) = token else { return Ok(None) };
+        let e = self
+            .0
+            .tokens
+            .get(token)
+            .ok_or_else(|| Denial::unauthorized("Unauthorized: unknown token"))?;
+        let mut p = Principal::new(&e.user).with_groups(e.groups.iter().cloned());
+        p.uid = e.uid.clone();
+        Ok(Some(p))
+    }
+}
+
+export_plugin!(StaticTokens: credential);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hawser_plugin_sdk::testing::request;
+
+    fn plugin() -> StaticTokens {
+        StaticTokens::init(&Config::from_json(
+            r#"{"tokens":{"s3cret":{"user":"alice","groups":["dev"]}}}"#,
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn known_token_is_the_principal() {
+        let p = plugin()
+            .check(&request("/api", &[("authorization", "Bearer s3cret")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.user, "alice");
+        assert_eq!(p.groups, ["dev"]);
+    }
+
+    #[test]
+    fn unknown_token_is_denied_and_missing_abstains() {
+        let t = plugin();
+        assert!(t.check(&request("/api", &[("authorization", "Bearer nope")])).is_err());
+        assert_eq!(t.check(&request("/api", &[])).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_config_is_refused() {
+        assert!(StaticTokens::init(&Config::from_json(r#"{"tokenz":{}}"#)).is_err());
+    }
+}

@@ -1,0 +1,92 @@
+//! Impersonation plugin: maps the authenticated principal to the identity the
+//! upstream kube-apiserver acts as (sent as `Impersonate-*` headers by the host).
+//!
+//! ```toml
+//! [stage.config]
+//! user_prefix = "hawser:"        # prepended to the user name
+//! group_prefix = "hawser:"       # prepended to each passed-through group
+//! keep_groups = true             # pass the principal's groups through
+//! add_groups = ["hawser:users"]  # added to every identity
+//! deny_users = ["guest"]         # these principals are refused (403)
+//! extra = { "hawser.io/via" = ["hub"] }
+//! ```
+//!
+//! The host still checks the result against the stage's `[stage.policy]`, so a mapping
+//! can never produce, say, `system:masters` unless the operator allows it.
+
+use std::collections::BTreeMap;
+
+use hawser_plugin_sdk::{export_plugin, Config, Denial, Extra, Impersonation, Plugin, Principal, RequestHead};
+use serde::Deserialize;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct Cfg {
+    user_prefix: String,
+    group_prefix: String,
+    keep_groups: bool,
+    add_groups: Vec<String>,
+    deny_users: Vec<String>,
+    extra: BTreeMap<String, Vec<String>>,
+}
+
+/// The plugin: the mapping from the config.
+pub struct Impersonate(Cfg);
+
+impl Plugin for Impersonate {
+    fn init(config: &Config) -> Result<Self, String> {
+        Ok(Impersonate(config.parse()?))
+    }
+}
+
+impl Impersonation for Impersonate {
+    fn apply(&self, who: &Principal, _req: &RequestHead) -> Result<Option<Principal>, Denial> {
+        let c = &self.0;
+        if c.deny_users.iter().any(|u| *u == who.user) {
+            return Err(Denial::forbidden(format!("user {:?} may not use this hub", who.user)));
+        }
+        let mut groups: Vec<String> = if c.keep_groups {
+            who.groups.iter().map(|g| format!("{}{g}", c.group_prefix)).collect()
+        } else {
+            Vec::new()
+        };
+        groups.extend(c.add_groups.iter().cloned());
+        Ok(Some(Principal {
+            user: format!("{}{}", c.user_prefix, who.user),
+            uid: who.uid.clone(),
+            groups,
+            extra: c
+                .extra
+                .iter()
+                .map(|(k, v)| Extra { key: k.clone(), values: v.clone() })
+                .collect(),
+        }))
+    }
+}
+
+export_plugin!(Impersonate: impersonation);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hawser_plugin_sdk::testing::request;
+
+    #[test]
+    fn maps_user_and_groups() {
+        let p = Impersonate::init(&Config::from_json(
+            r#"{"user_prefix":"h:","group_prefix":"g:","keep_groups":true,"add_groups":["all"],"extra":{"via":["hub"]}}"#,
+        ))
+        .unwrap();
+        let who = Principal::new("alice").with_groups(["dev"]);
+        let id = p.apply(&who, &request("/", &[])).unwrap().unwrap();
+        assert_eq!(id.user, "h:alice");
+        assert_eq!(id.groups, ["g:dev", "all"]);
+        assert_eq!(id.extra("via").unwrap(), ["hub"]);
+    }
+
+    #[test]
+    fn denied_users_are_refused() {
+        let p = Impersonate::init(&Config::from_json(r#"{"deny_users":["guest"]}"#)).unwrap();
+        assert!(p.apply(&Principal::new("guest"), &request("/", &[])).is_err());
+    }
+}

@@ -1,0 +1,471 @@
+//! SDK for Hawser stage plugins.
+//!
+//! A plugin is a Rust `cdylib` built for `wasm32-wasip2`. It implements [`Plugin`]
+//! (construction from the stage's TOML `config` table) and one or more stage traits —
+//! [`CredentialCheck`], [`Impersonation`], [`Routing`], [`Audit`] — and names them in
+//! [`export_plugin!`]. The host calls `init` once per instance, then the stage.
+//!
+//! # Example: a static token table
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use hawser_plugin_sdk::{export_plugin, Config, CredentialCheck, Denial, Plugin, Principal, RequestHead};
+//!
+//! struct Tokens(HashMap<String, String>);
+//!
+//! impl Plugin for Tokens {
+//!     fn init(config: &Config) -> Result<Self, String> {
+//!         #[derive(serde::Deserialize)]
+//!         struct Cfg { tokens: HashMap<String, String> }
+//!         Ok(Tokens(config.parse::<Cfg>()?.tokens))
+//!     }
+//! }
+//!
+//! impl CredentialCheck for Tokens {
+//!     fn check(&self, req: &RequestHead) -> Result<Option<Principal>, Denial> {
+//!         let Some(token) = req.bearer_token() else { return Ok(None) };
+//!         match self.0.get(token) {
+//!             Some(user) => Ok(Some(Principal::new(user))),
+//!             None => Err(Denial::unauthorized("unknown token")),
+//!         }
+//!     }
+//! }
+//!
+//! export_plugin!(Tokens: credential);
+//!
+//! // A native unit test: no runtime needed.
+//! let t = Tokens::init(&Config::from_json(r#"{"tokens":{"s3cret":"alice"}}"#)).unwrap();
+//! let req = hawser_plugin_sdk::testing::request("/api", &[("authorization", "Bearer s3cret")]);
+//! assert_eq!(t.check(&req).unwrap().unwrap().user, "alice");
+//! ```
+//!
+//! Build with `cargo build --release --target wasm32-wasip2` (the workspace's
+//! `scripts/build-plugins.sh` builds every plugin). To run a plugin inside the real
+//! host runtime from a test, load a chain TOML that names the built `.wasm` with
+//! `hawser::plugin::PluginHost::load` (see `tests/tests/plugin_*.rs` and
+//! `hawser::plugin::testing`).
+//!
+//! # Rules the host enforces
+//! - Every call has a time budget and a memory cap; exceeding them traps the instance.
+//! - Outputs are validated: principals and impersonated identities must be legal header
+//!   values (and within the stage's policy), routing choices must name a candidate that
+//!   was passed in, audit redactions only name headers.
+//! - No files, environment, sockets or stdio unless the operator grants them; use
+//!   [`host::log`] to log.
+//! - Instances may be fresh per call or reused: do not rely on state surviving between
+//!   calls, and do not let it grow without bound.
+
+#![deny(missing_docs)]
+
+// The generated bindings name this crate by its absolute path, also from inside it.
+extern crate self as hawser_plugin_sdk;
+
+#[allow(missing_docs)]
+#[doc(hidden)]
+pub mod bindings;
+pub mod host;
+pub mod testing;
+
+use std::any::Any;
+use std::cell::RefCell;
+
+pub use bindings::exports::hawser::plugin::lifecycle::PluginInfo;
+pub use bindings::hawser::plugin::types::{
+    AuditDecision, AuditEvent, AuditPhase, Candidate, Denial, DenialKind, Extra, Header, Health,
+    Locality, Principal, Redaction, RequestHead, Role, RouteChoice, RouteTarget, StageKind,
+};
+
+/// The stage's `config` table from the operator's TOML, as JSON.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    json: String,
+}
+
+impl Config {
+    /// A config from JSON text (as the host passes it).
+    pub fn from_json(json: impl Into<String>) -> Self {
+        Config { json: json.into() }
+    }
+
+    /// The JSON text.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// Deserializes the config; the error names the problem (it is shown to the
+    /// operator, who then sees the reload refused).
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_str(&self.json).map_err(|e| format!("invalid plugin config: {e}"))
+    }
+}
+
+/// A plugin: built once per instance from the stage's config.
+pub trait Plugin: Sized + 'static {
+    /// Builds the plugin. An error refuses the configuration (the host does not start,
+    /// or keeps the previous chain on reload).
+    fn init(config: &Config) -> Result<Self, String>;
+
+    /// The version reported to the host (logs, metrics, status). Defaults to the crate
+    /// version.
+    fn version(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Credential check: from the request head to a principal.
+pub trait CredentialCheck: Plugin {
+    /// `Ok(Some(p))`: authenticated as `p`. `Ok(None)`: no credential this plugin
+    /// recognises (the next stage is asked). `Err`: recognised but refused.
+    fn check(&self, req: &RequestHead) -> Result<Option<Principal>, Denial>;
+}
+
+/// Impersonation: from the principal to the identity the upstream acts as.
+pub trait Impersonation: Plugin {
+    /// `Ok(Some(id))`: impersonate `id`. `Ok(None)`: keep the identity. `Err`: refuse.
+    fn apply(&self, who: &Principal, req: &RequestHead) -> Result<Option<Principal>, Denial>;
+}
+
+/// Routing: choose among the candidates the host offers.
+pub trait Routing: Plugin {
+    /// `Ok(Some(choice))` naming one of `candidates`; `Ok(None)` to leave it to the
+    /// next stage or the host default; `Err` to refuse.
+    fn route(
+        &self,
+        req: &RequestHead,
+        who: Option<&Principal>,
+        candidates: &[Candidate],
+    ) -> Result<Option<RouteChoice>, Denial>;
+}
+
+/// Audit: keep, redact or drop an event.
+pub trait Audit: Plugin {
+    /// The decision for `event`; `Err` is a plugin failure (the stage's failure policy
+    /// applies).
+    fn decide(&self, event: &AuditEvent) -> Result<AuditDecision, String>;
+}
+
+// === helpers on the WIT records ===
+
+impl RequestHead {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
+    }
+
+    /// The token of an `Authorization: Bearer <token>` header.
+    pub fn bearer_token(&self) -> Option<&str> {
+        let v = self.header("authorization")?;
+        let (scheme, token) = v.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty())
+    }
+}
+
+impl Principal {
+    /// A principal with only a user name.
+    pub fn new(user: impl Into<String>) -> Self {
+        Principal {
+            user: user.into(),
+            uid: String::new(),
+            groups: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// Adds groups.
+    pub fn with_groups<I: IntoIterator<Item = S>, S: Into<String>>(mut self, groups: I) -> Self {
+        self.groups.extend(groups.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds an extra attribute.
+    pub fn with_extra(mut self, key: impl Into<String>, values: Vec<String>) -> Self {
+        self.extra.push(Extra {
+            key: key.into(),
+            values,
+        });
+        self
+    }
+
+    /// The values of extra attribute `key`.
+    pub fn extra(&self, key: &str) -> Option<&[String]> {
+        self.extra
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.values.as_slice())
+    }
+}
+
+impl Denial {
+    /// 401: missing or invalid credential.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::of(DenialKind::Unauthorized, message)
+    }
+
+    /// 403: known identity, not allowed.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::of(DenialKind::Forbidden, message)
+    }
+
+    /// 404: no such target for this caller.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::of(DenialKind::NotFound, message)
+    }
+
+    /// 429: over a limit.
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Self::of(DenialKind::TooManyRequests, message)
+    }
+
+    /// 503: no healthy target.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::of(DenialKind::Unavailable, message)
+    }
+
+    fn of(kind: DenialKind, message: impl Into<String>) -> Self {
+        Denial {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl RouteChoice {
+    /// A choice of `candidate`, setting no headers.
+    pub fn to(candidate: &Candidate) -> Self {
+        RouteChoice {
+            cluster: candidate.cluster.clone(),
+            endpoint: candidate.endpoint.clone(),
+            set_headers: Vec::new(),
+        }
+    }
+
+    /// Adds an upstream header (the stage's policy must allow it).
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.set_headers.push(Header {
+            name: name.into(),
+            value: value.into(),
+        });
+        self
+    }
+}
+
+/// Exports a plugin type and the stages it implements:
+/// `export_plugin!(MyPlugin: credential, routing);` with any of `credential`,
+/// `impersonation`, `routing`, `audit`. Each named stage requires the matching trait.
+#[macro_export]
+macro_rules! export_plugin {
+    ($ty:ty : $($stage:ident),+ $(,)?) => {
+        const _: () = {
+            const __HAWSER_TABLE: $crate::__private::Table<$ty> = {
+                let mut t = $crate::__private::Table::<$ty>::EMPTY;
+                $( $crate::__hawser_register!(t, $stage, $ty); )+
+                t
+            };
+
+            #[doc(hidden)]
+            #[allow(dead_code)] // natively (unit tests) nothing is exported
+            pub struct __HawserExports;
+
+            impl $crate::__private::lifecycle::Guest for __HawserExports {
+                fn init(config: ::std::string::String) -> ::std::result::Result<$crate::PluginInfo, ::std::string::String> {
+                    $crate::__private::init::<$ty>(
+                        &__HAWSER_TABLE,
+                        config,
+                        env!("CARGO_PKG_NAME"),
+                        env!("CARGO_PKG_VERSION"),
+                    )
+                }
+            }
+            impl $crate::__private::credential::Guest for __HawserExports {
+                fn check(req: $crate::RequestHead) -> ::std::result::Result<::std::option::Option<$crate::Principal>, $crate::Denial> {
+                    $crate::__private::check(&__HAWSER_TABLE, &req)
+                }
+            }
+            impl $crate::__private::impersonation::Guest for __HawserExports {
+                fn apply(who: $crate::Principal, req: $crate::RequestHead) -> ::std::result::Result<::std::option::Option<$crate::Principal>, $crate::Denial> {
+                    $crate::__private::apply(&__HAWSER_TABLE, &who, &req)
+                }
+            }
+            impl $crate::__private::routing::Guest for __HawserExports {
+                fn route(
+                    req: $crate::RequestHead,
+                    who: ::std::option::Option<$crate::Principal>,
+                    candidates: ::std::vec::Vec<$crate::Candidate>,
+                ) -> ::std::result::Result<::std::option::Option<$crate::RouteChoice>, $crate::Denial> {
+                    $crate::__private::route(&__HAWSER_TABLE, &req, who.as_ref(), &candidates)
+                }
+            }
+            impl $crate::__private::audit::Guest for __HawserExports {
+                fn decide(event: $crate::AuditEvent) -> ::std::result::Result<$crate::AuditDecision, ::std::string::String> {
+                    $crate::__private::decide(&__HAWSER_TABLE, &event)
+                }
+            }
+
+            // Only a wasm build exports the component's functions; natively the plugin
+            // is an ordinary library for unit tests.
+            #[cfg(target_arch = "wasm32")]
+            $crate::__private::export_world!(__HawserExports);
+        };
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __hawser_register {
+    ($t:ident, credential, $ty:ty) => {
+        $t.credential = Some(<$ty as $crate::CredentialCheck>::check);
+    };
+    ($t:ident, impersonation, $ty:ty) => {
+        $t.impersonation = Some(<$ty as $crate::Impersonation>::apply);
+    };
+    ($t:ident, routing, $ty:ty) => {
+        $t.routing = Some(<$ty as $crate::Routing>::route);
+    };
+    ($t:ident, audit, $ty:ty) => {
+        $t.audit = Some(<$ty as $crate::Audit>::decide);
+    };
+    ($t:ident, $other:ident, $ty:ty) => {
+        compile_error!(concat!(
+            "unknown stage `",
+            stringify!($other),
+            "`: expected credential, impersonation, routing or audit"
+        ));
+    };
+}
+
+/// Support for [`export_plugin!`]; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+
+    pub use crate::bindings::exports::hawser::plugin::{
+        audit, credential, impersonation, lifecycle, routing,
+    };
+    pub use wit_bindgen;
+
+    /// Exports the world for `$ty` (a local type implementing every Guest trait).
+    #[macro_export]
+    #[doc(hidden)]
+    macro_rules! __hawser_export_world {
+        ($ty:ident) => {
+            $crate::bindings::__export_hawser_world!($ty with_types_in $crate::bindings);
+        };
+    }
+    pub use __hawser_export_world as export_world;
+
+    type CheckFn<P> = fn(&P, &RequestHead) -> Result<Option<Principal>, Denial>;
+    type ApplyFn<P> = fn(&P, &Principal, &RequestHead) -> Result<Option<Principal>, Denial>;
+    type RouteFn<P> =
+        fn(&P, &RequestHead, Option<&Principal>, &[Candidate]) -> Result<Option<RouteChoice>, Denial>;
+    type DecideFn<P> = fn(&P, &AuditEvent) -> Result<AuditDecision, String>;
+
+    /// The stages a plugin type implements.
+    pub struct Table<P> {
+        pub credential: Option<CheckFn<P>>,
+        pub impersonation: Option<ApplyFn<P>>,
+        pub routing: Option<RouteFn<P>>,
+        pub audit: Option<DecideFn<P>>,
+    }
+
+    impl<P> Table<P> {
+        pub const EMPTY: Self = Table {
+            credential: None,
+            impersonation: None,
+            routing: None,
+            audit: None,
+        };
+
+        fn stages(&self) -> Vec<StageKind> {
+            let mut v = Vec::new();
+            if self.credential.is_some() {
+                v.push(StageKind::Credential);
+            }
+            if self.impersonation.is_some() {
+                v.push(StageKind::Impersonation);
+            }
+            if self.routing.is_some() {
+                v.push(StageKind::Routing);
+            }
+            if self.audit.is_some() {
+                v.push(StageKind::Audit);
+            }
+            v
+        }
+    }
+
+    thread_local! {
+        static STATE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    }
+
+    fn with<P: 'static, R>(f: impl FnOnce(&P) -> R) -> Option<R> {
+        STATE.with(|s| {
+            let s = s.borrow();
+            s.as_ref().and_then(|b| b.downcast_ref::<P>()).map(f)
+        })
+    }
+
+    pub fn init<P: Plugin>(
+        table: &Table<P>,
+        config: String,
+        name: &str,
+        version: &str,
+    ) -> Result<PluginInfo, String> {
+        #[cfg(target_arch = "wasm32")]
+        std::panic::set_hook(Box::new(|info| {
+            crate::host::log(crate::host::LogLevel::Error, &format!("plugin panicked: {info}"));
+        }));
+        let plugin = P::init(&Config::from_json(config))?;
+        let version = plugin.version().unwrap_or_else(|| version.to_owned());
+        STATE.with(|s| *s.borrow_mut() = Some(Box::new(plugin)));
+        Ok(PluginInfo {
+            name: name.to_owned(),
+            version,
+            stages: table.stages(),
+        })
+    }
+
+    fn missing(stage: &str) -> Denial {
+        Denial::unavailable(format!("this plugin does not implement the {stage} stage"))
+    }
+
+    fn uninitialised() -> Denial {
+        Denial::unavailable("plugin called before init")
+    }
+
+    pub fn check<P: Plugin>(t: &Table<P>, req: &RequestHead) -> Result<Option<Principal>, Denial> {
+        let f = t.credential.ok_or_else(|| missing("credential"))?;
+        with(|p: &P| f(p, req)).unwrap_or_else(|| Err(uninitialised()))
+    }
+
+    pub fn apply<P: Plugin>(
+        t: &Table<P>,
+        who: &Principal,
+        req: &RequestHead,
+    ) -> Result<Option<Principal>, Denial> {
+        let f = t.impersonation.ok_or_else(|| missing("impersonation"))?;
+        with(|p: &P| f(p, who, req)).unwrap_or_else(|| Err(uninitialised()))
+    }
+
+    pub fn route<P: Plugin>(
+        t: &Table<P>,
+        req: &RequestHead,
+        who: Option<&Principal>,
+        candidates: &[Candidate],
+    ) -> Result<Option<RouteChoice>, Denial> {
+        let f = t.routing.ok_or_else(|| missing("routing"))?;
+        with(|p: &P| f(p, req, who, candidates)).unwrap_or_else(|| Err(uninitialised()))
+    }
+
+    pub fn decide<P: Plugin>(t: &Table<P>, event: &AuditEvent) -> Result<AuditDecision, String> {
+        let f = t
+            .audit
+            .ok_or_else(|| "this plugin does not implement the audit stage".to_owned())?;
+        with(|p: &P| f(p, event)).unwrap_or_else(|| Err("plugin called before init".into()))
+    }
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Sets up and runs every test: installs the wasm32-wasip2 target, builds the
+# plugins and the hawser binary, then runs the workspace's tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "kubectl is needed for the end-to-end tests; install a kubectl >= 1.30 on PATH" >&2
+  exit 1
+fi
+rustup target add wasm32-wasip2 >/dev/null
+scripts/build-plugins.sh
+cargo build -p hawser --bin hawser
+# Each test starts its own processes on port 0; two at a time suits a 2-core machine.
+cargo test --workspace -- --test-threads "${HAWSER_TEST_THREADS:-2}"

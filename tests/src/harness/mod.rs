@@ -1,0 +1,56 @@
+//! Test harness: run the real `hawser` binary as hub and agents, talk to them over
+//! real sockets, and wait on conditions instead of sleeping.
+
+pub mod client;
+pub mod kubectl;
+pub mod procs;
+pub mod relay;
+pub mod stack;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The `hawser` binary built by `cargo build` (the test script builds it first).
+pub fn hawser_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("HAWSER_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/hawser");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p hawser` (scripts/test.sh does)", bin.display());
+    bin
+}
+
+/// Polls `check` every 20 ms until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Peak resident memory (VmHWM) of a process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Current resident memory (VmRSS) of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

@@ -1,0 +1,162 @@
+//! The front listener and the forwarding rules, over real sockets: hub process,
+//! agent process, kube-apiserver double.
+
+use hawser_tests::harness::client::{front_client, get, raw_exchange};
+use hawser_tests::harness::procs::HubOpts;
+use hawser_tests::harness::stack::{double_config, Stack, AGENT_TOKEN, CLUSTER};
+use std::time::Duration;
+
+async fn stack() -> Stack {
+    Stack::start(double_config(), HubOpts::default(), 1, 1).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_reaches_the_api_server_with_the_agents_credential_only() {
+    let s = stack().await;
+    let client = front_client(&s.hub.ca_pem());
+    let reply = get(
+        &client,
+        s.hub.front,
+        &s.path("/api/v1/namespaces/default/pods"),
+        &[
+            ("authorization", "Bearer user-token"),
+            ("impersonate-user", "system:admin"),
+            ("impersonate-group", "system:masters"),
+            ("impersonate-extra-scopes", "all"),
+            ("x-remote-user", "root"),
+            ("x-remote-group", "system:masters"),
+            ("x-hawser-upgrade", "websocket"),
+            ("accept", "application/json"),
+            ("accept-encoding", "identity"),
+            ("connection", "x-drop-me"),
+            ("x-drop-me", "1"),
+            ("te", "trailers"),
+            ("x-forwarded-for", "198.51.100.9"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.json()["kind"], "PodList");
+    let audit_id = reply.headers["audit-id"].to_str().unwrap().to_string();
+
+    let seen = s.api.requests();
+    let req = seen.iter().find(|r| r.path == "/api/v1/namespaces/default/pods").expect("forwarded");
+    assert_eq!(req.header_values("authorization"), vec![format!("Bearer {AGENT_TOKEN}")]);
+    for (name, _) in &req.headers {
+        assert!(!name.starts_with("impersonate-"), "{name} reached the API server");
+        assert!(!name.starts_with("x-remote-"), "{name} reached the API server");
+        assert!(!name.starts_with("x-hawser-"), "{name} reached the API server");
+        assert!(!["connection", "te", "x-drop-me", "keep-alive", "upgrade"].contains(&name.as_str()), "hop-by-hop {name} forwarded");
+    }
+    assert_eq!(req.header("accept").as_deref(), Some("application/json"));
+    assert_eq!(req.header("accept-encoding").as_deref(), Some("identity"));
+    assert_eq!(req.header("x-forwarded-for").as_deref(), Some("198.51.100.9, 127.0.0.1"));
+    assert_eq!(req.header("audit-id").as_deref(), Some(audit_id.as_str()), "Audit-ID set by the hub and returned");
+    assert_eq!(req.query, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_audit_id_is_kept_and_query_passes() {
+    let s = stack().await;
+    let client = front_client(&s.hub.ca_pem());
+    let reply = get(&client, s.hub.front, &s.path("/api/v1/namespaces/default/pods?limit=500"), &[("audit-id", "my-audit-id")]).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.headers["audit-id"], "my-audit-id");
+    let req = s.api.wait_for_request(|r| r.header("audit-id").as_deref() == Some("my-audit-id"), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(req.query, "limit=500");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_unavailable_and_tricky_clusters_get_status_bodies() {
+    let s = Stack::start(double_config(), HubOpts::default(), 0, 1).await;
+    let client = front_client(&s.hub.ca_pem());
+
+    let r = get(&client, s.hub.front, "/clusters/nowhere/api", &[]).await;
+    assert_eq!(r.status, 404);
+    let v = r.json();
+    assert_eq!((v["kind"].as_str(), v["apiVersion"].as_str(), v["status"].as_str()), (Some("Status"), Some("v1"), Some("Failure")));
+    assert_eq!((v["reason"].as_str(), v["code"].as_i64()), (Some("NotFound"), Some(404)));
+    assert!(v["message"].as_str().unwrap().contains("nowhere"));
+
+    // Registered, but no agent connected.
+    let r = get(&client, s.hub.front, &format!("/clusters/{CLUSTER}/api"), &[]).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["reason"], "ServiceUnavailable");
+    assert_eq!(r.json()["code"], 503);
+
+    for path in ["/clusters//api", "/clusters/..%2feu1/api", "/clusters/eu1%2Fapi/x", "/clusters/eu1/../eu2/api", "/clusters/eu1/api/%2e%2e/x"] {
+        let r = get(&client, s.hub.front, path, &[]).await;
+        assert_eq!(r.status, 400, "{path}");
+        assert_eq!(r.json()["reason"], "BadRequest", "{path}");
+    }
+    let r = get(&client, s.hub.front, "/api/v1/pods", &[]).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["kind"], "Status");
+    assert!(s.api.requests().is_empty(), "nothing may be forwarded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_requests_are_refused_before_forwarding() {
+    let s = Stack::start(double_config(), HubOpts { front_extra: "max_header_bytes = 4096\n".into(), ..HubOpts::default() }, 1, 1).await;
+    let ca = s.hub.ca_pem();
+    let pods = s.path("/api/v1/namespaces/default/pods");
+    let t = Duration::from_secs(5);
+
+    let conflicting = format!("POST {pods} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    let reply = raw_exchange(s.hub.front, &ca, conflicting.as_bytes(), t).await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "conflicting CL/TE: {reply}");
+
+    let garbage = raw_exchange(s.hub.front, &ca, b"GET /clusters/eu1/api HTTP/1.1\r\nHost x\r\n\r\n", t).await;
+    assert!(garbage.starts_with("HTTP/1.1 400"), "malformed header line: {garbage}");
+
+    let big = "a".repeat(5000);
+    let oversized = format!("GET {pods} HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\nConnection: close\r\n\r\n");
+    let reply = raw_exchange(s.hub.front, &ca, oversized.as_bytes(), t).await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "oversized headers: {reply}");
+    assert!(reply.contains("\"kind\":\"Status\"") && reply.contains("exceeds the limit of 4096"), "{reply}");
+
+    // Sanity: a proper request on the same hub goes through, and only it arrived.
+    let ok = format!("GET {pods} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let reply = raw_exchange(s.hub.front, &ca, ok.as_bytes(), t).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let forwarded: Vec<_> = s.api.requests().into_iter().filter(|r| r.path.contains("/pods")).collect();
+    assert_eq!(forwarded.len(), 1, "only the valid request may be forwarded: {forwarded:?}");
+    assert_eq!(forwarded[0].method, "GET");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_requests_time_out_but_watches_do_not() {
+    let mut api = double_config();
+    api.response_delay = Some(Duration::from_secs(3));
+    let s = Stack::start(api, HubOpts { front_extra: "request_timeout = \"700ms\"\n".into(), ..HubOpts::default() }, 1, 1).await;
+    let client = front_client(&s.hub.ca_pem());
+    use http_body_util::BodyExt;
+    let req = http::Request::get(format!("https://127.0.0.1:{}{}", s.hub.front.port(), s.path("/api/v1/namespaces/default/pods?watch=1")))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+
+    // While the watch is open, a short request runs into the hub's timeout...
+    let r = get(&client, s.hub.front, &s.path("/api/v1/namespaces/default/pods/slow"), &[]).await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.json()["reason"], "Timeout");
+
+    // ...and the watch, older than that timeout, still delivers.
+    s.api.emit_watch_event("ADDED", "default", "late-pod");
+    let frame = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let f = body.frame().await.expect("stream open").expect("no error");
+            if let Ok(data) = f.into_data() {
+                let text = String::from_utf8_lossy(&data).into_owned();
+                if text.contains("late-pod") {
+                    return text;
+                }
+            }
+        }
+    })
+    .await
+    .expect("watch event after the timeout");
+    assert!(frame.contains("ADDED"));
+}

@@ -1,0 +1,380 @@
+//! Chain loading and hot swap: config errors refuse to start, broken new versions never
+//! replace a working chain, swaps under concurrent load fail no request and serve each
+//! request with one whole chain version, and reloads come from the admin routes, file
+//! changes and SIGHUP. Also: compiled artifacts are cached on disk.
+
+mod plugin_support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hawser::plugin::testing::{audit_event, request};
+use hawser::plugin::{
+    watch, ErrorSource, PluginError, PluginHost, ReloadOutcome, ReloadResult, ReloadTrigger, Role,
+    WatchOptions,
+};
+use plugin_support::{candidates, eventually, eventually_or, misbehave, Fixture};
+
+/// A chain with one misbehave stage per phase, all at `version`.
+fn four_stages(version: &str) -> String {
+    // Generous budgets: these tests are about swapping, on a small, busy machine.
+    let limits = "[stage.limits]\ntimeout_ms = 2000";
+    [
+        misbehave("creds", "credential", "ok", version, limits),
+        misbehave("imp", "impersonation", "ok", version, &format!("instances = \"reuse\"\n{limits}")),
+        misbehave(
+            "route",
+            "routing",
+            "ok",
+            version,
+            &format!("instances = \"reuse\"\n{limits}\n[stage.policy]\nallow_headers = [\"x-hawser-*\"]"),
+        ),
+        misbehave("audit", "audit", "ok", version, limits),
+    ]
+    .concat()
+}
+
+/// Runs every phase on one chain; returns the version each phase saw, or why it failed.
+async fn serve(chain: &hawser::plugin::Chain) -> Result<String, String> {
+    let req = request("/api/v1/pods", &[]);
+    let who = chain
+        .check_credential(&req)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no principal")?;
+    let v = who.extra("version").ok_or("no version")?[0].clone();
+    let imp = chain
+        .impersonate(&who, &req)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no impersonation")?;
+    let route = chain
+        .route(&req, Some(&who), &candidates())
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no route")?;
+    let mut ev = audit_event(&req);
+    ev.principal = Some(who.clone());
+    chain
+        .audit(ev)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("audit dropped")?;
+    let vi = &imp.extra("version").ok_or("no version")?[0];
+    let vr = &route.set_headers[0].value;
+    if vi != &v || vr != &v {
+        return Err(format!("mixed versions: credential {v}, impersonation {vi}, routing {vr}"));
+    }
+    Ok(v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_swap_under_load_fails_no_request_and_never_mixes_versions() {
+    let fx = Fixture::new(&four_stages("a"));
+    let host = fx.host().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (host, stop, served) = (host.clone(), stop.clone(), served.clone());
+        workers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) && n < 200_000 && Instant::now() < deadline {
+                let chain = host.chain();
+                let v = serve(&chain).await?;
+                served[usize::from(v == "b")].fetch_add(1, Ordering::Relaxed);
+                n += 1;
+            }
+            Ok::<u64, String>(n)
+        }));
+    }
+
+    let mut old_chains = Vec::new();
+    for (i, v) in ["b", "a", "b", "a", "b", "a"].into_iter().enumerate() {
+        let before = served[usize::from(v == "b")].load(Ordering::Relaxed);
+        if i < 2 {
+            old_chains.push(host.chain());
+        }
+        fx.write(&four_stages(v));
+        let out = host.reload(ReloadTrigger::Admin).await.expect("reload");
+        assert_eq!(out, ReloadOutcome::Swapped(i as u64 + 2));
+        let s = served.clone();
+        eventually(Duration::from_secs(20), "requests on the new version", || {
+            s[usize::from(v == "b")].load(Ordering::Relaxed) >= before + 50
+        })
+        .await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for w in workers {
+        total += w.await.unwrap().expect("a request failed or mixed versions");
+    }
+    assert!(total > 300, "only {total} requests");
+
+    // A chain taken before a swap (an in-flight request) still serves its own version.
+    assert_eq!(serve(&old_chains[0]).await.unwrap(), "a");
+    assert_eq!(serve(&old_chains[1]).await.unwrap(), "b");
+    assert_eq!(host.metrics().reloads(ReloadResult::Ok), 7);
+    for stage in ["creds", "imp", "route", "audit"] {
+        assert!(host.metrics().snapshot(stage).failures.is_empty(), "{stage}");
+    }
+}
+
+#[tokio::test]
+async fn a_broken_new_version_never_replaces_a_working_one() {
+    let fx = Fixture::new(&four_stages("a"));
+    let host = fx.host().await;
+    let garbage = fx.dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"\0asm not really").unwrap();
+
+    let broken: Vec<(&str, String, ErrorSource, &str)> = vec![
+        (
+            "init refuses the config",
+            misbehave("creds", "credential", "fail-init", "b", ""),
+            ErrorSource::Plugin,
+            "init refused the configuration",
+        ),
+        (
+            "init traps",
+            misbehave("creds", "credential", "trap-init", "b", ""),
+            ErrorSource::Plugin,
+            "self-check failed",
+        ),
+        (
+            "not a component",
+            format!("[[stage]]\nname = \"creds\"\nkind = \"credential\"\nplugin = {:?}\n", garbage.display().to_string()),
+            ErrorSource::Plugin,
+            "not a valid component",
+        ),
+        (
+            "plugin lacks the stage",
+            "[[stage]]\nname = \"creds\"\nkind = \"routing\"\nplugin = \"{tokens}\"\n[stage.config.tokens.t]\nuser = \"u\"\n".into(),
+            ErrorSource::Plugin,
+            "does not implement the routing stage",
+        ),
+        (
+            "unknown key",
+            misbehave("creds", "credential", "ok", "b", "timeout_ms = 5"),
+            ErrorSource::Config,
+            "unknown field `timeout_ms`",
+        ),
+        (
+            "missing plugin file",
+            "[[stage]]\nname = \"creds\"\nkind = \"credential\"\nplugin = \"/nonexistent/x.wasm\"\n".into(),
+            ErrorSource::Config,
+            "does not exist",
+        ),
+    ];
+    for (i, (what, stages, source, reason)) in broken.into_iter().enumerate() {
+        fx.write(&stages);
+        let err = host.reload(ReloadTrigger::Admin).await.expect_err(what);
+        assert_eq!(err.source_kind(), source, "{what}: {err}");
+        let text = err.to_string();
+        assert!(text.contains(reason), "{what}: {text:?} lacks {reason:?}");
+        assert!(text.contains("plugins-hub.toml"), "{what}: {text:?} does not name the file");
+        // The old chain keeps serving, whole.
+        let chain = host.chain();
+        assert_eq!(chain.generation(), 1, "{what}");
+        assert_eq!(serve(&chain).await.as_deref(), Ok("a"), "{what}");
+        let status = host.status();
+        assert_eq!((status.last_result, status.failed), ("failed", i as u64 + 1), "{what}");
+        assert!(status.last_error.unwrap().contains(reason), "{what}");
+    }
+    assert_eq!(host.metrics().reloads(ReloadResult::Failed), 6);
+    assert!(host
+        .metrics()
+        .render_prometheus()
+        .contains("hawser_plugin_reloads_total{result=\"failed\"} 6"));
+
+    // Changing engine settings needs a restart: refused, old chain kept.
+    let other_runtime = plugin_support::header().replace("max_instances = 64", "max_instances = 65");
+    std::fs::write(
+        &fx.file,
+        format!("{other_runtime}{}", plugin_support::expand(&four_stages("b"))),
+    )
+    .unwrap();
+    let err = host.reload(ReloadTrigger::Admin).await.unwrap_err();
+    assert!(err.to_string().contains(": runtime: "), "{err}");
+
+    // Fixing the file recovers.
+    fx.write(&four_stages("b"));
+    assert_eq!(host.reload(ReloadTrigger::Admin).await.unwrap(), ReloadOutcome::Swapped(2));
+    assert_eq!(serve(&host.chain()).await.as_deref(), Ok("b"));
+}
+
+#[tokio::test]
+async fn config_errors_refuse_to_start_naming_file_key_and_reason() {
+    let fx = Fixture::new(&misbehave(
+        "creds",
+        "impersonation",
+        "ok",
+        "a",
+        "failure = \"open\"",
+    ));
+    let err = PluginHost::load(&fx.file, Role::Hub).await.err().expect("must refuse");
+    match &err {
+        PluginError::Config { file, key, reason } => {
+            assert_eq!(file, &fx.file);
+            assert_eq!(key, "stage[0] (\"creds\").failure");
+            assert!(reason.contains("not allowed for impersonation"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = PluginHost::load(&fx.file, Role::Agent).await.err().expect("role mismatch");
+    assert!(err.to_string().ends_with("role: this file configures the hub but the process is the agent"), "{err}");
+}
+
+#[tokio::test]
+async fn admin_routes_reload_and_report() {
+    let fx = Fixture::new(&four_stages("a"));
+    let host = fx.host().await;
+    let get = http::Method::GET;
+    let post = http::Method::POST;
+
+    let (code, body) = host.admin(&post, "/plugins/reload").await.unwrap();
+    assert_eq!((code.as_u16(), body.as_str()), (200, r#"{"generation":1,"result":"unchanged"}"#));
+    fx.write(&four_stages("b"));
+    let (code, body) = host.admin(&post, "/plugins/reload").await.unwrap();
+    assert_eq!((code.as_u16(), body.as_str()), (200, r#"{"generation":2,"result":"swapped"}"#));
+    fx.write(&misbehave("creds", "credential", "fail-init", "c", ""));
+    let (code, body) = host.admin(&post, "/plugins/reload").await.unwrap();
+    assert_eq!(code.as_u16(), 422);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v["result"].as_str(), v["generation"].as_u64()), (Some("failed"), Some(2)));
+
+    let (code, body) = host.admin(&get, "/plugins/status").await.unwrap();
+    assert_eq!(code.as_u16(), 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["generation"], 2);
+    assert_eq!(v["last_result"], "failed");
+    assert_eq!(v["stages"].as_array().unwrap().len(), 4);
+    assert_eq!(v["stages"][0]["plugin_version"], "b");
+    let (_, metrics) = host.admin(&get, "/plugins/metrics").await.unwrap();
+    assert!(metrics.contains("hawser_plugin_chain_generation 2"), "{metrics}");
+    assert!(host.admin(&get, "/other").await.is_none());
+}
+
+/// Appends a custom section: different bytes (a new plugin version), same behaviour.
+fn new_build_of(wasm: &std::path::Path, to: &std::path::Path, tag: &str) {
+    let mut bytes = std::fs::read(wasm).unwrap();
+    let name = b"hawser-test";
+    let payload = tag.as_bytes();
+    let size = 1 + name.len() + payload.len();
+    assert!(size < 128);
+    bytes.extend_from_slice(&[0, size as u8, name.len() as u8]);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(payload);
+    let tmp = to.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(tmp, to).unwrap();
+}
+
+#[tokio::test]
+async fn file_changes_trigger_reloads() {
+    let fx = Fixture::new("");
+    let plugin = fx.dir.path().join("creds.wasm");
+    let built = hawser::plugin::testing::plugin("hawser-plugin-misbehave");
+    new_build_of(&built, &plugin, "1");
+    let stage = |v: &str| {
+        format!(
+            "[[stage]]\nname = \"creds\"\nkind = \"credential\"\nplugin = \"creds.wasm\"\n\
+             [stage.config]\nversion = \"{v}\"\n"
+        )
+    };
+    std::fs::write(&fx.file, format!("{}{}", plugin_support::header(), stage("a"))).unwrap();
+    let host = fx.host().await;
+    let _watcher = watch(
+        &host,
+        WatchOptions {
+            poll_interval: Duration::from_millis(20),
+            debounce: Duration::from_millis(20),
+            // Only `sighup_alone_triggers_a_reload` signals this process.
+            sighup: false,
+        },
+    )
+    .unwrap();
+    let generation = |h: &PluginHost| h.chain().generation();
+
+    // The config file changes.
+    std::fs::write(&fx.file, format!("{}{}", plugin_support::header(), stage("b"))).unwrap();
+    let h = host.clone();
+    eventually_or(
+        Duration::from_secs(10),
+        "reload after config change",
+        || generation(&h) == 2,
+        || host.status_json(),
+    )
+    .await;
+    assert_eq!(host.status().last_trigger, ReloadTrigger::FileChange);
+    let label = host.chain().stages()[0].plugin.clone();
+
+    // The plugin file changes (a new build).
+    new_build_of(&built, &plugin, "2");
+    let h = host.clone();
+    // A new build is compiled before the swap: allow for a slow, busy machine.
+    eventually_or(
+        Duration::from_secs(60),
+        "reload after plugin change",
+        || generation(&h) == 3,
+        || host.status_json(),
+    )
+    .await;
+    assert_ne!(host.chain().stages()[0].plugin, label, "a new digest");
+    let p = host.chain().check_credential(&request("/", &[])).await.unwrap().unwrap();
+    assert_eq!(p.user, "user-b");
+
+}
+
+#[tokio::test]
+async fn sighup_alone_triggers_a_reload() {
+    let fx = Fixture::new(&misbehave("creds", "credential", "ok", "a", ""));
+    let host = fx.host().await;
+    let _watcher = watch(
+        &host,
+        WatchOptions {
+            poll_interval: Duration::from_secs(3600),
+            debounce: Duration::from_millis(10),
+            sighup: true,
+        },
+    )
+    .unwrap();
+    fx.write(&misbehave("creds", "credential", "ok", "b", ""));
+    let pid = std::process::id().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let h = host.clone();
+    eventually(Duration::from_secs(10), "reload after SIGHUP", || h.chain().generation() == 2).await;
+    assert_eq!(host.status().last_trigger, ReloadTrigger::Signal);
+}
+
+#[tokio::test]
+async fn compiled_artifacts_are_cached_on_disk_by_content_and_engine() {
+    let cache = tempfile::tempdir().unwrap();
+    let fx = Fixture::new("");
+    let text = |v: &str| {
+        format!(
+            "role = \"hub\"\n[runtime]\nmax_instances = 16\ncache_dir = {:?}\n{}",
+            cache.path().display().to_string(),
+            plugin_support::expand(&misbehave("creds", "credential", "ok", v, ""))
+        )
+    };
+    std::fs::write(&fx.file, text("a")).unwrap();
+    let first = fx.host().await;
+    assert_eq!(first.runtime().cache_stats().compiled, 1);
+    let files: Vec<_> = std::fs::read_dir(cache.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "one .cwasm artifact");
+
+    // A config-only change reuses the component from memory.
+    std::fs::write(&fx.file, text("b")).unwrap();
+    first.reload(ReloadTrigger::Admin).await.unwrap();
+    let s = first.runtime().cache_stats();
+    assert_eq!((s.compiled, s.memory_hits), (1, 1));
+
+    // A new process (runtime) loads it from disk instead of compiling.
+    let second = fx.host().await;
+    let s = second.runtime().cache_stats();
+    assert_eq!((s.compiled, s.disk_hits), (0, 1));
+    assert!(second.chain().check_credential(&request("/", &[])).await.is_ok());
+}

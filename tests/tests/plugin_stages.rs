@@ -1,0 +1,124 @@
+//! The workspace's real plugins (not fixtures) running in the real host runtime, one
+//! chain with every phase: static-token credentials, impersonation mapping with host
+//! policy, locality routing with failover, audit redaction.
+
+mod plugin_support;
+
+use hawser::plugin::testing::{audit_event, candidate, request};
+use hawser::plugin::{validate::REDACTED, DenialKind, FailureKind, Health, Rejection};
+use plugin_support::Fixture;
+
+const CHAIN: &str = r#"
+[[stage]]
+name = "tokens"
+kind = "credential"
+plugin = "{tokens}"
+instances = "reuse"
+[stage.config.tokens.s3cret]
+user = "alice@example.com"
+groups = ["dev", "system:masters"]
+[stage.config.tokens.guest]
+user = "guest"
+
+[[stage]]
+name = "impersonate"
+kind = "impersonation"
+plugin = "{impersonate}"
+[stage.policy]
+deny_groups = ["system:*"]
+[stage.config]
+user_prefix = "hawser:"
+keep_groups = true
+add_groups = ["hawser:users"]
+deny_users = ["guest"]
+
+[[stage]]
+name = "route"
+kind = "routing"
+plugin = "{route}"
+[stage.policy]
+allow_headers = ["x-hawser-route"]
+[stage.config]
+region = "eu"
+zone = "eu-a"
+route_header = "x-hawser-route"
+
+[[stage]]
+name = "audit"
+kind = "audit"
+plugin = "{audit}"
+failure = "open"
+[stage.config]
+drop_paths = ["/healthz"]
+redact_query = true
+"#;
+
+#[tokio::test]
+async fn a_chain_of_the_real_plugins_serves_every_phase() {
+    let fx = Fixture::new(CHAIN);
+    let host = fx.host().await;
+    let chain = host.chain();
+    let req = request("/api/v1/pods", &[("authorization", "Bearer s3cret")]);
+
+    // Credential.
+    let who = chain.check_credential(&req).await.unwrap().unwrap();
+    assert_eq!(who.user, "alice@example.com");
+    let r = chain
+        .check_credential(&request("/", &[("authorization", "Bearer wrong")]))
+        .await
+        .unwrap_err();
+    assert_eq!(r.http_status(), 401);
+    let status: serde_json::Value = serde_json::from_str(&r.status_json()).unwrap();
+    assert_eq!((status["reason"].as_str(), status["code"].as_u64()), (Some("Unauthorized"), Some(401)));
+
+    // Impersonation: the mapping passes system:masters through, and the stage policy
+    // refuses it: a plugin cannot widen what the config allows.
+    let r = chain.impersonate(&who, &req).await.unwrap_err();
+    match &r {
+        Rejection::Failed(f) => {
+            assert_eq!(f.kind, FailureKind::IllegalOutput);
+            assert!(f.detail.contains("system:masters"), "{}", f.detail);
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut dev = who.clone();
+    dev.groups.retain(|g| g == "dev");
+    let id = chain.impersonate(&dev, &req).await.unwrap().unwrap();
+    assert_eq!(id.user, "hawser:alice@example.com");
+    assert_eq!(id.groups, ["dev", "hawser:users"]);
+    let guest = chain
+        .check_credential(&request("/", &[("authorization", "Bearer guest")]))
+        .await
+        .unwrap()
+        .unwrap();
+    match chain.impersonate(&guest, &req).await.unwrap_err() {
+        Rejection::Denied { stage, denial } => {
+            assert_eq!((stage.as_str(), denial.kind), ("impersonate", DenialKind::Forbidden));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Routing: nearest healthy, failover, 503 when nothing is healthy.
+    let mut cands = vec![
+        candidate("c1", "far", "us", "us-a", Health::Healthy),
+        candidate("c1", "near", "eu", "eu-a", Health::Healthy),
+    ];
+    let choice = chain.route(&req, Some(&who), &cands).await.unwrap().unwrap();
+    assert_eq!(choice.endpoint, "near");
+    assert_eq!(choice.set_headers[0].value, "c1/near");
+    cands[1].health = Health::Unhealthy;
+    assert_eq!(chain.route(&req, Some(&who), &cands).await.unwrap().unwrap().endpoint, "far");
+    cands[0].health = Health::Unhealthy;
+    assert_eq!(chain.route(&req, Some(&who), &cands).await.unwrap_err().http_status(), 503);
+
+    // Audit: the host applies the redaction the plugin asks for; health checks drop.
+    let mut ev = audit_event(&req);
+    ev.query = "watch=true".into();
+    let recorded = chain.audit(ev).await.unwrap().unwrap();
+    assert_eq!(recorded.headers[0].value, REDACTED);
+    assert_eq!(recorded.query, REDACTED);
+    assert_eq!(chain.audit(audit_event(&request("/healthz", &[]))).await.unwrap(), None);
+
+    let text = host.metrics().render_prometheus();
+    assert!(text.contains("hawser_plugin_invocations_total{stage=\"tokens\",kind=\"credential\",plugin=\"hawser-plugin-header-credential\""), "{text}");
+}

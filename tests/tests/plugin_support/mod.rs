@@ -1,0 +1,123 @@
+//! Shared helpers for the `plugin_*` tests: chain files in a temp dir that point at the
+//! freshly built plugins (`scripts/build-plugins.sh`), and bounded condition waits.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hawser::plugin::testing::{self, candidate};
+use hawser::plugin::{Candidate, Health, PluginHost, Role};
+
+/// A chain file in its own temp dir.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub file: PathBuf,
+}
+
+impl Fixture {
+    /// Writes `stages` (TOML `[[stage]]` tables, with `{misbehave}`, `{tokens}`,
+    /// `{impersonate}`, `{route}`, `{audit}` standing for the built plugins) after a
+    /// `[runtime]` section that shares one artifact cache across tests.
+    pub fn new(stages: &str) -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("plugins-hub.toml");
+        let f = Fixture { dir, file };
+        f.write(stages);
+        f
+    }
+
+    /// Rewrites the chain file.
+    pub fn write(&self, stages: &str) {
+        let text = format!("{}\n{}", header(), expand(stages));
+        std::fs::write(&self.file, text).expect("write chain file");
+    }
+
+    /// Loads a host for the file.
+    pub async fn host(&self) -> Arc<PluginHost> {
+        match PluginHost::load(&self.file, Role::Hub).await {
+            Ok(h) => h,
+            Err(e) => panic!("chain did not load: {e}"),
+        }
+    }
+}
+
+/// `role` and `[runtime]`: a small pool, and the shared on-disk artifact cache so each
+/// plugin is compiled once per test run, not once per test.
+pub fn header() -> String {
+    format!(
+        "role = \"hub\"\n[runtime]\nmax_instances = 64\ncache_dir = {:?}\n",
+        cache_dir().display().to_string()
+    )
+}
+
+pub fn cache_dir() -> PathBuf {
+    let dir = testing::plugin_dir()
+        .parent()
+        .and_then(Path::parent)
+        .map(|t| t.join("hawser-test-plugin-cache"))
+        .expect("target dir");
+    std::fs::create_dir_all(&dir).expect("cache dir");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    dir
+}
+
+/// Replaces plugin placeholders with the built `.wasm` paths.
+pub fn expand(stages: &str) -> String {
+    let mut s = stages.to_owned();
+    for (key, name) in [
+        ("{misbehave}", "hawser-plugin-misbehave"),
+        ("{tokens}", "hawser-plugin-header-credential"),
+        ("{impersonate}", "hawser-plugin-impersonate"),
+        ("{route}", "hawser-plugin-locality-route"),
+        ("{audit}", "hawser-plugin-audit-redact"),
+    ] {
+        if s.contains(key) {
+            s = s.replace(key, &testing::plugin(name).display().to_string());
+        }
+    }
+    s
+}
+
+/// A `[[stage]]` of the misbehave fixture with `behaviour`, `version` and extra lines.
+pub fn misbehave(name: &str, kind: &str, behaviour: &str, version: &str, extra: &str) -> String {
+    format!(
+        "[[stage]]\nname = \"{name}\"\nkind = \"{kind}\"\nplugin = \"{{misbehave}}\"\n{extra}\n\
+         [stage.config]\nbehaviour = \"{behaviour}\"\nversion = \"{version}\"\n"
+    )
+}
+
+/// Two candidates of cluster `c1`.
+pub fn candidates() -> Vec<Candidate> {
+    vec![
+        candidate("c1", "e1", "eu", "eu-a", Health::Healthy),
+        candidate("c1", "e2", "eu", "eu-b", Health::Healthy),
+    ]
+}
+
+/// Polls `cond` every 10 ms until it holds or `limit` passes.
+pub async fn eventually(limit: Duration, what: &str, cond: impl FnMut() -> bool) {
+    eventually_or(limit, what, cond, String::new).await
+}
+
+/// Like [`eventually`]; `context` is added to the failure message.
+pub async fn eventually_or(
+    limit: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}; {}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
