@@ -58,6 +58,15 @@ async fn losing_one_replica_fails_no_new_request() {
     for _ in 0..8 {
         assert_eq!(get(&client, s.hub.front, &pods, &[]).await.status, 200);
     }
+    let used: std::collections::HashSet<String> = s
+        .hub
+        .logs
+        .text()
+        .lines()
+        .filter(|l| l.contains("hawser::access"))
+        .filter_map(|l| l.split("tunnel=Some(").nth(1).map(|t| t.split(')').next().unwrap_or("").to_string()))
+        .collect();
+    assert_eq!(used.len(), 4, "requests not spread over all live tunnels: {used:?}");
     s.agents[0].kill().await;
     assert!(s.hub.wait_tunnels(CLUSTER, 2, Duration::from_secs(5)).await, "killed replica's tunnels still listed");
     for i in 0..50 {
