@@ -160,3 +160,28 @@ async fn short_requests_time_out_but_watches_do_not() {
     .expect("watch event after the timeout");
     assert!(frame.contains("ADDED"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_the_api_server_refuses_is_relayed_as_is() {
+    let s = stack().await;
+    s.api.add_pod("default", "web-0");
+    let ca = s.hub.ca_pem();
+    // SPDY exec without X-Stream-Protocol-Version: kube-apiserver answers 400 and
+    // does not switch protocols; the hub must pass that answer through.
+    let exec = s.path("/api/v1/namespaces/default/pods/web-0/exec?command=ls&stdout=1");
+    let req = format!("POST {exec} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nContent-Length: 0\r\n\r\n");
+    let reply = raw_exchange(s.hub.front, &ca, req.as_bytes(), Duration::from_secs(5)).await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(reply.contains("X-Stream-Protocol-Version"), "the API server's own message is relayed: {reply}");
+    let upstream = s.api.wait_for_request(|r| r.path.ends_with("/exec"), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(upstream.status, 400);
+    assert_eq!(upstream.header("upgrade").as_deref(), Some("SPDY/3.1"));
+    assert_eq!(upstream.header("connection").as_deref(), Some("Upgrade"));
+
+    // An upgrade for a pod that does not exist: 404 Status, relayed.
+    let missing = s.path("/api/v1/namespaces/default/pods/nope/exec?command=ls&stdout=1");
+    let req = format!("GET {missing} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n");
+    let reply = raw_exchange(s.hub.front, &ca, req.as_bytes(), Duration::from_secs(5)).await;
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+    assert!(reply.contains("\"reason\":\"NotFound\""), "{reply}");
+}

@@ -104,6 +104,7 @@ impl Forwarder {
         if let Some(h) = out.headers_mut() {
             *h = parts.headers;
             if let Some(up) = &upgrade {
+                h.remove(header::CONTENT_LENGTH);
                 h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
                 h.insert(header::UPGRADE, up.clone());
             }

@@ -213,6 +213,9 @@ impl Front {
             *h = parts.headers;
             if let Some(up) = &upgrade {
                 h.insert(TUNNEL_UPGRADE, up.clone());
+                // The tunnel stream's body carries the upgraded bytes, not the
+                // (empty) request body a length would describe.
+                h.remove(header::CONTENT_LENGTH);
             }
         }
         let (client_tx, out_body) = if upgrade.is_some() {
@@ -243,6 +246,8 @@ impl Front {
 
         // Phase 6: respond.
         let (mut rparts, rbody) = resp.into_parts();
+        // The tunnel speaks HTTP/2; the client's connection decides the wire version.
+        rparts.version = Version::HTTP_11;
         let switched = rparts.headers.remove(TUNNEL_UPGRADED).is_some();
         let upgrade_value = rparts.headers.remove(TUNNEL_UPGRADE);
         headers::remove_hop_by_hop(&mut rparts.headers);
@@ -265,8 +270,14 @@ impl Front {
                 );
                 Response::from_parts(rparts, super::body::empty())
             }
-            // An upgrade the API server refused (>= 400) is relayed as is.
-            _ => Response::from_parts(rparts, boxed(rbody)),
+            // An upgrade the API server refused (>= 400) is relayed as is, then the
+            // connection is closed, as kube-apiserver's upgrade-aware proxy does.
+            (_, on_upgrade, _) => {
+                if on_upgrade.is_some() {
+                    rparts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Response::from_parts(rparts, boxed(rbody))
+            }
         };
         resp.headers_mut().entry(AUDIT_ID).or_insert(audit_id);
         self.stages.audit(&ctx, &Outcome { code: resp.status().as_u16(), tunnel: Some(tunnel) });

@@ -19,6 +19,17 @@
 //! - `audit.k8s.io/v1` events at the Metadata level;
 //! - a record of every request, with its raw header lines.
 //!
+//! # Known differences from kube-apiserver
+//! - Impersonation headers without `Impersonate-User` get a 400 `BadRequest`
+//!   Status (as the shared reference specifies); `impersonation.go` up to at
+//!   least 1.34 answers with a plain-text 500 from `InternalError`.
+//! - Discovery is legacy only (no aggregated discovery, no OpenAPI: 404), and
+//!   serves the core group plus the two self-review groups.
+//! - A 401 over HTTP/2 carries no `Connection: close` (HTTP/2 forbids it).
+//! - Watch history is never compacted, so there is no 410 `Expired`.
+//! - SPDY has no flow control (neither does spdystream); WebSocket and SPDY
+//!   sessions run fake commands (see `exec`), not processes.
+//!
 //! # Layout
 //! - `server` accepts TLS connections (HTTP/1.1 and HTTP/2) and runs the
 //!   filter chain: audit init, authentication, impersonation, authorization.
@@ -262,8 +273,10 @@ impl ApiServerDouble {
     }
 
     /// Applies `kind` (`ADDED`, `MODIFIED` or `DELETED`) to a pod, bumping the
-    /// resourceVersion, and sends the event to watchers. Returns the instant
-    /// just before the event is handed to the watchers.
+    /// resourceVersion, and sends the event to watchers. `MODIFIED` and
+    /// `DELETED` of an unknown pod act on a synthetic one; any other kind acts
+    /// like `ADDED`. Returns the instant just before the event is handed to
+    /// the watchers.
     pub fn emit_watch_event(&self, kind: &str, namespace: &str, name: &str) -> Instant {
         self.shared.emit(kind, namespace, name)
     }

@@ -22,7 +22,9 @@ use super::rbac::{self, Attributes};
 use super::requestinfo::{self, RequestInfo};
 use super::state::Shared;
 use super::status::{status_response, Status};
-use super::{discovery, exec, logs, pods, portforward, reviews, watch, RecordedRequest, UserInfo};
+use super::{
+    discovery, exec, logs, pods, portforward, reviews, upgrade, watch, RecordedRequest, UserInfo,
+};
 
 /// Binds `127.0.0.1:0` and serves until `shared.shutdown` is cancelled.
 pub(crate) async fn spawn(
@@ -348,9 +350,11 @@ async fn route(ctx: &Ctx, req: &mut Request<Incoming>) -> Result<Response<Body>,
         ("pods", 3) => match info.subresource.as_str() {
             "log" if read_only => logs::serve(ctx),
             "exec" | "attach" if method == Method::GET || method == Method::POST => {
+                upgrade::drain_body(req).await?;
                 exec::serve(ctx, req)
             }
             "portforward" if method == Method::GET || method == Method::POST => {
+                upgrade::drain_body(req).await?;
                 portforward::serve(ctx, req)
             }
             "log" | "exec" | "attach" | "portforward" => Err(Status::method_not_allowed()),

@@ -2,8 +2,10 @@
 //! apiserver answer them, and handing the upgraded connection to a task.
 
 use std::future::Future;
+use std::time::Duration;
 
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -13,7 +15,12 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use super::body::Body;
-use super::status::text_error;
+use super::status::{text_error, Status};
+
+/// Largest request body tolerated (and discarded) on an upgrade request.
+const MAX_UPGRADE_BODY: usize = 64 * 1024;
+/// How long an upgrade request's body may take to arrive.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// The upgraded connection type handlers work with.
 pub(crate) type Io = TokioIo<Upgraded>;
@@ -142,6 +149,23 @@ pub(crate) fn spdy_accept(
         ("x-stream-protocol-version", chosen.clone()),
     ]);
     Ok((resp, chosen.clone()))
+}
+
+/// Reads and discards a request body before an upgrade. A proxy may send
+/// an upgrade POST with an (empty) chunked body; its bytes would otherwise
+/// be taken as the first bytes of the upgraded protocol.
+pub(crate) async fn drain_body(req: &mut Request<Incoming>) -> Result<(), Status> {
+    let drained = tokio::time::timeout(
+        DRAIN_LIMIT,
+        Limited::new(req.body_mut(), MAX_UPGRADE_BODY).collect(),
+    )
+    .await;
+    match drained {
+        Ok(Ok(_)) => Ok(()),
+        _ => Err(Status::bad_request(
+            "unable to upgrade: unexpected request body".to_string(),
+        )),
+    }
 }
 
 /// Runs `serve` on the connection once hyper has sent the 101; the task is
