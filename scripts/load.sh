@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p hawser --bin hawser
-HAWSER_BIN="$PWD/target/release/hawser" cargo bench -p hawser-tests --bench load
+HAWSER_TEST_LOG=${HAWSER_TEST_LOG:-info} HAWSER_BIN="$PWD/target/release/hawser" cargo bench -p hawser-tests --bench load

@@ -99,11 +99,11 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let who = native.check(black_box(&nreq)).unwrap().unwrap();
             let id = native.apply(&who, &nreq).unwrap().unwrap();
-            let id2 = native.apply(&id, &nreq);
+            let id2 = native.apply(&id, &nreq).unwrap();
             let route = native.route(&nreq, Some(&who), &ncands).unwrap().unwrap();
             let mut ev = hawser_plugin_sdk::testing::audit_event(&nreq);
             ev.principal = Some(who);
-            black_box((id2, route, native.decide(&ev)));
+            black_box((id2, route, native.decide(&ev).unwrap()));
         })
     });
     for instances in ["reuse", "fresh"] {

@@ -14,9 +14,11 @@
 
 pub mod admin;
 pub mod agent;
+pub mod audit;
 pub mod bundle;
 pub mod cli;
 pub mod config;
+pub mod credential;
 pub mod hub;
 pub mod pki;
 pub mod plugin;

@@ -2,7 +2,7 @@
 //! jittered exponential backoff, and serve the hub's requests on each.
 
 use super::backoff::Backoff;
-use super::{CONNECTION_WINDOW, STREAM_WINDOW};
+use super::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 use crate::config::AgentConfig;
 use crate::proxy::forward::Forwarder;
 use crate::tls;
@@ -146,6 +146,7 @@ async fn serve(
         .keep_alive_timeout(cfg.keepalive.timeout)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
         .max_concurrent_streams(4096)
         .serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);

@@ -2,7 +2,7 @@
 //! connection into an HTTP/2 client the proxy can send requests through.
 
 use super::pool::TunnelPool;
-use super::{CONNECTION_WINDOW, STREAM_WINDOW};
+use super::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 use crate::config::Keepalive;
 use crate::pki::{cluster_of_cert, fingerprint_of_der};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -87,6 +87,7 @@ impl AgentListener {
             .keep_alive_while_idle(true)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME)
             .max_concurrent_reset_streams(1024)
             .handshake(TokioIo::new(tls))
             .await;

@@ -22,6 +22,8 @@ pub use pool::{SendError, TunnelInfo, TunnelPool};
 
 /// HTTP/2 stream window: how much one stream may have in flight.
 pub const STREAM_WINDOW: u32 = 1024 * 1024;
+/// Largest HTTP/2 frame either side accepts: large bodies move in fewer frames.
+pub const MAX_FRAME: u32 = 256 * 1024;
 /// HTTP/2 connection window: room for many stalled streams before the connection
 /// itself stalls.
 pub const CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;

@@ -86,7 +86,7 @@ fn announce_addr(v: &serde_json::Value, key: &str) -> SocketAddr {
 async fn spawn(args: &[&str]) -> (Child, serde_json::Value, Logs) {
     let mut child = Command::new(hawser_bin())
         .args(args)
-        .env("HAWSER_LOG", "info,hawser=debug")
+        .env("HAWSER_LOG", std::env::var("HAWSER_TEST_LOG").unwrap_or_else(|_| "info,hawser=debug".into()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

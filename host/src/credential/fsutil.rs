@@ -1,0 +1,117 @@
+//! File and time helpers shared by the credential files.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub(crate) use crate::registry::{create_private_dir, write_atomic};
+
+/// How long a writer waits for another writer's lock before giving up.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// A lock file older than this was left by a crashed writer: every locked section
+/// is a read, a small change and one atomic write.
+const LOCK_STALE: Duration = Duration::from_secs(60);
+
+/// An exclusive lock on a read-modify-write of one file, held by a `<file>.lock`
+/// created with `create_new`. Two `hawser credential revoke` runs at the same time
+/// must not lose one of the revocations, and std has no portable `flock` before
+/// Rust 1.89.
+#[derive(Debug)]
+pub(crate) struct FileLock {
+    path: PathBuf,
+}
+
+impl FileLock {
+    /// Takes the lock for `target`, waiting for (or clearing a stale) other holder.
+    pub(crate) fn acquire(target: &Path) -> io::Result<FileLock> {
+        let mut name = target.file_name().unwrap_or_default().to_os_string();
+        name.push(".lock");
+        let path = target.with_file_name(name);
+        let started = Instant::now();
+        loop {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(_) => return Ok(FileLock { path }),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let age = fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|m| m.elapsed().ok());
+                    if age.is_some_and(|a| a > LOCK_STALE) {
+                        let _ = fs::remove_file(&path);
+                        continue;
+                    }
+                    if started.elapsed() > LOCK_WAIT {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("{} is held by another writer", path.display()),
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Reads a file that may be absent.
+pub(crate) fn read_optional(path: &Path) -> io::Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Seconds since the Unix epoch (JWT NumericDate); times before 1970 clamp to 0.
+pub(crate) fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The time at `secs` seconds since the epoch; negative values clamp to the epoch.
+pub(crate) fn from_unix(secs: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+}
+
+/// RFC 3339 in UTC with second precision, e.g. `2025-01-31T12:00:00Z`.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Parses what [`rfc3339`] writes (any fractional seconds are accepted).
+pub(crate) fn parse_rfc3339(text: &str) -> Result<SystemTime, String> {
+    humantime::parse_rfc3339(text).map_err(|e| format!("{text:?} is not an RFC 3339 UTC time: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips_at_second_precision() {
+        let t = from_unix(1_700_000_000);
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20Z");
+        assert_eq!(parse_rfc3339("2023-11-14T22:13:20Z"), Ok(t));
+        assert!(parse_rfc3339("yesterday").is_err());
+    }
+
+    #[test]
+    fn lock_excludes_a_second_holder_until_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("revoked.toml");
+        let lock = FileLock::acquire(&target).expect("first lock");
+        assert!(dir.path().join("revoked.toml.lock").exists());
+        drop(lock);
+        assert!(!dir.path().join("revoked.toml.lock").exists());
+        let _again = FileLock::acquire(&target).expect("lock after release");
+    }
+}

@@ -1,0 +1,364 @@
+//! The issuer's Ed25519 keys, in `state_dir/issuer/`.
+//!
+//! - `key-<kid>.pk8` (0600): the private key, PKCS#8 DER. Only the active key's
+//!   file exists; a rotated-out key only verifies, so its private half is deleted.
+//! - `keys.toml`: every key's kid, public key (base64), `created_at` and state:
+//!   `active` (signs and verifies), `retiring` (verifies until `retire_after`) or
+//!   `retired` (kept for the record, verifies nothing).
+//!
+//! The trust bundle agents load ([`IssuerKeys::export_public`]) has the same format
+//! without retired keys, so one loader ([`VerifyingKeys`] as [`FromFile`]) serves
+//! both the hub (pointed at `keys.toml`) and the agent (pointed at its copy).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::fsutil::{create_private_dir, from_unix, parse_rfc3339, read_optional, rfc3339, unix, write_atomic, FileLock};
+use super::token::{is_valid_kid, kid_for, SigningKey, VerifyingKeys};
+use super::watch::{FromFile, Watched};
+
+/// Directory of the issuer keys inside the hub's state directory.
+pub const ISSUER_DIR: &str = "issuer";
+/// The key manifest inside [`ISSUER_DIR`].
+pub const KEYS_FILE: &str = "keys.toml";
+
+const MANIFEST_HEADER: &str = "\
+# Hawser credential issuer keys. Managed by `hawser credential rotate-key`;
+# the hub re-reads this file. Private keys are in key-<kid>.pk8 next to it.
+";
+const BUNDLE_HEADER: &str = "\
+# Hawser credential trust bundle: public keys only, from `hawser credential export-keys`.
+# The agent verifies user credentials with these keys.
+";
+
+/// The issuer keys, reloaded by the hub when `keys.toml` changes.
+pub type HubKeys = Watched<IssuerKeys>;
+/// An agent's trust bundle, reloaded when its file changes.
+pub type TrustBundle = Watched<VerifyingKeys>;
+
+/// Why the issuer keys could not be loaded, created or saved.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A file could not be written (or a lock taken).
+    #[error("{path}: cannot write: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The manifest or bundle is not valid TOML for this schema.
+    #[error("{path}: malformed key file: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        source: toml::de::Error,
+    },
+    /// The manifest or bundle parsed but is inconsistent.
+    #[error("{path}: invalid key file: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// There are no issuer keys yet.
+    #[error("{path}: does not exist (issuer keys are created by `hawser credential issue` or the hub's first start)")]
+    Missing {
+        /// The manifest.
+        path: PathBuf,
+    },
+    /// The system random generator failed.
+    #[error("cannot generate an Ed25519 key")]
+    Generate,
+}
+
+/// Where a key is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    /// Signs new credentials and verifies.
+    Active,
+    /// Verifies until `retire_after`.
+    Retiring,
+    /// Verifies nothing.
+    Retired,
+}
+
+/// One key in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Key id ([`kid_for`] of the public key).
+    pub kid: String,
+    /// The Ed25519 public key.
+    pub public_key: [u8; 32],
+    /// When it was made.
+    pub created_at: SystemTime,
+    /// Its state.
+    pub state: KeyState,
+    /// For a retiring key, when it stops verifying.
+    pub retire_after: Option<SystemTime>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    keys: Vec<RawKey>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    kid: String,
+    public_key: String,
+    created_at: String,
+    state: KeyState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retire_after: Option<String>,
+}
+
+fn parse_records(path: &Path, text: &str) -> Result<Vec<KeyRecord>, KeyError> {
+    let invalid = |reason: String| KeyError::Invalid { path: path.to_path_buf(), reason };
+    let raw: RawFile = toml::from_str(text).map_err(|source| KeyError::Parse { path: path.to_path_buf(), source })?;
+    let mut out: Vec<KeyRecord> = Vec::with_capacity(raw.keys.len());
+    for k in raw.keys {
+        let bytes = STANDARD.decode(k.public_key.trim()).map_err(|e| invalid(format!("key {:?}: public_key: {e}", k.kid)))?;
+        let public_key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| invalid(format!("key {:?}: public_key is not 32 bytes", k.kid)))?;
+        if !is_valid_kid(&k.kid) || kid_for(&public_key) != k.kid {
+            return Err(invalid(format!("key {:?}: kid does not match its public key", k.kid)));
+        }
+        if out.iter().any(|r| r.kid == k.kid) {
+            return Err(invalid(format!("key {:?} is listed twice", k.kid)));
+        }
+        let retire_after = k.retire_after.as_deref().map(parse_rfc3339).transpose().map_err(invalid)?;
+        if k.state == KeyState::Retiring && retire_after.is_none() {
+            return Err(invalid(format!("key {:?} is retiring but has no retire_after", k.kid)));
+        }
+        let created_at = parse_rfc3339(&k.created_at).map_err(invalid)?;
+        out.push(KeyRecord { kid: k.kid, public_key, created_at, state: k.state, retire_after });
+    }
+    Ok(out)
+}
+
+fn render(header: &str, records: &[KeyRecord]) -> String {
+    let raw = RawFile {
+        keys: records
+            .iter()
+            .map(|r| RawKey {
+                kid: r.kid.clone(),
+                public_key: STANDARD.encode(r.public_key),
+                created_at: rfc3339(r.created_at),
+                state: r.state,
+                retire_after: r.retire_after.map(rfc3339),
+            })
+            .collect(),
+    };
+    // A list of plain string tables always serializes.
+    format!("{header}\n{}", toml::to_string(&raw).expect("key manifest serializes"))
+}
+
+fn verifying_set(records: &[KeyRecord]) -> VerifyingKeys {
+    let mut keys = VerifyingKeys::new();
+    for r in records {
+        match r.state {
+            KeyState::Active => keys.insert(r.public_key, None),
+            KeyState::Retiring => keys.insert(r.public_key, r.retire_after),
+            KeyState::Retired => {}
+        }
+    }
+    keys
+}
+
+/// Loads a trust bundle (or a `keys.toml`): the keys that are not retired.
+impl FromFile for VerifyingKeys {
+    type Error = KeyError;
+    fn from_file(path: &Path) -> Result<VerifyingKeys, KeyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read { path: path.to_path_buf(), source })?;
+        let keys = verifying_set(&parse_records(path, &text)?);
+        if keys.is_empty() {
+            // An empty set would refuse every user; say so at load, not per request.
+            return Err(KeyError::Invalid { path: path.to_path_buf(), reason: "no key that verifies".into() });
+        }
+        Ok(keys)
+    }
+}
+
+/// The issuer's keys: the active signing key and every key that still verifies.
+#[derive(Debug)]
+pub struct IssuerKeys {
+    dir: PathBuf,
+    records: Vec<KeyRecord>,
+    active: SigningKey,
+    verifying: VerifyingKeys,
+}
+
+impl FromFile for IssuerKeys {
+    type Error = KeyError;
+    /// `path` is the manifest, `state_dir/issuer/keys.toml`.
+    fn from_file(path: &Path) -> Result<IssuerKeys, KeyError> {
+        IssuerKeys::load_dir(path.parent().unwrap_or_else(|| Path::new(".")))
+    }
+}
+
+// === impl IssuerKeys ===
+
+impl IssuerKeys {
+    /// `state_dir/issuer/keys.toml`, the file the hub watches.
+    pub fn manifest_path(state_dir: &Path) -> PathBuf {
+        state_dir.join(ISSUER_DIR).join(KEYS_FILE)
+    }
+
+    /// Loads the keys, or creates the first one (directory 0700, key file 0600).
+    pub fn load_or_create(state_dir: &Path) -> Result<IssuerKeys, KeyError> {
+        let dir = state_dir.join(ISSUER_DIR);
+        let manifest = dir.join(KEYS_FILE);
+        if manifest.exists() {
+            return IssuerKeys::load_dir(&dir);
+        }
+        create_private_dir(&dir).map_err(|source| KeyError::Write { path: dir.clone(), source })?;
+        let _lock = FileLock::acquire(&manifest).map_err(|source| KeyError::Write { path: manifest.clone(), source })?;
+        // Another process may have created them while this one waited for the lock.
+        if manifest.exists() {
+            return IssuerKeys::load_dir(&dir);
+        }
+        let mut records = Vec::new();
+        let active = new_active_key(&dir, &mut records, SystemTime::now())?;
+        save_manifest(&manifest, &records)?;
+        Ok(IssuerKeys { dir, verifying: verifying_set(&records), records, active })
+    }
+
+    /// Loads existing keys; [`KeyError::Missing`] if there are none.
+    pub fn load(state_dir: &Path) -> Result<IssuerKeys, KeyError> {
+        IssuerKeys::load_dir(&state_dir.join(ISSUER_DIR))
+    }
+
+    fn load_dir(dir: &Path) -> Result<IssuerKeys, KeyError> {
+        let manifest = dir.join(KEYS_FILE);
+        let text = read_optional(&manifest)
+            .map_err(|source| KeyError::Read { path: manifest.clone(), source })?
+            .ok_or_else(|| KeyError::Missing { path: manifest.clone() })?;
+        let records = parse_records(&manifest, &text)?;
+        let invalid = |reason: String| KeyError::Invalid { path: manifest.clone(), reason };
+        let mut active = records.iter().filter(|r| r.state == KeyState::Active);
+        let (Some(record), None) = (active.next(), active.next()) else {
+            return Err(invalid("exactly one key must be active".into()));
+        };
+        let key_path = dir.join(key_file(&record.kid));
+        let der = std::fs::read(&key_path).map_err(|source| KeyError::Read { path: key_path.clone(), source })?;
+        let key = SigningKey::from_pkcs8(&der).map_err(|e| KeyError::Invalid {
+            path: key_path.clone(),
+            reason: format!("not a PKCS#8 Ed25519 key: {e}"),
+        })?;
+        if key.kid() != record.kid {
+            return Err(KeyError::Invalid { path: key_path, reason: "does not match its public key in keys.toml".into() });
+        }
+        Ok(IssuerKeys { dir: dir.to_path_buf(), verifying: verifying_set(&records), records, active: key })
+    }
+
+    /// The key new credentials are signed with.
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.active
+    }
+
+    /// Every key in the manifest.
+    pub fn records(&self) -> &[KeyRecord] {
+        &self.records
+    }
+
+    /// The public keys that verify (active, and retiring until `retire_after`).
+    pub fn verifying_keys(&self) -> &VerifyingKeys {
+        &self.verifying
+    }
+
+    /// Makes a new active key; the old one verifies for `overlap` more, so
+    /// credentials signed before and after both work in between. `overlap` zero
+    /// (a leaked key) cuts the old credentials off at once. Returns the new kid.
+    pub fn rotate(&mut self, overlap: Duration) -> Result<String, KeyError> {
+        self.rotate_at(overlap, SystemTime::now())
+    }
+
+    /// [`IssuerKeys::rotate`] at a given time (for tests).
+    pub fn rotate_at(&mut self, overlap: Duration, now: SystemTime) -> Result<String, KeyError> {
+        let manifest = self.dir.join(KEYS_FILE);
+        let _lock = FileLock::acquire(&manifest).map_err(|source| KeyError::Write { path: manifest.clone(), source })?;
+        // Start from the file, not this copy: another process may have rotated.
+        let mut fresh = IssuerKeys::load_dir(&self.dir)?;
+        let old_kid = fresh.active.kid().to_string();
+        for r in &mut fresh.records {
+            match r.state {
+                KeyState::Active => {
+                    r.state = KeyState::Retiring;
+                    r.retire_after = Some(whole_seconds(now + overlap));
+                }
+                KeyState::Retiring if r.retire_after.is_none_or(|t| t <= now) => r.state = KeyState::Retired,
+                _ => {}
+            }
+        }
+        fresh.active = new_active_key(&self.dir, &mut fresh.records, now)?;
+        save_manifest(&manifest, &fresh.records)?;
+        // The manifest no longer needs the old private key; a key that only
+        // verifies is safer without its private half on disk.
+        let _ = std::fs::remove_file(self.dir.join(key_file(&old_kid)));
+        fresh.verifying = verifying_set(&fresh.records);
+        *self = fresh;
+        Ok(self.active.kid().to_string())
+    }
+
+    /// Writes the trust bundle for agents (public keys only) to `path`.
+    pub fn export_public(&self, path: &Path) -> Result<(), KeyError> {
+        let live: Vec<KeyRecord> = self.records.iter().filter(|r| r.state != KeyState::Retired).cloned().collect();
+        write_atomic(path, render(BUNDLE_HEADER, &live).as_bytes(), 0o644)
+            .map_err(|source| KeyError::Write { path: path.to_path_buf(), source })
+    }
+}
+
+/// Times in the manifest have second precision; keep the in-memory copy equal to
+/// what a reload would read.
+fn whole_seconds(t: SystemTime) -> SystemTime {
+    from_unix(unix(t))
+}
+
+fn key_file(kid: &str) -> String {
+    format!("key-{kid}.pk8")
+}
+
+/// Generates a key, writes its private half, and appends it as active.
+fn new_active_key(dir: &Path, records: &mut Vec<KeyRecord>, now: SystemTime) -> Result<SigningKey, KeyError> {
+    let (key, der) = SigningKey::generate().map_err(|_| KeyError::Generate)?;
+    let path = dir.join(key_file(key.kid()));
+    write_atomic(&path, &der, 0o600).map_err(|source| KeyError::Write { path, source })?;
+    records.push(KeyRecord {
+        kid: key.kid().to_string(),
+        public_key: key.public_key(),
+        created_at: whole_seconds(now),
+        state: KeyState::Active,
+        retire_after: None,
+    });
+    Ok(key)
+}
+
+fn save_manifest(path: &Path, records: &[KeyRecord]) -> Result<(), KeyError> {
+    write_atomic(path, render(MANIFEST_HEADER, records).as_bytes(), 0o644)
+        .map_err(|source| KeyError::Write { path: path.to_path_buf(), source })
+}
+
+#[cfg(test)]
+#[path = "keys_tests.rs"]
+mod tests;

@@ -1,0 +1,98 @@
+use super::*;
+use crate::credential::testing::{claims, ISSUER};
+use crate::credential::token::{sign, verify, CredentialError, TokenUse};
+
+#[test]
+fn first_use_creates_one_active_key_with_a_private_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = IssuerKeys::load_or_create(dir.path()).expect("create");
+    assert_eq!(keys.records().len(), 1);
+    assert_eq!(keys.records()[0].state, KeyState::Active);
+    let key_path = dir.path().join(ISSUER_DIR).join(key_file(keys.signing_key().kid()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_path).expect("key file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // A second call loads the same key.
+    let again = IssuerKeys::load_or_create(dir.path()).expect("load");
+    assert_eq!(again.signing_key().kid(), keys.signing_key().kid());
+    assert!(matches!(IssuerKeys::load(&dir.path().join("elsewhere")), Err(KeyError::Missing { .. })));
+}
+
+#[test]
+fn rotation_overlap_verifies_old_and_new_until_retire_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = SystemTime::now();
+    let mut keys = IssuerKeys::load_or_create(dir.path()).expect("create");
+    let old_kid = keys.signing_key().kid().to_string();
+    let mut c = claims(now, TokenUse::Access);
+    c.exp += 24 * 3600;
+    let old_token = sign(&c, keys.signing_key());
+
+    let overlap = Duration::from_secs(3600);
+    let new_kid = keys.rotate_at(overlap, now).expect("rotate");
+    assert_ne!(new_kid, old_kid);
+    let new_token = sign(&c, keys.signing_key());
+    // The hub reloading the manifest sees the same thing as this copy.
+    let loaded = IssuerKeys::load(dir.path()).expect("reload");
+    assert_eq!(loaded.verifying_keys(), keys.verifying_keys());
+    let set = loaded.verifying_keys();
+
+    let during = now + Duration::from_secs(1800);
+    assert!(verify(old_token.expose(), set, during, ISSUER).is_ok());
+    assert!(verify(new_token.expose(), set, during, ISSUER).is_ok());
+    let after = now + overlap + Duration::from_secs(1);
+    assert_eq!(
+        verify(old_token.expose(), set, after, ISSUER),
+        Err(CredentialError::UnknownKey { kid: old_kid.clone() })
+    );
+    assert!(verify(new_token.expose(), set, after, ISSUER).is_ok());
+
+    // Only the active key's private half stays on disk.
+    assert!(!dir.path().join(ISSUER_DIR).join(key_file(&old_kid)).exists());
+    assert!(dir.path().join(ISSUER_DIR).join(key_file(&new_kid)).exists());
+
+    // The next rotation after the overlap marks the first key retired.
+    keys.rotate_at(overlap, after).expect("rotate again");
+    let states: Vec<KeyState> = keys.records().iter().map(|r| r.state).collect();
+    assert_eq!(states, [KeyState::Retired, KeyState::Retiring, KeyState::Active]);
+    assert_eq!(keys.verifying_keys().len(), 2);
+}
+
+#[test]
+fn exported_bundle_has_public_keys_only_and_loads_for_the_agent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut keys = IssuerKeys::load_or_create(dir.path()).expect("create");
+    let now = SystemTime::now();
+    keys.rotate_at(Duration::from_secs(60), now).expect("rotate");
+    keys.rotate_at(Duration::from_secs(60), now + Duration::from_secs(120)).expect("rotate");
+    let bundle = dir.path().join("trust.toml");
+    keys.export_public(&bundle).expect("export");
+    let text = std::fs::read_to_string(&bundle).expect("read");
+    assert!(!text.contains("retired"));
+    assert!(!text.contains("PRIVATE"));
+    let loaded = VerifyingKeys::from_file(&bundle).expect("load bundle");
+    assert_eq!(&loaded, keys.verifying_keys());
+}
+
+#[test]
+fn tampered_manifests_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = IssuerKeys::load_or_create(dir.path()).expect("create");
+    let manifest = IssuerKeys::manifest_path(dir.path());
+    let text = std::fs::read_to_string(&manifest).expect("read");
+    // A kid that does not belong to its public key.
+    let other = crate::credential::testing::key().0;
+    let swapped = text.replace(keys.signing_key().kid(), other.kid());
+    std::fs::write(&manifest, swapped).expect("write");
+    assert!(matches!(IssuerKeys::load(dir.path()), Err(KeyError::Invalid { .. })));
+    // No active key.
+    std::fs::write(&manifest, text.replace("\"active\"", "\"retired\"")).expect("write");
+    assert!(matches!(IssuerKeys::load(dir.path()), Err(KeyError::Invalid { .. })));
+    assert!(matches!(VerifyingKeys::from_file(&manifest), Err(KeyError::Invalid { .. })));
+    // An unknown field.
+    std::fs::write(&manifest, format!("{text}\nsurprise = 1\n")).expect("write");
+    assert!(matches!(IssuerKeys::load(dir.path()), Err(KeyError::Parse { .. })));
+}
