@@ -83,8 +83,13 @@ contexts:
 current-context: demo
 YAML
 
+kc=(kubectl --kubeconfig "$work/kubeconfig" --cache-dir "$work/kube-cache")
+# The agent's TLS handshake finishing is not the hub admitting it: wait until the
+# hub routes a request to the cluster.
+for _ in $(seq 1 100); do "${kc[@]}" get --raw /version >/dev/null 2>&1 && break; sleep 0.1; done
+
 echo "== kubectl get pods, through the hub and the tunnel"
-kubectl --kubeconfig "$work/kubeconfig" --cache-dir "$work/kube-cache" get pods
+"${kc[@]}" get pods
 echo
 echo "Hawser is running. Try, in another shell:"
 echo "  kubectl --kubeconfig $work/kubeconfig get pods -w"

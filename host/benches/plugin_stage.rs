@@ -22,8 +22,16 @@ fn stage(name: &str, kind: &str, instances: &str, plugin: &str) -> String {
     )
 }
 
-fn load(rt: &tokio::runtime::Runtime, dir: &std::path::Path, name: &str, kinds: &[&str], instances: &str) -> Arc<Chain> {
-    let plugin = testing::plugin("hawser-plugin-misbehave").display().to_string();
+fn load(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    name: &str,
+    kinds: &[&str],
+    instances: &str,
+) -> Arc<Chain> {
+    let plugin = testing::plugin("hawser-plugin-misbehave")
+        .display()
+        .to_string();
     let cache = testing::plugin_dir().join("../../hawser-bench-plugin-cache");
     std::fs::create_dir_all(&cache).unwrap();
     #[cfg(unix)]
@@ -40,13 +48,25 @@ fn load(rt: &tokio::runtime::Runtime, dir: &std::path::Path, name: &str, kinds: 
     }
     let file = dir.join(format!("{name}.toml"));
     std::fs::write(&file, text).unwrap();
-    let host = rt.block_on(PluginHost::load(&file, Role::Hub)).expect("load chain");
+    let host = rt
+        .block_on(PluginHost::load(&file, Role::Hub))
+        .expect("load chain");
     host.chain()
 }
 
-const FIVE: [&str; 5] = ["credential", "impersonation", "impersonation", "routing", "audit"];
+const FIVE: [&str; 5] = [
+    "credential",
+    "impersonation",
+    "impersonation",
+    "routing",
+    "audit",
+];
 
-async fn run_five(chain: &Chain, req: &hawser::plugin::RequestHead, cands: &[hawser::plugin::Candidate]) {
+async fn run_five(
+    chain: &Chain,
+    req: &hawser::plugin::RequestHead,
+    cands: &[hawser::plugin::Candidate],
+) {
     let who = chain.check_credential(req).await.unwrap().unwrap();
     let id = chain.impersonate(&who, req).await.unwrap().unwrap();
     let route = chain.route(req, Some(&who), cands).await.unwrap().unwrap();
@@ -57,9 +77,18 @@ async fn run_five(chain: &Chain, req: &hawser::plugin::RequestHead, cands: &[haw
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let req = request("/api/v1/namespaces/default/pods", &[("authorization", "Bearer x"), ("accept", "application/json")]);
+    let req = request(
+        "/api/v1/namespaces/default/pods",
+        &[
+            ("authorization", "Bearer x"),
+            ("accept", "application/json"),
+        ],
+    );
     let cands = vec![
         candidate("c1", "e1", "eu", "eu-a", Health::Healthy),
         candidate("c1", "e2", "eu", "eu-b", Health::Healthy),
@@ -69,17 +98,40 @@ fn bench(c: &mut Criterion) {
     let native = Misbehave::init(&Config::from_json(r#"{"version":"a"}"#)).unwrap();
     let nreq = hawser_plugin_sdk::testing::request(
         "/api/v1/namespaces/default/pods",
-        &[("authorization", "Bearer x"), ("accept", "application/json")],
+        &[
+            ("authorization", "Bearer x"),
+            ("accept", "application/json"),
+        ],
     );
     let ncands = vec![
-        hawser_plugin_sdk::testing::candidate("c1", "e1", "eu", "eu-a", hawser_plugin_sdk::Health::Healthy),
-        hawser_plugin_sdk::testing::candidate("c1", "e2", "eu", "eu-b", hawser_plugin_sdk::Health::Healthy),
+        hawser_plugin_sdk::testing::candidate(
+            "c1",
+            "e1",
+            "eu",
+            "eu-a",
+            hawser_plugin_sdk::Health::Healthy,
+        ),
+        hawser_plugin_sdk::testing::candidate(
+            "c1",
+            "e2",
+            "eu",
+            "eu-b",
+            hawser_plugin_sdk::Health::Healthy,
+        ),
     ];
 
     let mut g = c.benchmark_group("stage");
-    g.bench_function("native", |b| b.iter(|| black_box(native.check(black_box(&nreq)))));
+    g.bench_function("native", |b| {
+        b.iter(|| black_box(native.check(black_box(&nreq))))
+    });
     for instances in ["reuse", "fresh"] {
-        let chain = load(&rt, dir.path(), &format!("one-{instances}"), &["credential"], instances);
+        let chain = load(
+            &rt,
+            dir.path(),
+            &format!("one-{instances}"),
+            &["credential"],
+            instances,
+        );
         g.bench_function(format!("wasm-{instances}"), |b| {
             b.iter_custom(|iters| {
                 rt.block_on(async {
@@ -107,7 +159,13 @@ fn bench(c: &mut Criterion) {
         })
     });
     for instances in ["reuse", "fresh"] {
-        let chain = load(&rt, dir.path(), &format!("five-{instances}"), &FIVE, instances);
+        let chain = load(
+            &rt,
+            dir.path(),
+            &format!("five-{instances}"),
+            &FIVE,
+            instances,
+        );
         g.bench_function(format!("wasm-{instances}"), |b| {
             b.iter_custom(|iters| {
                 rt.block_on(async {

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use hawser::plugin::{PluginHost, Role, StageKind};
 
 fn config(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../config")
+        .join(name)
 }
 
 #[tokio::test]
@@ -18,9 +20,18 @@ async fn the_shipped_hub_and_agent_chains_load() {
         (
             "plugins-hub.toml",
             Role::Hub,
-            &[StageKind::Credential, StageKind::Impersonation, StageKind::Routing, StageKind::Audit][..],
+            &[
+                StageKind::Credential,
+                StageKind::Impersonation,
+                StageKind::Routing,
+                StageKind::Audit,
+            ][..],
         ),
-        ("plugins-agent.toml", Role::Agent, &[StageKind::Routing, StageKind::Audit][..]),
+        (
+            "plugins-agent.toml",
+            Role::Agent,
+            &[StageKind::Routing, StageKind::Audit][..],
+        ),
     ] {
         let host = match PluginHost::load(config(file), role).await {
             Ok(h) => h,

@@ -31,15 +31,26 @@ async fn trap_fails_closed_with_a_500_status_naming_the_plugin_and_host_keeps_se
     assert_eq!(f.kind, FailureKind::Trap);
     assert_eq!(f.http_status, 500);
     assert_eq!(f.stage, "creds");
-    assert!(f.plugin.starts_with("hawser_plugin_misbehave.wasm@"), "{}", f.plugin);
+    assert!(
+        f.plugin.starts_with("hawser_plugin_misbehave.wasm@"),
+        "{}",
+        f.plugin
+    );
     let status: serde_json::Value = serde_json::from_str(&f.status_json()).unwrap();
     assert_eq!(status["kind"], "Status");
     assert_eq!(status["status"], "Failure");
     assert_eq!(status["reason"], "InternalError");
     assert_eq!(status["code"], 500);
-    assert!(status["message"].as_str().unwrap().contains("plugin stage \"creds\""));
+    assert!(status["message"]
+        .as_str()
+        .unwrap()
+        .contains("plugin stage \"creds\""));
 
-    let p = chain.check_credential(&request("/", &[])).await.unwrap().unwrap();
+    let p = chain
+        .check_credential(&request("/", &[]))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(p.user, "user-a");
     let m = host.metrics().snapshot("creds");
     assert_eq!((m.invocations, m.failures(FailureKind::Trap)), (2, 1));
@@ -62,9 +73,19 @@ async fn infinite_loop_hits_the_deadline_and_the_next_request_is_fine() {
         let took = start.elapsed();
         assert_eq!(f.kind, FailureKind::Timeout, "{instances}");
         assert_eq!(f.http_status, 503);
-        assert!(took >= Duration::from_millis(50), "{instances}: returned after {took:?}");
-        assert!(took < Duration::from_secs(2), "{instances}: returned after {took:?}");
-        let p = chain.check_credential(&request("/", &[])).await.unwrap().unwrap();
+        assert!(
+            took >= Duration::from_millis(50),
+            "{instances}: returned after {took:?}"
+        );
+        assert!(
+            took < Duration::from_secs(2),
+            "{instances}: returned after {took:?}"
+        );
+        let p = chain
+            .check_credential(&request("/", &[]))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(p.user, "user-a", "{instances}");
     }
 }
@@ -80,31 +101,61 @@ async fn memory_bomb_is_capped_and_the_next_request_is_fine() {
     ));
     let host = fx.host().await;
     let chain = host.chain();
-    let f = failure(chain.check_credential(&bad("memory-bomb")).await.unwrap_err());
+    let f = failure(
+        chain
+            .check_credential(&bad("memory-bomb"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(f.kind, FailureKind::MemoryLimit, "{f:?}");
     assert_eq!(f.http_status, 500);
     assert!(f.detail.contains("16 MiB"), "{}", f.detail);
     assert!(chain.check_credential(&request("/", &[])).await.is_ok());
-    assert_eq!(host.metrics().snapshot("creds").failures(FailureKind::MemoryLimit), 1);
+    assert_eq!(
+        host.metrics()
+            .snapshot("creds")
+            .failures(FailureKind::MemoryLimit),
+        1
+    );
 }
 
 #[tokio::test]
 async fn a_trapped_reused_instance_is_never_reused() {
-    let fx = Fixture::new(&misbehave("creds", "credential", "ok", "a", "instances = \"reuse\""));
+    let fx = Fixture::new(&misbehave(
+        "creds",
+        "credential",
+        "ok",
+        "a",
+        "instances = \"reuse\"",
+    ));
     let host = fx.host().await;
     let chain = host.chain();
     let calls = |p: Principal| p.extra("instance-calls").unwrap()[0].clone();
     let ok = request("/", &[]);
-    assert_eq!(calls(chain.check_credential(&ok).await.unwrap().unwrap()), "1");
-    assert_eq!(calls(chain.check_credential(&ok).await.unwrap().unwrap()), "2", "reused");
+    assert_eq!(
+        calls(chain.check_credential(&ok).await.unwrap().unwrap()),
+        "1"
+    );
+    assert_eq!(
+        calls(chain.check_credential(&ok).await.unwrap().unwrap()),
+        "2",
+        "reused"
+    );
     assert!(chain.check_credential(&bad("trap")).await.is_err());
-    assert_eq!(calls(chain.check_credential(&ok).await.unwrap().unwrap()), "1", "a new instance");
+    assert_eq!(
+        calls(chain.check_credential(&ok).await.unwrap().unwrap()),
+        "1",
+        "a new instance"
+    );
 
     // Fresh instances never carry state.
     let fx = Fixture::new(&misbehave("creds", "credential", "ok", "a", ""));
     let chain = fx.host().await.chain();
     for _ in 0..3 {
-        assert_eq!(calls(chain.check_credential(&ok).await.unwrap().unwrap()), "1");
+        assert_eq!(
+            calls(chain.check_credential(&ok).await.unwrap().unwrap()),
+            "1"
+        );
     }
 }
 
@@ -112,8 +163,20 @@ async fn a_trapped_reused_instance_is_never_reused() {
 async fn fail_open_audit_keeps_the_event_and_counts_the_failure() {
     let fx = Fixture::new(&format!(
         "{}{}",
-        misbehave("audit-open", "audit", "audit-error", "a", "failure = \"open\""),
-        misbehave("audit-open-trap", "audit", "trap", "a", "failure = \"open\""),
+        misbehave(
+            "audit-open",
+            "audit",
+            "audit-error",
+            "a",
+            "failure = \"open\""
+        ),
+        misbehave(
+            "audit-open-trap",
+            "audit",
+            "trap",
+            "a",
+            "failure = \"open\""
+        ),
     ));
     let host = fx.host().await;
     let ev = audit_event(&request("/", &[]));
@@ -129,7 +192,12 @@ async fn fail_open_audit_keeps_the_event_and_counts_the_failure() {
 async fn fail_closed_audit_rejects() {
     let fx = Fixture::new(&misbehave("audit", "audit", "audit-error", "a", ""));
     let host = fx.host().await;
-    let f = failure(host.chain().audit(audit_event(&request("/", &[]))).await.unwrap_err());
+    let f = failure(
+        host.chain()
+            .audit(audit_event(&request("/", &[])))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((f.kind, f.http_status), (FailureKind::Error, 500));
 }
 
@@ -144,9 +212,17 @@ async fn fail_open_routing_leaves_the_choice_to_the_host() {
     ));
     let host = fx.host().await;
     let who = Principal::new("x");
-    let out = host.chain().route(&request("/", &[]), Some(&who), &candidates()).await;
+    let out = host
+        .chain()
+        .route(&request("/", &[]), Some(&who), &candidates())
+        .await;
     assert_eq!(out, Ok(None));
-    assert_eq!(host.metrics().snapshot("route").failures(FailureKind::Timeout), 1);
+    assert_eq!(
+        host.metrics()
+            .snapshot("route")
+            .failures(FailureKind::Timeout),
+        1
+    );
 }
 
 #[tokio::test]
@@ -165,7 +241,10 @@ async fn fail_open_credential_falls_through_to_the_next_stage() {
         .unwrap();
     assert_eq!(p.user, "alice");
     // No stage accepts: the host answers 401.
-    let r = chain.check_credential(&request("/", &[])).await.unwrap_err();
+    let r = chain
+        .check_credential(&request("/", &[]))
+        .await
+        .unwrap_err();
     assert_eq!(r.http_status(), 401);
     assert!(matches!(r, Rejection::Denied { ref stage, .. } if stage == "host"));
 }
@@ -186,12 +265,19 @@ async fn illegal_outputs_are_refused() {
     ));
     let host = fx.host().await;
     let chain = host.chain();
-    let who = chain.check_credential(&request("/", &[])).await.unwrap().unwrap();
+    let who = chain
+        .check_credential(&request("/", &[]))
+        .await
+        .unwrap()
+        .unwrap();
 
     let cases: [(&str, Option<&str>); 4] = [
         ("illegal-principal", Some("not a legal header value")),
         ("escalate", Some("system:masters")),
-        ("illegal-route", Some("not one of the configured candidates")),
+        (
+            "illegal-route",
+            Some("not one of the configured candidates"),
+        ),
         ("illegal-header", Some("not a legal header value")),
     ];
     for (behaviour, detail) in cases {
@@ -199,18 +285,32 @@ async fn illegal_outputs_are_refused() {
         let result = match behaviour {
             "illegal-principal" => chain.check_credential(&req).await.map(|_| ()),
             "escalate" => chain.impersonate(&who, &req).await.map(|_| ()),
-            _ => chain.route(&req, Some(&who), &candidates()).await.map(|_| ()),
+            _ => chain
+                .route(&req, Some(&who), &candidates())
+                .await
+                .map(|_| ()),
         };
         let f = failure(result.unwrap_err());
         assert_eq!(f.kind, FailureKind::IllegalOutput, "{behaviour}");
         assert_eq!(f.http_status, 500, "{behaviour}");
         let detail = detail.unwrap();
-        assert!(f.detail.contains(detail), "{behaviour}: {:?} lacks {detail:?}", f.detail);
+        assert!(
+            f.detail.contains(detail),
+            "{behaviour}: {:?} lacks {detail:?}",
+            f.detail
+        );
     }
 
     // The legal choice passes, and carries only the allowed header.
-    let choice = chain.route(&request("/", &[]), Some(&who), &candidates()).await.unwrap().unwrap();
-    assert_eq!((choice.cluster.as_str(), choice.endpoint.as_str()), ("c1", "e1"));
+    let choice = chain
+        .route(&request("/", &[]), Some(&who), &candidates())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (choice.cluster.as_str(), choice.endpoint.as_str()),
+        ("c1", "e1")
+    );
     assert_eq!(choice.set_headers[0].name, "x-hawser-version");
 }
 
@@ -220,10 +320,17 @@ async fn a_routing_header_the_policy_does_not_allow_is_refused() {
     let host = fx.host().await;
     let who = Principal::new("x").with_version("a");
     let f = failure(
-        host.chain().route(&request("/", &[]), Some(&who), &candidates()).await.unwrap_err(),
+        host.chain()
+            .route(&request("/", &[]), Some(&who), &candidates())
+            .await
+            .unwrap_err(),
     );
     assert_eq!(f.kind, FailureKind::IllegalOutput);
-    assert!(f.detail.contains("not allowed by the stage policy"), "{}", f.detail);
+    assert!(
+        f.detail.contains("not allowed by the stage policy"),
+        "{}",
+        f.detail
+    );
 }
 
 trait WithVersion {
@@ -255,22 +362,43 @@ async fn repeated_traps_quarantine_the_version_until_a_new_one_loads() {
     let host = fx.host().await;
     let chain = host.chain();
     for _ in 0..3 {
-        assert_eq!(failure(chain.check_credential(&bad("trap")).await.unwrap_err()).kind, FailureKind::Trap);
+        assert_eq!(
+            failure(chain.check_credential(&bad("trap")).await.unwrap_err()).kind,
+            FailureKind::Trap
+        );
     }
     // Even a good request is refused fast while quarantined.
     let start = Instant::now();
-    let f = failure(chain.check_credential(&request("/", &[])).await.unwrap_err());
+    let f = failure(
+        chain
+            .check_credential(&request("/", &[]))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((f.kind, f.http_status), (FailureKind::Quarantined, 503));
     assert!(start.elapsed() < Duration::from_millis(100));
     let m = host.metrics().snapshot("creds");
-    assert_eq!((m.quarantines, m.failures(FailureKind::Quarantined)), (1, 1));
+    assert_eq!(
+        (m.quarantines, m.failures(FailureKind::Quarantined)),
+        (1, 1)
+    );
     assert!(host.status().stages[0].quarantined);
-    assert!(host.metrics().render_prometheus().contains("hawser_plugin_quarantines_total{stage=\"creds\""));
+    assert!(host
+        .metrics()
+        .render_prometheus()
+        .contains("hawser_plugin_quarantines_total{stage=\"creds\""));
 
     // A new version starts clean.
     fx.write(&stage("b"));
-    host.reload(hawser::plugin::ReloadTrigger::Admin).await.unwrap();
-    let p = host.chain().check_credential(&request("/", &[])).await.unwrap().unwrap();
+    host.reload(hawser::plugin::ReloadTrigger::Admin)
+        .await
+        .unwrap();
+    let p = host
+        .chain()
+        .check_credential(&request("/", &[]))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(p.user, "user-b");
 }
 
@@ -306,7 +434,14 @@ async fn plugins_have_no_ambient_capabilities_unless_granted() {
     let extra = |p: &Principal, k: &str| p.extra(k).unwrap()[0].clone();
 
     let fx = Fixture::new(&misbehave("creds", "credential", "ok", "a", ""));
-    let p = fx.host().await.chain().check_credential(&probe).await.unwrap().unwrap();
+    let p = fx
+        .host()
+        .await
+        .chain()
+        .check_credential(&probe)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(extra(&p, "env-count"), "0");
     assert_eq!(extra(&p, "fs"), "denied");
 
@@ -317,7 +452,14 @@ async fn plugins_have_no_ambient_capabilities_unless_granted() {
         "a",
         "[stage.grants]\nenv = { A = \"1\", B = \"2\" }\nread_dirs = { \".\" = \"/\" }",
     ));
-    let p = fx.host().await.chain().check_credential(&probe).await.unwrap().unwrap();
+    let p = fx
+        .host()
+        .await
+        .chain()
+        .check_credential(&probe)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(extra(&p, "env-count"), "2");
     assert_eq!(extra(&p, "fs"), "open");
 }

@@ -22,13 +22,21 @@ fn four_stages(version: &str) -> String {
     let limits = "[stage.limits]\ntimeout_ms = 2000";
     [
         misbehave("creds", "credential", "ok", version, limits),
-        misbehave("imp", "impersonation", "ok", version, &format!("instances = \"reuse\"\n{limits}")),
+        misbehave(
+            "imp",
+            "impersonation",
+            "ok",
+            version,
+            &format!("instances = \"reuse\"\n{limits}"),
+        ),
         misbehave(
             "route",
             "routing",
             "ok",
             version,
-            &format!("instances = \"reuse\"\n{limits}\n[stage.policy]\nallow_headers = [\"x-hawser-*\"]"),
+            &format!(
+                "instances = \"reuse\"\n{limits}\n[stage.policy]\nallow_headers = [\"x-hawser-*\"]"
+            ),
         ),
         misbehave("audit", "audit", "ok", version, limits),
     ]
@@ -64,7 +72,9 @@ async fn serve(chain: &hawser::plugin::Chain) -> Result<String, String> {
     let vi = &imp.extra("version").ok_or("no version")?[0];
     let vr = &route.set_headers[0].value;
     if vi != &v || vr != &v {
-        return Err(format!("mixed versions: credential {v}, impersonation {vi}, routing {vr}"));
+        return Err(format!(
+            "mixed versions: credential {v}, impersonation {vi}, routing {vr}"
+        ));
     }
     Ok(v)
 }
@@ -102,15 +112,20 @@ async fn hot_swap_under_load_fails_no_request_and_never_mixes_versions() {
         let out = host.reload(ReloadTrigger::Admin).await.expect("reload");
         assert_eq!(out, ReloadOutcome::Swapped(i as u64 + 2));
         let s = served.clone();
-        eventually(Duration::from_secs(20), "requests on the new version", || {
-            s[usize::from(v == "b")].load(Ordering::Relaxed) >= before + 50
-        })
+        eventually(
+            Duration::from_secs(20),
+            "requests on the new version",
+            || s[usize::from(v == "b")].load(Ordering::Relaxed) >= before + 50,
+        )
         .await;
     }
     stop.store(true, Ordering::Relaxed);
     let mut total = 0;
     for w in workers {
-        total += w.await.unwrap().expect("a request failed or mixed versions");
+        total += w
+            .await
+            .unwrap()
+            .expect("a request failed or mixed versions");
     }
     assert!(total > 300, "only {total} requests");
 
@@ -119,7 +134,10 @@ async fn hot_swap_under_load_fails_no_request_and_never_mixes_versions() {
     assert_eq!(serve(&old_chains[1]).await.unwrap(), "b");
     assert_eq!(host.metrics().reloads(ReloadResult::Ok), 7);
     for stage in ["creds", "imp", "route", "audit"] {
-        assert!(host.metrics().snapshot(stage).failures.is_empty(), "{stage}");
+        assert!(
+            host.metrics().snapshot(stage).failures.is_empty(),
+            "{stage}"
+        );
     }
 }
 
@@ -174,13 +192,20 @@ async fn a_broken_new_version_never_replaces_a_working_one() {
         assert_eq!(err.source_kind(), source, "{what}: {err}");
         let text = err.to_string();
         assert!(text.contains(reason), "{what}: {text:?} lacks {reason:?}");
-        assert!(text.contains("plugins-hub.toml"), "{what}: {text:?} does not name the file");
+        assert!(
+            text.contains("plugins-hub.toml"),
+            "{what}: {text:?} does not name the file"
+        );
         // The old chain keeps serving, whole.
         let chain = host.chain();
         assert_eq!(chain.generation(), 1, "{what}");
         assert_eq!(serve(&chain).await.as_deref(), Ok("a"), "{what}");
         let status = host.status();
-        assert_eq!((status.last_result, status.failed), ("failed", i as u64 + 1), "{what}");
+        assert_eq!(
+            (status.last_result, status.failed),
+            ("failed", i as u64 + 1),
+            "{what}"
+        );
         assert!(status.last_error.unwrap().contains(reason), "{what}");
     }
     assert_eq!(host.metrics().reloads(ReloadResult::Failed), 6);
@@ -190,10 +215,14 @@ async fn a_broken_new_version_never_replaces_a_working_one() {
         .contains("hawser_plugin_reloads_total{result=\"failed\"} 6"));
 
     // Changing engine settings needs a restart: refused, old chain kept.
-    let other_runtime = plugin_support::header().replace("max_instances = 64", "max_instances = 65");
+    let other_runtime =
+        plugin_support::header().replace("max_instances = 64", "max_instances = 65");
     std::fs::write(
         &fx.file,
-        format!("{other_runtime}{}", plugin_support::expand(&four_stages("b"))),
+        format!(
+            "{other_runtime}{}",
+            plugin_support::expand(&four_stages("b"))
+        ),
     )
     .unwrap();
     let err = host.reload(ReloadTrigger::Admin).await.unwrap_err();
@@ -201,7 +230,10 @@ async fn a_broken_new_version_never_replaces_a_working_one() {
 
     // Fixing the file recovers.
     fx.write(&four_stages("b"));
-    assert_eq!(host.reload(ReloadTrigger::Admin).await.unwrap(), ReloadOutcome::Swapped(2));
+    assert_eq!(
+        host.reload(ReloadTrigger::Admin).await.unwrap(),
+        ReloadOutcome::Swapped(2)
+    );
     assert_eq!(serve(&host.chain()).await.as_deref(), Ok("b"));
 }
 
@@ -214,7 +246,10 @@ async fn config_errors_refuse_to_start_naming_file_key_and_reason() {
         "a",
         "failure = \"open\"",
     ));
-    let err = PluginHost::load(&fx.file, Role::Hub).await.err().expect("must refuse");
+    let err = PluginHost::load(&fx.file, Role::Hub)
+        .await
+        .err()
+        .expect("must refuse");
     match &err {
         PluginError::Config { file, key, reason } => {
             assert_eq!(file, &fx.file);
@@ -223,8 +258,15 @@ async fn config_errors_refuse_to_start_naming_file_key_and_reason() {
         }
         other => panic!("{other:?}"),
     }
-    let err = PluginHost::load(&fx.file, Role::Agent).await.err().expect("role mismatch");
-    assert!(err.to_string().ends_with("role: this file configures the hub but the process is the agent"), "{err}");
+    let err = PluginHost::load(&fx.file, Role::Agent)
+        .await
+        .err()
+        .expect("role mismatch");
+    assert!(
+        err.to_string()
+            .ends_with("role: this file configures the hub but the process is the agent"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -235,15 +277,24 @@ async fn admin_routes_reload_and_report() {
     let post = http::Method::POST;
 
     let (code, body) = host.admin(&post, "/plugins/reload").await.unwrap();
-    assert_eq!((code.as_u16(), body.as_str()), (200, r#"{"generation":1,"result":"unchanged"}"#));
+    assert_eq!(
+        (code.as_u16(), body.as_str()),
+        (200, r#"{"generation":1,"result":"unchanged"}"#)
+    );
     fx.write(&four_stages("b"));
     let (code, body) = host.admin(&post, "/plugins/reload").await.unwrap();
-    assert_eq!((code.as_u16(), body.as_str()), (200, r#"{"generation":2,"result":"swapped"}"#));
+    assert_eq!(
+        (code.as_u16(), body.as_str()),
+        (200, r#"{"generation":2,"result":"swapped"}"#)
+    );
     fx.write(&misbehave("creds", "credential", "fail-init", "c", ""));
     let (code, body) = host.admin(&post, "/plugins/reload").await.unwrap();
     assert_eq!(code.as_u16(), 422);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((v["result"].as_str(), v["generation"].as_u64()), (Some("failed"), Some(2)));
+    assert_eq!(
+        (v["result"].as_str(), v["generation"].as_u64()),
+        (Some("failed"), Some(2))
+    );
 
     let (code, body) = host.admin(&get, "/plugins/status").await.unwrap();
     assert_eq!(code.as_u16(), 200);
@@ -253,7 +304,10 @@ async fn admin_routes_reload_and_report() {
     assert_eq!(v["stages"].as_array().unwrap().len(), 4);
     assert_eq!(v["stages"][0]["plugin_version"], "b");
     let (_, metrics) = host.admin(&get, "/plugins/metrics").await.unwrap();
-    assert!(metrics.contains("hawser_plugin_chain_generation 2"), "{metrics}");
+    assert!(
+        metrics.contains("hawser_plugin_chain_generation 2"),
+        "{metrics}"
+    );
     assert!(host.admin(&get, "/other").await.is_none());
 }
 
@@ -284,7 +338,11 @@ async fn file_changes_trigger_reloads() {
              [stage.config]\nversion = \"{v}\"\n"
         )
     };
-    std::fs::write(&fx.file, format!("{}{}", plugin_support::header(), stage("a"))).unwrap();
+    std::fs::write(
+        &fx.file,
+        format!("{}{}", plugin_support::header(), stage("a")),
+    )
+    .unwrap();
     let host = fx.host().await;
     let _watcher = watch(
         &host,
@@ -299,7 +357,11 @@ async fn file_changes_trigger_reloads() {
     let generation = |h: &PluginHost| h.chain().generation();
 
     // The config file changes.
-    std::fs::write(&fx.file, format!("{}{}", plugin_support::header(), stage("b"))).unwrap();
+    std::fs::write(
+        &fx.file,
+        format!("{}{}", plugin_support::header(), stage("b")),
+    )
+    .unwrap();
     let h = host.clone();
     eventually_or(
         Duration::from_secs(10),
@@ -323,9 +385,13 @@ async fn file_changes_trigger_reloads() {
     )
     .await;
     assert_ne!(host.chain().stages()[0].plugin, label, "a new digest");
-    let p = host.chain().check_credential(&request("/", &[])).await.unwrap().unwrap();
+    let p = host
+        .chain()
+        .check_credential(&request("/", &[]))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(p.user, "user-b");
-
 }
 
 #[tokio::test]
@@ -343,9 +409,16 @@ async fn sighup_alone_triggers_a_reload() {
     .unwrap();
     fx.write(&misbehave("creds", "credential", "ok", "b", ""));
     let pid = std::process::id().to_string();
-    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
     let h = host.clone();
-    eventually(Duration::from_secs(10), "reload after SIGHUP", || h.chain().generation() == 2).await;
+    eventually(Duration::from_secs(10), "reload after SIGHUP", || {
+        h.chain().generation() == 2
+    })
+    .await;
     assert_eq!(host.status().last_trigger, ReloadTrigger::Signal);
 }
 
@@ -376,5 +449,9 @@ async fn compiled_artifacts_are_cached_on_disk_by_content_and_engine() {
     let second = fx.host().await;
     let s = second.runtime().cache_stats();
     assert_eq!((s.compiled, s.disk_hits), (0, 1));
-    assert!(second.chain().check_credential(&request("/", &[])).await.is_ok());
+    assert!(second
+        .chain()
+        .check_credential(&request("/", &[]))
+        .await
+        .is_ok());
 }

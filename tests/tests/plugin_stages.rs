@@ -69,7 +69,10 @@ async fn a_chain_of_the_real_plugins_serves_every_phase() {
         .unwrap_err();
     assert_eq!(r.http_status(), 401);
     let status: serde_json::Value = serde_json::from_str(&r.status_json()).unwrap();
-    assert_eq!((status["reason"].as_str(), status["code"].as_u64()), (Some("Unauthorized"), Some(401)));
+    assert_eq!(
+        (status["reason"].as_str(), status["code"].as_u64()),
+        (Some("Unauthorized"), Some(401))
+    );
 
     // Impersonation: the mapping passes system:masters through, and the stage policy
     // refuses it: a plugin cannot widen what the config allows.
@@ -93,7 +96,10 @@ async fn a_chain_of_the_real_plugins_serves_every_phase() {
         .unwrap();
     match chain.impersonate(&guest, &req).await.unwrap_err() {
         Rejection::Denied { stage, denial } => {
-            assert_eq!((stage.as_str(), denial.kind), ("impersonate", DenialKind::Forbidden));
+            assert_eq!(
+                (stage.as_str(), denial.kind),
+                ("impersonate", DenialKind::Forbidden)
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -103,13 +109,32 @@ async fn a_chain_of_the_real_plugins_serves_every_phase() {
         candidate("c1", "far", "us", "us-a", Health::Healthy),
         candidate("c1", "near", "eu", "eu-a", Health::Healthy),
     ];
-    let choice = chain.route(&req, Some(&who), &cands).await.unwrap().unwrap();
+    let choice = chain
+        .route(&req, Some(&who), &cands)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(choice.endpoint, "near");
     assert_eq!(choice.set_headers[0].value, "c1/near");
     cands[1].health = Health::Unhealthy;
-    assert_eq!(chain.route(&req, Some(&who), &cands).await.unwrap().unwrap().endpoint, "far");
+    assert_eq!(
+        chain
+            .route(&req, Some(&who), &cands)
+            .await
+            .unwrap()
+            .unwrap()
+            .endpoint,
+        "far"
+    );
     cands[0].health = Health::Unhealthy;
-    assert_eq!(chain.route(&req, Some(&who), &cands).await.unwrap_err().http_status(), 503);
+    assert_eq!(
+        chain
+            .route(&req, Some(&who), &cands)
+            .await
+            .unwrap_err()
+            .http_status(),
+        503
+    );
 
     // Audit: the host applies the redaction the plugin asks for; health checks drop.
     let mut ev = audit_event(&req);
@@ -117,7 +142,13 @@ async fn a_chain_of_the_real_plugins_serves_every_phase() {
     let recorded = chain.audit(ev).await.unwrap().unwrap();
     assert_eq!(recorded.headers[0].value, REDACTED);
     assert_eq!(recorded.query, REDACTED);
-    assert_eq!(chain.audit(audit_event(&request("/healthz", &[]))).await.unwrap(), None);
+    assert_eq!(
+        chain
+            .audit(audit_event(&request("/healthz", &[])))
+            .await
+            .unwrap(),
+        None
+    );
 
     let text = host.metrics().render_prometheus();
     assert!(text.contains("hawser_plugin_invocations_total{stage=\"tokens\",kind=\"credential\",plugin=\"hawser-plugin-header-credential\""), "{text}");

@@ -21,8 +21,11 @@ pub(crate) struct FileSink {
 }
 
 impl FileSink {
-    /// Opens (appending to) the log; its directory must exist.
+    /// Opens (appending to) the log, creating its directory if needed.
     pub(crate) fn open(settings: FileSettings) -> Result<FileSink, AuditError> {
+        if let Some(dir) = settings.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| AuditError::io(dir, e))?;
+        }
         let mut sink = FileSink { settings, file: None, size: 0 };
         sink.reopen()?;
         Ok(sink)

@@ -133,6 +133,9 @@ impl Spool {
     /// Appends one event line. The caller holds the lock, so the choice between
     /// queue and spool and the append are one step.
     pub(crate) fn append(&self, st: &mut SpoolState, line: &[u8]) -> Result<(), AppendError> {
+        if st.closed {
+            return Err(AppendError::Io(AuditError::Closed));
+        }
         let need = line.len() as u64 + 1;
         // An empty spool takes any event, so one oversized event cannot wedge it.
         if st.bytes > 0 && st.bytes + need > self.max_bytes {

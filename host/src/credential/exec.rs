@@ -61,7 +61,10 @@ pub enum ExecError {
     #[error("cannot reach the hub: {0}")]
     Unreachable(String),
     /// The hub took too long.
-    #[error("the hub did not answer within {}", humantime::format_duration(TIMEOUT))]
+    #[error(
+        "the hub did not answer within {}",
+        humantime::format_duration(TIMEOUT)
+    )]
     Timeout,
     /// The hub refused the refresh credential.
     #[error("the hub refused the refresh credential (expired, revoked or not issued by it); ask the hub operator for a new one (`hawser credential issue --exec`)")]
@@ -82,19 +85,25 @@ pub enum ExecError {
 /// Fetches a fresh access token and returns the `ExecCredential` JSON to print.
 pub async fn exec_command(args: &ExecArgs) -> Result<String, ExecError> {
     if let Some(info) = &args.exec_info {
-        let v: serde_json::Value = serde_json::from_str(info).map_err(|_| ExecError::ApiVersion("<unparsable KUBERNETES_EXEC_INFO>".into()))?;
+        let v: serde_json::Value = serde_json::from_str(info)
+            .map_err(|_| ExecError::ApiVersion("<unparsable KUBERNETES_EXEC_INFO>".into()))?;
         let version = v["apiVersion"].as_str().unwrap_or_default();
         if version != EXEC_API_VERSION {
             return Err(ExecError::ApiVersion(version.to_string()));
         }
     }
-    let refresh_err = |reason: String| ExecError::RefreshFile { path: args.refresh_file.clone(), reason };
-    let token = std::fs::read_to_string(&args.refresh_file).map_err(|e| refresh_err(e.to_string()))?;
+    let refresh_err = |reason: String| ExecError::RefreshFile {
+        path: args.refresh_file.clone(),
+        reason,
+    };
+    let token =
+        std::fs::read_to_string(&args.refresh_file).map_err(|e| refresh_err(e.to_string()))?;
     let token = token.trim();
     if token.is_empty() {
         return Err(refresh_err("is empty".into()));
     }
-    let mut auth = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| refresh_err("is not a token".into()))?;
+    let mut auth = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| refresh_err("is not a token".into()))?;
     auth.set_sensitive(true);
     let uri = refresh_uri(&args.hub)?;
     let ca_pem = tls::read_pem(&args.ca_file)?;
@@ -105,7 +114,8 @@ pub async fn exec_command(args: &ExecArgs) -> Result<String, ExecError> {
         .https_only()
         .enable_http1()
         .build();
-    let client: Client<_, crate::proxy::body::Body> = Client::builder(TokioExecutor::new()).build(connector);
+    let client: Client<_, crate::proxy::body::Body> =
+        Client::builder(TokioExecutor::new()).build(connector);
     let req = Request::builder()
         .method(Method::POST)
         .uri(uri)
@@ -114,7 +124,10 @@ pub async fn exec_command(args: &ExecArgs) -> Result<String, ExecError> {
         .body(empty())
         .map_err(|_| ExecError::HubUrl(args.hub.clone()))?;
     let exchange = async {
-        let resp = client.request(req).await.map_err(|e| ExecError::Unreachable(error_chain(&e)))?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| ExecError::Unreachable(error_chain(&e)))?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
             .collect()
@@ -123,7 +136,9 @@ pub async fn exec_command(args: &ExecArgs) -> Result<String, ExecError> {
             .to_bytes();
         Ok::<_, ExecError>((status, body))
     };
-    let (status, body) = tokio::time::timeout(TIMEOUT, exchange).await.map_err(|_| ExecError::Timeout)??;
+    let (status, body) = tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| ExecError::Timeout)??;
     match status {
         StatusCode::OK => check_exec_credential(&body),
         StatusCode::UNAUTHORIZED => Err(ExecError::Unauthorized),
@@ -131,7 +146,9 @@ pub async fn exec_command(args: &ExecArgs) -> Result<String, ExecError> {
             let message = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v["message"].as_str().map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
+                .unwrap_or_else(|| {
+                    String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
+                });
             Err(ExecError::Hub { code, message })
         }
     }
@@ -140,17 +157,23 @@ pub async fn exec_command(args: &ExecArgs) -> Result<String, ExecError> {
 fn refresh_uri(hub: &str) -> Result<Uri, ExecError> {
     let bad = || ExecError::HubUrl(hub.to_string());
     let base: Uri = hub.parse().map_err(|_| bad())?;
-    let authority = base.authority().filter(|a| !a.as_str().contains('@')).ok_or_else(bad)?;
+    let authority = base
+        .authority()
+        .filter(|a| !a.as_str().contains('@'))
+        .ok_or_else(bad)?;
     if base.scheme_str() != Some("https") || base.query().is_some() {
         return Err(bad());
     }
     // A hub behind a path prefix keeps it.
     let prefix = base.path().trim_end_matches('/');
-    format!("https://{authority}{prefix}{REFRESH_PATH}").parse().map_err(|_| bad())
+    format!("https://{authority}{prefix}{REFRESH_PATH}")
+        .parse()
+        .map_err(|_| bad())
 }
 
 fn check_exec_credential(body: &[u8]) -> Result<String, ExecError> {
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| ExecError::BadResponse("not JSON"))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| ExecError::BadResponse("not JSON"))?;
     if v["apiVersion"] != EXEC_API_VERSION || v["kind"] != "ExecCredential" {
         return Err(ExecError::BadResponse("wrong apiVersion or kind"));
     }
@@ -180,10 +203,22 @@ mod tests {
     #[test]
     fn refresh_uri_keeps_host_port_and_prefix() {
         let u = |s: &str| refresh_uri(s).map(|u| u.to_string());
-        assert_eq!(u("https://hub:6443").expect("ok"), "https://hub:6443/hawser/v1/credential/refresh");
-        assert_eq!(u("https://hub:6443/").expect("ok"), "https://hub:6443/hawser/v1/credential/refresh");
-        assert_eq!(u("https://h.example/k8s/").expect("ok"), "https://h.example/k8s/hawser/v1/credential/refresh");
-        assert!(matches!(refresh_uri("http://hub:6443"), Err(ExecError::HubUrl(_))));
+        assert_eq!(
+            u("https://hub:6443").expect("ok"),
+            "https://hub:6443/hawser/v1/credential/refresh"
+        );
+        assert_eq!(
+            u("https://hub:6443/").expect("ok"),
+            "https://hub:6443/hawser/v1/credential/refresh"
+        );
+        assert_eq!(
+            u("https://h.example/k8s/").expect("ok"),
+            "https://h.example/k8s/hawser/v1/credential/refresh"
+        );
+        assert!(matches!(
+            refresh_uri("http://hub:6443"),
+            Err(ExecError::HubUrl(_))
+        ));
         assert!(matches!(refresh_uri("hub:6443"), Err(ExecError::HubUrl(_))));
     }
 
@@ -203,10 +238,21 @@ mod tests {
             hub: "https://127.0.0.1:1".into(),
             ca_file: "/nonexistent/ca.crt".into(),
             refresh_file: "/nonexistent/refresh".into(),
-            exec_info: Some(r#"{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential"}"#.into()),
+            exec_info: Some(
+                r#"{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential"}"#
+                    .into(),
+            ),
         };
-        assert!(matches!(exec_command(&args).await, Err(ExecError::ApiVersion(v)) if v.ends_with("v1beta1")));
-        let args = ExecArgs { exec_info: None, ..args };
-        assert!(matches!(exec_command(&args).await, Err(ExecError::RefreshFile { .. })));
+        assert!(
+            matches!(exec_command(&args).await, Err(ExecError::ApiVersion(v)) if v.ends_with("v1beta1"))
+        );
+        let args = ExecArgs {
+            exec_info: None,
+            ..args
+        };
+        assert!(matches!(
+            exec_command(&args).await,
+            Err(ExecError::RefreshFile { .. })
+        ));
     }
 }

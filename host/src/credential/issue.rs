@@ -40,7 +40,10 @@ pub enum IssueError {
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> IssueError {
-    IssueError::Invalid { field, reason: reason.into() }
+    IssueError::Invalid {
+        field,
+        reason: reason.into(),
+    }
 }
 
 /// What to issue.
@@ -88,16 +91,29 @@ pub fn issue(state_dir: &Path, issuer: &str, req: &IssueRequest) -> Result<Issue
 }
 
 /// [`issue`] with loaded keys, at a given time.
-pub fn issue_with(keys: &IssuerKeys, issuer: &str, req: &IssueRequest, now: SystemTime) -> Result<Issued, IssueError> {
+pub fn issue_with(
+    keys: &IssuerKeys,
+    issuer: &str,
+    req: &IssueRequest,
+    now: SystemTime,
+) -> Result<Issued, IssueError> {
     finish(claims_for(issuer, req, now)?, keys)
 }
 
 fn finish(claims: Claims, keys: &IssuerKeys) -> Result<Issued, IssueError> {
     let token = sign(&claims, keys.signing_key());
     if token.expose().len() > MAX_TOKEN_BYTES {
-        return Err(invalid("credential", format!("is larger than {MAX_TOKEN_BYTES} bytes; use fewer groups or extras")));
+        return Err(invalid(
+            "credential",
+            format!("is larger than {MAX_TOKEN_BYTES} bytes; use fewer groups or extras"),
+        ));
     }
-    Ok(Issued { token, id: claims.jti.clone(), expires_at: claims.expires_at(), token_use: claims.token_use })
+    Ok(Issued {
+        token,
+        id: claims.jti.clone(),
+        expires_at: claims.expires_at(),
+        token_use: claims.token_use,
+    })
 }
 
 /// Checks `req` and builds the claims it asks for.
@@ -111,7 +127,10 @@ pub fn claims_for(issuer: &str, req: &IssueRequest, now: SystemTime) -> Result<C
     for g in &req.groups {
         check_name("group", g)?;
         if g == MASTERS {
-            return Err(invalid("group", "system:masters is never issued: it bypasses RBAC on every cluster"));
+            return Err(invalid(
+                "group",
+                "system:masters is never issued: it bypasses RBAC on every cluster",
+            ));
         }
         check_reserved("group", g, req.allow_system_names)?;
         if !groups.contains(g) {
@@ -131,7 +150,10 @@ pub fn claims_for(issuer: &str, req: &IssueRequest, now: SystemTime) -> Result<C
         check_name("uid", uid)?;
     }
     if req.clusters.is_empty() {
-        return Err(invalid("clusters", "name at least one cluster; a credential without clusters reaches none"));
+        return Err(invalid(
+            "clusters",
+            "name at least one cluster; a credential without clusters reaches none",
+        ));
     }
     let mut clusters: Vec<String> = Vec::new();
     for c in &req.clusters {
@@ -140,7 +162,11 @@ pub fn claims_for(issuer: &str, req: &IssueRequest, now: SystemTime) -> Result<C
             clusters.push(c.clone());
         }
     }
-    let (token_use, max) = if req.exec { (TokenUse::Refresh, MAX_REFRESH_TTL) } else { (TokenUse::Access, MAX_ACCESS_TTL) };
+    let (token_use, max) = if req.exec {
+        (TokenUse::Refresh, MAX_REFRESH_TTL)
+    } else {
+        (TokenUse::Access, MAX_ACCESS_TTL)
+    };
     if req.ttl < MIN_TTL || req.ttl > max {
         return Err(invalid(
             "ttl",
@@ -176,13 +202,22 @@ fn check_name(field: &'static str, value: &str) -> Result<(), IssueError> {
         return Err(invalid(field, "must not be empty"));
     }
     if value.len() > MAX_NAME_BYTES {
-        return Err(invalid(field, format!("longer than {MAX_NAME_BYTES} bytes")));
+        return Err(invalid(
+            field,
+            format!("longer than {MAX_NAME_BYTES} bytes"),
+        ));
     }
     if value.trim() != value {
-        return Err(invalid(field, format!("{value:?} has leading or trailing whitespace")));
+        return Err(invalid(
+            field,
+            format!("{value:?} has leading or trailing whitespace"),
+        ));
     }
     if !value.is_ascii() || HeaderValue::from_str(value).is_err() {
-        return Err(invalid(field, format!("{value:?} must be printable ASCII (it becomes an HTTP header value)")));
+        return Err(invalid(
+            field,
+            format!("{value:?} must be printable ASCII (it becomes an HTTP header value)"),
+        ));
     }
     Ok(())
 }
@@ -201,10 +236,19 @@ fn check_reserved(field: &'static str, value: &str, allowed: bool) -> Result<(),
 /// lower-cases them) and printable ASCII; others are percent-encoded on the wire.
 fn check_extra_key(key: &str) -> Result<(), IssueError> {
     if key.is_empty() || key.len() > MAX_NAME_BYTES {
-        return Err(invalid("extra key", format!("{key:?} must be 1 to {MAX_NAME_BYTES} bytes")));
+        return Err(invalid(
+            "extra key",
+            format!("{key:?} must be 1 to {MAX_NAME_BYTES} bytes"),
+        ));
     }
-    if !key.bytes().all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase()) {
-        return Err(invalid("extra key", format!("{key:?} must be lower-case printable ASCII without spaces")));
+    if !key
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase())
+    {
+        return Err(invalid(
+            "extra key",
+            format!("{key:?} must be lower-case printable ASCII without spaces"),
+        ));
     }
     Ok(())
 }

@@ -6,7 +6,10 @@ fn request() -> IssueRequest {
     IssueRequest {
         user: "alice@example.com".into(),
         groups: vec!["dev".into(), "dev".into(), "ops".into()],
-        extra: vec![("acme.com/project".into(), "p1".into()), ("acme.com/project".into(), "p2".into())],
+        extra: vec![
+            ("acme.com/project".into(), "p1".into()),
+            ("acme.com/project".into(), "p2".into()),
+        ],
         clusters: vec!["eu1".into(), "us2".into()],
         ttl: Duration::from_secs(3600),
         exec: false,
@@ -28,7 +31,13 @@ fn issues_a_verifiable_access_token_with_the_identity() {
     let issued = issue(dir.path(), ISSUER, &request()).expect("issue");
     assert_eq!(issued.token_use, TokenUse::Access);
     let keys = IssuerKeys::load(dir.path()).expect("keys created");
-    let c = verify(issued.token.expose(), keys.verifying_keys(), SystemTime::now(), ISSUER).expect("verify");
+    let c = verify(
+        issued.token.expose(),
+        keys.verifying_keys(),
+        SystemTime::now(),
+        ISSUER,
+    )
+    .expect("verify");
     assert_eq!(c.jti, issued.id);
     assert_eq!(c.sub, "alice@example.com");
     assert_eq!(c.groups, ["dev", "ops"]);
@@ -45,7 +54,12 @@ fn exec_issues_a_refresh_token_with_its_own_ttl_bound() {
     let mut req = request();
     req.exec = true;
     req.ttl = Duration::from_secs(30 * 24 * 3600);
-    assert_eq!(claims_for(ISSUER, &req, now).expect("30d refresh").token_use, TokenUse::Refresh);
+    assert_eq!(
+        claims_for(ISSUER, &req, now)
+            .expect("30d refresh")
+            .token_use,
+        TokenUse::Refresh
+    );
     req.exec = false;
     assert_eq!(field_of(claims_for(ISSUER, &req, now)), "ttl");
     req.ttl = Duration::from_secs(24 * 3600);
@@ -62,11 +76,23 @@ fn invalid_input_is_refused_with_the_field_named() {
         ("user", Box::new(|r| r.user = "system:admin".into())),
         ("user", Box::new(|r| r.user = "bob\n".into())),
         ("user", Box::new(|r| r.user = "zoë".into())),
-        ("group", Box::new(|r| r.groups = vec!["system:nodes".into()])),
+        (
+            "group",
+            Box::new(|r| r.groups = vec!["system:nodes".into()]),
+        ),
         ("group", Box::new(|r| r.groups = vec![String::new()])),
-        ("extra key", Box::new(|r| r.extra = vec![("Acme.com/Project".into(), "x".into())])),
-        ("extra key", Box::new(|r| r.extra = vec![("a key".into(), "x".into())])),
-        ("extra value", Box::new(|r| r.extra = vec![("k".into(), String::new())])),
+        (
+            "extra key",
+            Box::new(|r| r.extra = vec![("Acme.com/Project".into(), "x".into())]),
+        ),
+        (
+            "extra key",
+            Box::new(|r| r.extra = vec![("a key".into(), "x".into())]),
+        ),
+        (
+            "extra value",
+            Box::new(|r| r.extra = vec![("k".into(), String::new())]),
+        ),
         ("uid", Box::new(|r| r.uid = Some(String::new()))),
         ("clusters", Box::new(|r| r.clusters.clear())),
         ("cluster", Box::new(|r| r.clusters = vec!["EU_1".into()])),
@@ -107,5 +133,14 @@ fn oversized_credentials_are_refused() {
     let mut req = request();
     req.groups = (0..400).map(|i| format!("group-number-{i}")).collect();
     let err = issue_with(&keys, ISSUER, &req, SystemTime::now()).expect_err("too large");
-    assert!(matches!(err, IssueError::Invalid { field: "credential", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            IssueError::Invalid {
+                field: "credential",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }

@@ -14,27 +14,16 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-use serde::{Deserialize, Serialize};
-
-use super::fsutil::{create_private_dir, from_unix, parse_rfc3339, read_optional, rfc3339, unix, write_atomic, FileLock};
-use super::token::{is_valid_kid, kid_for, SigningKey, VerifyingKeys};
+use super::fsutil::{create_private_dir, from_unix, read_optional, unix, write_atomic, FileLock};
+use super::manifest::{parse_records, render, verifying_set, BUNDLE_HEADER, MANIFEST_HEADER};
+pub use super::manifest::{KeyRecord, KeyState};
+use super::token::{SigningKey, VerifyingKeys};
 use super::watch::{FromFile, Watched};
 
 /// Directory of the issuer keys inside the hub's state directory.
 pub const ISSUER_DIR: &str = "issuer";
 /// The key manifest inside [`ISSUER_DIR`].
 pub const KEYS_FILE: &str = "keys.toml";
-
-const MANIFEST_HEADER: &str = "\
-# Hawser credential issuer keys. Managed by `hawser credential rotate-key`;
-# the hub re-reads this file. Private keys are in key-<kid>.pk8 next to it.
-";
-const BUNDLE_HEADER: &str = "\
-# Hawser credential trust bundle: public keys only, from `hawser credential export-keys`.
-# The agent verifies user credentials with these keys.
-";
 
 /// The issuer keys, reloaded by the hub when `keys.toml` changes.
 pub type HubKeys = Watched<IssuerKeys>;
@@ -87,119 +76,6 @@ pub enum KeyError {
     Generate,
 }
 
-/// Where a key is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyState {
-    /// Signs new credentials and verifies.
-    Active,
-    /// Verifies until `retire_after`.
-    Retiring,
-    /// Verifies nothing.
-    Retired,
-}
-
-/// One key in the manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRecord {
-    /// Key id ([`kid_for`] of the public key).
-    pub kid: String,
-    /// The Ed25519 public key.
-    pub public_key: [u8; 32],
-    /// When it was made.
-    pub created_at: SystemTime,
-    /// Its state.
-    pub state: KeyState,
-    /// For a retiring key, when it stops verifying.
-    pub retire_after: Option<SystemTime>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    #[serde(default)]
-    keys: Vec<RawKey>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKey {
-    kid: String,
-    public_key: String,
-    created_at: String,
-    state: KeyState,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    retire_after: Option<String>,
-}
-
-fn parse_records(path: &Path, text: &str) -> Result<Vec<KeyRecord>, KeyError> {
-    let invalid = |reason: String| KeyError::Invalid { path: path.to_path_buf(), reason };
-    let raw: RawFile = toml::from_str(text).map_err(|source| KeyError::Parse { path: path.to_path_buf(), source })?;
-    let mut out: Vec<KeyRecord> = Vec::with_capacity(raw.keys.len());
-    for k in raw.keys {
-        let bytes = STANDARD.decode(k.public_key.trim()).map_err(|e| invalid(format!("key {:?}: public_key: {e}", k.kid)))?;
-        let public_key: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| invalid(format!("key {:?}: public_key is not 32 bytes", k.kid)))?;
-        if !is_valid_kid(&k.kid) || kid_for(&public_key) != k.kid {
-            return Err(invalid(format!("key {:?}: kid does not match its public key", k.kid)));
-        }
-        if out.iter().any(|r| r.kid == k.kid) {
-            return Err(invalid(format!("key {:?} is listed twice", k.kid)));
-        }
-        let retire_after = k.retire_after.as_deref().map(parse_rfc3339).transpose().map_err(invalid)?;
-        if k.state == KeyState::Retiring && retire_after.is_none() {
-            return Err(invalid(format!("key {:?} is retiring but has no retire_after", k.kid)));
-        }
-        let created_at = parse_rfc3339(&k.created_at).map_err(invalid)?;
-        out.push(KeyRecord { kid: k.kid, public_key, created_at, state: k.state, retire_after });
-    }
-    Ok(out)
-}
-
-fn render(header: &str, records: &[KeyRecord]) -> String {
-    let raw = RawFile {
-        keys: records
-            .iter()
-            .map(|r| RawKey {
-                kid: r.kid.clone(),
-                public_key: STANDARD.encode(r.public_key),
-                created_at: rfc3339(r.created_at),
-                state: r.state,
-                retire_after: r.retire_after.map(rfc3339),
-            })
-            .collect(),
-    };
-    // A list of plain string tables always serializes.
-    format!("{header}\n{}", toml::to_string(&raw).expect("key manifest serializes"))
-}
-
-fn verifying_set(records: &[KeyRecord]) -> VerifyingKeys {
-    let mut keys = VerifyingKeys::new();
-    for r in records {
-        match r.state {
-            KeyState::Active => keys.insert(r.public_key, None),
-            KeyState::Retiring => keys.insert(r.public_key, r.retire_after),
-            KeyState::Retired => {}
-        }
-    }
-    keys
-}
-
-/// Loads a trust bundle (or a `keys.toml`): the keys that are not retired.
-impl FromFile for VerifyingKeys {
-    type Error = KeyError;
-    fn from_file(path: &Path) -> Result<VerifyingKeys, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read { path: path.to_path_buf(), source })?;
-        let keys = verifying_set(&parse_records(path, &text)?);
-        if keys.is_empty() {
-            // An empty set would refuse every user; say so at load, not per request.
-            return Err(KeyError::Invalid { path: path.to_path_buf(), reason: "no key that verifies".into() });
-        }
-        Ok(keys)
-    }
-}
-
 /// The issuer's keys: the active signing key and every key that still verifies.
 #[derive(Debug)]
 pub struct IssuerKeys {
@@ -232,8 +108,14 @@ impl IssuerKeys {
         if manifest.exists() {
             return IssuerKeys::load_dir(&dir);
         }
-        create_private_dir(&dir).map_err(|source| KeyError::Write { path: dir.clone(), source })?;
-        let _lock = FileLock::acquire(&manifest).map_err(|source| KeyError::Write { path: manifest.clone(), source })?;
+        create_private_dir(&dir).map_err(|source| KeyError::Write {
+            path: dir.clone(),
+            source,
+        })?;
+        let _lock = FileLock::acquire(&manifest).map_err(|source| KeyError::Write {
+            path: manifest.clone(),
+            source,
+        })?;
         // Another process may have created them while this one waited for the lock.
         if manifest.exists() {
             return IssuerKeys::load_dir(&dir);
@@ -241,7 +123,12 @@ impl IssuerKeys {
         let mut records = Vec::new();
         let active = new_active_key(&dir, &mut records, SystemTime::now())?;
         save_manifest(&manifest, &records)?;
-        Ok(IssuerKeys { dir, verifying: verifying_set(&records), records, active })
+        Ok(IssuerKeys {
+            dir,
+            verifying: verifying_set(&records),
+            records,
+            active,
+        })
     }
 
     /// Loads existing keys; [`KeyError::Missing`] if there are none.
@@ -252,24 +139,43 @@ impl IssuerKeys {
     fn load_dir(dir: &Path) -> Result<IssuerKeys, KeyError> {
         let manifest = dir.join(KEYS_FILE);
         let text = read_optional(&manifest)
-            .map_err(|source| KeyError::Read { path: manifest.clone(), source })?
-            .ok_or_else(|| KeyError::Missing { path: manifest.clone() })?;
+            .map_err(|source| KeyError::Read {
+                path: manifest.clone(),
+                source,
+            })?
+            .ok_or_else(|| KeyError::Missing {
+                path: manifest.clone(),
+            })?;
         let records = parse_records(&manifest, &text)?;
-        let invalid = |reason: String| KeyError::Invalid { path: manifest.clone(), reason };
+        let invalid = |reason: String| KeyError::Invalid {
+            path: manifest.clone(),
+            reason,
+        };
         let mut active = records.iter().filter(|r| r.state == KeyState::Active);
         let (Some(record), None) = (active.next(), active.next()) else {
             return Err(invalid("exactly one key must be active".into()));
         };
         let key_path = dir.join(key_file(&record.kid));
-        let der = std::fs::read(&key_path).map_err(|source| KeyError::Read { path: key_path.clone(), source })?;
+        let der = std::fs::read(&key_path).map_err(|source| KeyError::Read {
+            path: key_path.clone(),
+            source,
+        })?;
         let key = SigningKey::from_pkcs8(&der).map_err(|e| KeyError::Invalid {
             path: key_path.clone(),
             reason: format!("not a PKCS#8 Ed25519 key: {e}"),
         })?;
         if key.kid() != record.kid {
-            return Err(KeyError::Invalid { path: key_path, reason: "does not match its public key in keys.toml".into() });
+            return Err(KeyError::Invalid {
+                path: key_path,
+                reason: "does not match its public key in keys.toml".into(),
+            });
         }
-        Ok(IssuerKeys { dir: dir.to_path_buf(), verifying: verifying_set(&records), records, active: key })
+        Ok(IssuerKeys {
+            dir: dir.to_path_buf(),
+            verifying: verifying_set(&records),
+            records,
+            active: key,
+        })
     }
 
     /// The key new credentials are signed with.
@@ -297,7 +203,10 @@ impl IssuerKeys {
     /// [`IssuerKeys::rotate`] at a given time (for tests).
     pub fn rotate_at(&mut self, overlap: Duration, now: SystemTime) -> Result<String, KeyError> {
         let manifest = self.dir.join(KEYS_FILE);
-        let _lock = FileLock::acquire(&manifest).map_err(|source| KeyError::Write { path: manifest.clone(), source })?;
+        let _lock = FileLock::acquire(&manifest).map_err(|source| KeyError::Write {
+            path: manifest.clone(),
+            source,
+        })?;
         // Start from the file, not this copy: another process may have rotated.
         let mut fresh = IssuerKeys::load_dir(&self.dir)?;
         let old_kid = fresh.active.kid().to_string();
@@ -307,7 +216,9 @@ impl IssuerKeys {
                     r.state = KeyState::Retiring;
                     r.retire_after = Some(whole_seconds(now + overlap));
                 }
-                KeyState::Retiring if r.retire_after.is_none_or(|t| t <= now) => r.state = KeyState::Retired,
+                KeyState::Retiring if r.retire_after.is_none_or(|t| t <= now) => {
+                    r.state = KeyState::Retired
+                }
                 _ => {}
             }
         }
@@ -323,9 +234,18 @@ impl IssuerKeys {
 
     /// Writes the trust bundle for agents (public keys only) to `path`.
     pub fn export_public(&self, path: &Path) -> Result<(), KeyError> {
-        let live: Vec<KeyRecord> = self.records.iter().filter(|r| r.state != KeyState::Retired).cloned().collect();
-        write_atomic(path, render(BUNDLE_HEADER, &live).as_bytes(), 0o644)
-            .map_err(|source| KeyError::Write { path: path.to_path_buf(), source })
+        let live: Vec<KeyRecord> = self
+            .records
+            .iter()
+            .filter(|r| r.state != KeyState::Retired)
+            .cloned()
+            .collect();
+        write_atomic(path, render(BUNDLE_HEADER, &live).as_bytes(), 0o644).map_err(|source| {
+            KeyError::Write {
+                path: path.to_path_buf(),
+                source,
+            }
+        })
     }
 }
 
@@ -340,7 +260,11 @@ fn key_file(kid: &str) -> String {
 }
 
 /// Generates a key, writes its private half, and appends it as active.
-fn new_active_key(dir: &Path, records: &mut Vec<KeyRecord>, now: SystemTime) -> Result<SigningKey, KeyError> {
+fn new_active_key(
+    dir: &Path,
+    records: &mut Vec<KeyRecord>,
+    now: SystemTime,
+) -> Result<SigningKey, KeyError> {
     let (key, der) = SigningKey::generate().map_err(|_| KeyError::Generate)?;
     let path = dir.join(key_file(key.kid()));
     write_atomic(&path, &der, 0o600).map_err(|source| KeyError::Write { path, source })?;
@@ -355,8 +279,12 @@ fn new_active_key(dir: &Path, records: &mut Vec<KeyRecord>, now: SystemTime) -> 
 }
 
 fn save_manifest(path: &Path, records: &[KeyRecord]) -> Result<(), KeyError> {
-    write_atomic(path, render(MANIFEST_HEADER, records).as_bytes(), 0o644)
-        .map_err(|source| KeyError::Write { path: path.to_path_buf(), source })
+    write_atomic(path, render(MANIFEST_HEADER, records).as_bytes(), 0o644).map_err(|source| {
+        KeyError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -8,17 +8,26 @@ fn first_use_creates_one_active_key_with_a_private_file() {
     let keys = IssuerKeys::load_or_create(dir.path()).expect("create");
     assert_eq!(keys.records().len(), 1);
     assert_eq!(keys.records()[0].state, KeyState::Active);
-    let key_path = dir.path().join(ISSUER_DIR).join(key_file(keys.signing_key().kid()));
+    let key_path = dir
+        .path()
+        .join(ISSUER_DIR)
+        .join(key_file(keys.signing_key().kid()));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&key_path).expect("key file").permissions().mode();
+        let mode = std::fs::metadata(&key_path)
+            .expect("key file")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     // A second call loads the same key.
     let again = IssuerKeys::load_or_create(dir.path()).expect("load");
     assert_eq!(again.signing_key().kid(), keys.signing_key().kid());
-    assert!(matches!(IssuerKeys::load(&dir.path().join("elsewhere")), Err(KeyError::Missing { .. })));
+    assert!(matches!(
+        IssuerKeys::load(&dir.path().join("elsewhere")),
+        Err(KeyError::Missing { .. })
+    ));
 }
 
 #[test]
@@ -46,18 +55,31 @@ fn rotation_overlap_verifies_old_and_new_until_retire_after() {
     let after = now + overlap + Duration::from_secs(1);
     assert_eq!(
         verify(old_token.expose(), set, after, ISSUER),
-        Err(CredentialError::UnknownKey { kid: old_kid.clone() })
+        Err(CredentialError::UnknownKey {
+            kid: old_kid.clone()
+        })
     );
     assert!(verify(new_token.expose(), set, after, ISSUER).is_ok());
 
     // Only the active key's private half stays on disk.
-    assert!(!dir.path().join(ISSUER_DIR).join(key_file(&old_kid)).exists());
-    assert!(dir.path().join(ISSUER_DIR).join(key_file(&new_kid)).exists());
+    assert!(!dir
+        .path()
+        .join(ISSUER_DIR)
+        .join(key_file(&old_kid))
+        .exists());
+    assert!(dir
+        .path()
+        .join(ISSUER_DIR)
+        .join(key_file(&new_kid))
+        .exists());
 
     // The next rotation after the overlap marks the first key retired.
     keys.rotate_at(overlap, after).expect("rotate again");
     let states: Vec<KeyState> = keys.records().iter().map(|r| r.state).collect();
-    assert_eq!(states, [KeyState::Retired, KeyState::Retiring, KeyState::Active]);
+    assert_eq!(
+        states,
+        [KeyState::Retired, KeyState::Retiring, KeyState::Active]
+    );
     assert_eq!(keys.verifying_keys().len(), 2);
 }
 
@@ -66,8 +88,10 @@ fn exported_bundle_has_public_keys_only_and_loads_for_the_agent() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut keys = IssuerKeys::load_or_create(dir.path()).expect("create");
     let now = SystemTime::now();
-    keys.rotate_at(Duration::from_secs(60), now).expect("rotate");
-    keys.rotate_at(Duration::from_secs(60), now + Duration::from_secs(120)).expect("rotate");
+    keys.rotate_at(Duration::from_secs(60), now)
+        .expect("rotate");
+    keys.rotate_at(Duration::from_secs(60), now + Duration::from_secs(120))
+        .expect("rotate");
     let bundle = dir.path().join("trust.toml");
     keys.export_public(&bundle).expect("export");
     let text = std::fs::read_to_string(&bundle).expect("read");
@@ -87,12 +111,24 @@ fn tampered_manifests_are_refused() {
     let other = crate::credential::testing::key().0;
     let swapped = text.replace(keys.signing_key().kid(), other.kid());
     std::fs::write(&manifest, swapped).expect("write");
-    assert!(matches!(IssuerKeys::load(dir.path()), Err(KeyError::Invalid { .. })));
+    assert!(matches!(
+        IssuerKeys::load(dir.path()),
+        Err(KeyError::Invalid { .. })
+    ));
     // No active key.
     std::fs::write(&manifest, text.replace("\"active\"", "\"retired\"")).expect("write");
-    assert!(matches!(IssuerKeys::load(dir.path()), Err(KeyError::Invalid { .. })));
-    assert!(matches!(VerifyingKeys::from_file(&manifest), Err(KeyError::Invalid { .. })));
+    assert!(matches!(
+        IssuerKeys::load(dir.path()),
+        Err(KeyError::Invalid { .. })
+    ));
+    assert!(matches!(
+        VerifyingKeys::from_file(&manifest),
+        Err(KeyError::Invalid { .. })
+    ));
     // An unknown field.
     std::fs::write(&manifest, format!("{text}\nsurprise = 1\n")).expect("write");
-    assert!(matches!(IssuerKeys::load(dir.path()), Err(KeyError::Parse { .. })));
+    assert!(matches!(
+        IssuerKeys::load(dir.path()),
+        Err(KeyError::Parse { .. })
+    ));
 }

@@ -106,7 +106,13 @@ struct ContextBody {
 /// A kubeconfig (YAML) for `user` reaching `clusters` through the hub at
 /// `hub_url`, trusting `ca_pem`. The current context is the first cluster.
 /// The result holds the token in `Token` mode: write it 0600.
-pub fn kubeconfig(hub_url: &str, ca_pem: &str, user: &str, clusters: &[String], auth: KubeconfigAuth) -> String {
+pub fn kubeconfig(
+    hub_url: &str,
+    ca_pem: &str,
+    user: &str,
+    clusters: &[String],
+    auth: KubeconfigAuth,
+) -> String {
     let hub_url = hub_url.trim_end_matches('/');
     let user_name = format!("hawser-{user}");
     let body = match &auth {
@@ -146,12 +152,20 @@ pub fn kubeconfig(hub_url: &str, ca_pem: &str, user: &str, clusters: &[String], 
                 },
             })
             .collect(),
-        users: vec![Named { name: user_name.clone(), value: UserEntry { user: body } }],
+        users: vec![Named {
+            name: user_name.clone(),
+            value: UserEntry { user: body },
+        }],
         contexts: clusters
             .iter()
             .map(|c| Named {
                 name: c.clone(),
-                value: ContextEntry { context: ContextBody { cluster: format!("hawser-{c}"), user: user_name.clone() } },
+                value: ContextEntry {
+                    context: ContextBody {
+                        cluster: format!("hawser-{c}"),
+                        user: user_name.clone(),
+                    },
+                },
             })
             .collect(),
         current_context: clusters.first().cloned(),
@@ -184,15 +198,29 @@ mod tests {
     #[test]
     fn token_kubeconfig_has_a_context_per_cluster() {
         let token = SecretToken::new("aaa.bbb.ccc".into());
-        let text = kubeconfig("https://hub.example.com:6443/", CA, "alice", &clusters(), KubeconfigAuth::Token(token));
+        let text = kubeconfig(
+            "https://hub.example.com:6443/",
+            CA,
+            "alice",
+            &clusters(),
+            KubeconfigAuth::Token(token),
+        );
         let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("valid YAML");
         assert_eq!(doc["apiVersion"], "v1");
         assert_eq!(doc["kind"], "Config");
         assert_eq!(doc["current-context"], "eu1");
         assert_eq!(doc["clusters"][0]["name"], "hawser-eu1");
-        assert_eq!(doc["clusters"][0]["cluster"]["server"], "https://hub.example.com:6443/clusters/eu1");
-        assert_eq!(doc["clusters"][1]["cluster"]["server"], "https://hub.example.com:6443/clusters/us2");
-        let ca = doc["clusters"][0]["cluster"]["certificate-authority-data"].as_str().expect("ca data");
+        assert_eq!(
+            doc["clusters"][0]["cluster"]["server"],
+            "https://hub.example.com:6443/clusters/eu1"
+        );
+        assert_eq!(
+            doc["clusters"][1]["cluster"]["server"],
+            "https://hub.example.com:6443/clusters/us2"
+        );
+        let ca = doc["clusters"][0]["cluster"]["certificate-authority-data"]
+            .as_str()
+            .expect("ca data");
         assert_eq!(STANDARD.decode(ca).expect("base64"), CA.as_bytes());
         assert_eq!(doc["contexts"][1]["name"], "us2");
         assert_eq!(doc["contexts"][1]["context"]["cluster"], "hawser-us2");
@@ -215,7 +243,12 @@ mod tests {
         assert_eq!(exec["command"], "/usr/local/bin/hawser");
         assert_eq!(exec["interactiveMode"], "Never");
         assert_eq!(exec["provideClusterInfo"], false);
-        let args: Vec<&str> = exec["args"].as_sequence().expect("args").iter().filter_map(|a| a.as_str()).collect();
+        let args: Vec<&str> = exec["args"]
+            .as_sequence()
+            .expect("args")
+            .iter()
+            .filter_map(|a| a.as_str())
+            .collect();
         assert_eq!(
             args,
             [

@@ -18,7 +18,7 @@
 //! # Layout
 //! - [`token`]: the claims, signing and strict verification.
 //! - [`keys`]: the issuer's Ed25519 keys in `state_dir/issuer/`, rotation, the
-//!   public trust bundle for agents.
+//!   public trust bundle for agents (file format in `manifest`).
 //! - [`revocation`]: `state_dir/revoked.toml` and its reloading handle.
 //! - [`watch`]: reload-on-change for any of those files (`ArcSwap` + file stamp).
 //! - [`issue`]: validated issuance (`hawser credential issue`).
@@ -39,6 +39,7 @@ pub mod verifier;
 pub mod watch;
 
 mod fsutil;
+mod manifest;
 #[cfg(test)]
 mod testing;
 
@@ -48,7 +49,9 @@ pub use keys::{HubKeys, IssuerKeys, KeyError, KeyState, TrustBundle};
 pub use kubeconfig::{exec_credential, kubeconfig, KubeconfigAuth};
 pub use refresh::{handle_refresh, Refresher, REFRESH_PATH};
 pub use revocation::{revoke, RevocationError, RevocationList, Revocations};
-pub use token::{sign, verify, Claims, CredentialError, SecretToken, SigningKey, TokenUse, VerifyingKeys};
+pub use token::{
+    sign, verify, Claims, CredentialError, SecretToken, SigningKey, TokenUse, VerifyingKeys,
+};
 pub use verifier::{unauthorized, Identity, KeySource, Verifier, UNAUTHORIZED_BODY};
 
 use std::time::Duration;

@@ -39,15 +39,27 @@ pub struct Refresher {
 impl Refresher {
     /// A refresher signing with the hub's keys, minting access tokens that live
     /// `access_ttl` (1 min to 24 h) or until the refresh credential expires.
-    pub fn new(keys: Arc<HubKeys>, revocations: Arc<Revocations>, issuer: impl Into<String>, access_ttl: Duration) -> Result<Refresher, IssueError> {
+    pub fn new(
+        keys: Arc<HubKeys>,
+        revocations: Arc<Revocations>,
+        issuer: impl Into<String>,
+        access_ttl: Duration,
+    ) -> Result<Refresher, IssueError> {
         if !(MIN_TTL..=MAX_ACCESS_TTL).contains(&access_ttl) {
             return Err(IssueError::Invalid {
                 field: "access_ttl",
-                reason: format!("{} is outside 1m..=24h", humantime::format_duration(access_ttl)),
+                reason: format!(
+                    "{} is outside 1m..=24h",
+                    humantime::format_duration(access_ttl)
+                ),
             });
         }
         let verifier = Verifier::new(KeySource::Issuer(keys.clone()), revocations, issuer);
-        Ok(Refresher { keys, verifier, access_ttl })
+        Ok(Refresher {
+            keys,
+            verifier,
+            access_ttl,
+        })
     }
 
     /// The verifier over the same keys and revocations, for the hub's front
@@ -57,7 +69,11 @@ impl Refresher {
     }
 
     /// Checks the refresh credential in `authorization` and mints an access token.
-    pub fn refresh(&self, authorization: &str, now: SystemTime) -> Result<(SecretToken, Claims), CredentialError> {
+    pub fn refresh(
+        &self,
+        authorization: &str,
+        now: SystemTime,
+    ) -> Result<(SecretToken, Claims), CredentialError> {
         let token = authorization
             .trim()
             .split_once(' ')
@@ -87,11 +103,21 @@ impl Refresher {
     /// Serves one refresh request. The request body is ignored.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
         if req.method() != Method::POST {
-            let mut resp = Status::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "the refresh endpoint takes POST").into_response();
-            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+            let mut resp = Status::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "the refresh endpoint takes POST",
+            )
+            .into_response();
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return resp;
         }
-        let Some(auth) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        let Some(auth) = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
             tracing::debug!(reason = %CredentialError::Missing, "credential refresh refused");
             return unauthorized();
         };
@@ -100,7 +126,10 @@ impl Refresher {
                 tracing::info!(user = %claims.sub, id = %claims.jti, refresh_id = ?claims.rid, "access credential refreshed");
                 let mut resp = Response::new(full(exec_credential(&token, from_unix(claims.exp))));
                 let h = resp.headers_mut();
-                h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
                 // The body is a bearer token: no cache may keep it.
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 resp
@@ -131,7 +160,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         IssuerKeys::load_or_create(dir.path()).expect("keys");
         let keys = Arc::new(HubKeys::open(IssuerKeys::manifest_path(dir.path())).expect("keys"));
-        let revocations = Arc::new(Revocations::open(revocations_path(dir.path())).expect("revocations"));
+        let revocations =
+            Arc::new(Revocations::open(revocations_path(dir.path())).expect("revocations"));
         let refresher = Refresher::new(keys, revocations, ISSUER, access_ttl).expect("refresher");
         (dir, refresher)
     }
@@ -149,7 +179,10 @@ mod tests {
     }
 
     fn post(auth: &str) -> Request<()> {
-        Request::post(REFRESH_PATH).header(header::AUTHORIZATION, auth).body(()).expect("request")
+        Request::post(REFRESH_PATH)
+            .header(header::AUTHORIZATION, auth)
+            .body(())
+            .expect("request")
     }
 
     #[tokio::test]
@@ -163,8 +196,14 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(v["kind"], "ExecCredential");
         let token = v["status"]["token"].as_str().expect("token");
-        let id = r.verifier().check(&format!("Bearer {token}")).expect("access token verifies");
-        assert_eq!((id.user.as_str(), id.clusters.as_slice()), ("alice", ["eu1".to_string()].as_slice()));
+        let id = r
+            .verifier()
+            .check(&format!("Bearer {token}"))
+            .expect("access token verifies");
+        assert_eq!(
+            (id.user.as_str(), id.clusters.as_slice()),
+            ("alice", ["eu1".to_string()].as_slice())
+        );
         assert_eq!(id.session.as_deref(), Some(parent.id.as_str()));
         assert!(id.expires_at <= SystemTime::now() + Duration::from_secs(601));
         // An access token cannot buy another one.
@@ -176,17 +215,31 @@ mod tests {
     async fn the_access_token_never_outlives_its_refresh_credential() {
         let (_dir, r) = setup(Duration::from_secs(3600));
         let parent = refresh_token(&r, Duration::from_secs(120));
-        let (_, claims) = r.refresh(&format!("Bearer {}", parent.token.expose()), SystemTime::now()).expect("refresh");
+        let (_, claims) = r
+            .refresh(
+                &format!("Bearer {}", parent.token.expose()),
+                SystemTime::now(),
+            )
+            .expect("refresh");
         assert_eq!(from_unix(claims.exp), parent.expires_at);
         let late = parent.expires_at + Duration::from_secs(30);
-        assert_eq!(r.refresh(&format!("Bearer {}", parent.token.expose()), late).map(|_| ()), Err(CredentialError::Expired));
+        assert_eq!(
+            r.refresh(&format!("Bearer {}", parent.token.expose()), late)
+                .map(|_| ()),
+            Err(CredentialError::Expired)
+        );
     }
 
     #[tokio::test]
     async fn revoked_refresh_credentials_and_other_methods_are_refused() {
         let (dir, r) = setup(Duration::from_secs(600));
         let parent = refresh_token(&r, Duration::from_secs(86_400));
-        let (minted, _) = r.refresh(&format!("Bearer {}", parent.token.expose()), SystemTime::now()).expect("refresh");
+        let (minted, _) = r
+            .refresh(
+                &format!("Bearer {}", parent.token.expose()),
+                SystemTime::now(),
+            )
+            .expect("refresh");
         revoke(dir.path(), &parent.id, Some(parent.expires_at)).expect("revoke");
         assert!(r.verifier().reload_if_changed().expect("reload"));
         let resp = handle_refresh(&r, post(&format!("Bearer {}", parent.token.expose()))).await;
@@ -194,9 +247,21 @@ mod tests {
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         assert_eq!(body, crate::credential::UNAUTHORIZED_BODY.as_bytes());
         // Access tokens already minted from it die with it.
-        assert_eq!(r.verifier().check(&format!("Bearer {}", minted.expose())), Err(CredentialError::Revoked));
+        assert_eq!(
+            r.verifier().check(&format!("Bearer {}", minted.expose())),
+            Err(CredentialError::Revoked)
+        );
         let get = Request::get(REFRESH_PATH).body(()).expect("request");
-        assert_eq!(handle_refresh(&r, get).await.status(), StatusCode::METHOD_NOT_ALLOWED);
-        assert!(Refresher::new(r.keys.clone(), Arc::new(Revocations::open(revocations_path(dir.path())).expect("rev")), ISSUER, Duration::from_secs(2 * 86_400)).is_err());
+        assert_eq!(
+            handle_refresh(&r, get).await.status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert!(Refresher::new(
+            r.keys.clone(),
+            Arc::new(Revocations::open(revocations_path(dir.path())).expect("rev")),
+            ISSUER,
+            Duration::from_secs(2 * 86_400)
+        )
+        .is_err());
     }
 }

@@ -107,18 +107,29 @@ pub struct RevocationList {
 impl RevocationList {
     /// Loads `path`; a missing file is an empty list (nothing revoked yet).
     pub fn load(path: &Path) -> Result<RevocationList, RevocationError> {
-        let text = read_optional(path).map_err(|source| RevocationError::Read { path: path.to_path_buf(), source })?;
+        let text = read_optional(path).map_err(|source| RevocationError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let Some(text) = text else {
             return Ok(RevocationList::default());
         };
-        let invalid = |reason: String| RevocationError::Invalid { path: path.to_path_buf(), reason };
+        let invalid = |reason: String| RevocationError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
         let raw: RawFile = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         let mut list = RevocationList::default();
         for e in raw.revoked {
-            let id = canonical_id(&e.id).map_err(|_| invalid(format!("{:?} is not a UUID", e.id)))?;
+            let id =
+                canonical_id(&e.id).map_err(|_| invalid(format!("{:?} is not a UUID", e.id)))?;
             let revoked_at = parse_rfc3339(&e.revoked_at).map_err(invalid)?;
             let expires_at = parse_rfc3339(&e.expires_at).map_err(invalid)?;
-            list.insert(Revoked { id, revoked_at, expires_at });
+            list.insert(Revoked {
+                id,
+                revoked_at,
+                expires_at,
+            });
         }
         Ok(list)
     }
@@ -153,12 +164,22 @@ impl RevocationList {
             revoked: self
                 .entries
                 .iter()
-                .map(|e| RawEntry { id: e.id.clone(), revoked_at: rfc3339(e.revoked_at), expires_at: rfc3339(e.expires_at) })
+                .map(|e| RawEntry {
+                    id: e.id.clone(),
+                    revoked_at: rfc3339(e.revoked_at),
+                    expires_at: rfc3339(e.expires_at),
+                })
                 .collect(),
         };
         // A list of string tables always serializes.
-        let text = format!("{HEADER}\n{}", toml::to_string(&raw).expect("revocation list serializes"));
-        write_atomic(path, text.as_bytes(), 0o644).map_err(|source| RevocationError::Write { path: path.to_path_buf(), source })
+        let text = format!(
+            "{HEADER}\n{}",
+            toml::to_string(&raw).expect("revocation list serializes")
+        );
+        write_atomic(path, text.as_bytes(), 0o644).map_err(|source| RevocationError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 
@@ -182,18 +203,39 @@ fn canonical_id(id: &str) -> Result<String, uuid::Error> {
 /// the way. `expires_at` is the credential's expiry if known (see the module docs
 /// for the fallback). Returns `false` if it was already revoked. A running hub
 /// picks the change up on its next poll.
-pub fn revoke(state_dir: &Path, id: &str, expires_at: Option<SystemTime>) -> Result<bool, RevocationError> {
-    revoke_at(&revocations_path(state_dir), id, expires_at, SystemTime::now())
+pub fn revoke(
+    state_dir: &Path,
+    id: &str,
+    expires_at: Option<SystemTime>,
+) -> Result<bool, RevocationError> {
+    revoke_at(
+        &revocations_path(state_dir),
+        id,
+        expires_at,
+        SystemTime::now(),
+    )
 }
 
 /// [`revoke`] on any list file, at a given time.
-pub fn revoke_at(path: &Path, id: &str, expires_at: Option<SystemTime>, now: SystemTime) -> Result<bool, RevocationError> {
+pub fn revoke_at(
+    path: &Path,
+    id: &str,
+    expires_at: Option<SystemTime>,
+    now: SystemTime,
+) -> Result<bool, RevocationError> {
     let id = canonical_id(id).map_err(|_| RevocationError::BadId(id.to_string()))?;
-    let _lock = FileLock::acquire(path).map_err(|source| RevocationError::Write { path: path.to_path_buf(), source })?;
+    let _lock = FileLock::acquire(path).map_err(|source| RevocationError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut list = RevocationList::load(path)?;
     list.prune(now);
     let expires_at = expires_at.unwrap_or(now + MAX_REFRESH_TTL);
-    let added = list.insert(Revoked { id, revoked_at: now, expires_at });
+    let added = list.insert(Revoked {
+        id,
+        revoked_at: now,
+        expires_at,
+    });
     list.save(path)?;
     Ok(added)
 }
@@ -216,8 +258,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(REVOKED_FILE);
         let now = SystemTime::now();
-        assert!(RevocationList::load(&path).expect("missing is empty").entries().is_empty());
-        assert!(revoke_at(&path, &ID.to_uppercase(), Some(now + Duration::from_secs(600)), now).expect("revoke"));
+        assert!(RevocationList::load(&path)
+            .expect("missing is empty")
+            .entries()
+            .is_empty());
+        assert!(revoke_at(
+            &path,
+            &ID.to_uppercase(),
+            Some(now + Duration::from_secs(600)),
+            now
+        )
+        .expect("revoke"));
         assert!(!revoke_at(&path, ID, None, now).expect("again"));
         let list = RevocationList::load(&path).expect("load");
         assert!(list.is_revoked(ID));
@@ -227,7 +278,10 @@ mod tests {
         let list = RevocationList::load(&path).expect("load");
         assert!(!list.is_revoked(ID), "expired entry pruned");
         assert!(list.is_revoked(&other));
-        assert!(matches!(revoke_at(&path, "not-a-uuid", None, now), Err(RevocationError::BadId(_))));
+        assert!(matches!(
+            revoke_at(&path, "not-a-uuid", None, now),
+            Err(RevocationError::BadId(_))
+        ));
     }
 
     #[test]
@@ -249,7 +303,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let dest = dir.path().join("agent-revoked.toml");
         export(dir.path(), &dest).expect("export empty");
-        assert!(RevocationList::load(&dest).expect("load").entries().is_empty());
+        assert!(RevocationList::load(&dest)
+            .expect("load")
+            .entries()
+            .is_empty());
         revoke(dir.path(), ID, None).expect("revoke");
         export(dir.path(), &dest).expect("export");
         assert!(RevocationList::load(&dest).expect("load").is_revoked(ID));

@@ -73,7 +73,12 @@ impl HubCredentialSettings {
         IssuerKeys::load_or_create(state_dir)?;
         let keys = Arc::new(HubKeys::open(IssuerKeys::manifest_path(state_dir))?);
         let revocations = Arc::new(Revocations::open(revocations_path(state_dir))?);
-        Ok(Refresher::new(keys, revocations, self.issuer.clone(), self.refreshed_ttl)?)
+        Ok(Refresher::new(
+            keys,
+            revocations,
+            self.issuer.clone(),
+            self.refreshed_ttl,
+        )?)
     }
 }
 
@@ -107,7 +112,11 @@ impl AgentCredentialSettings {
     pub fn open(&self) -> Result<Verifier, SetupError> {
         let bundle = Arc::new(TrustBundle::open(&self.trust_bundle)?);
         let revocations = Arc::new(Revocations::open(&self.revocations)?);
-        Ok(Verifier::new(KeySource::Bundle(bundle), revocations, self.issuer.clone()))
+        Ok(Verifier::new(
+            KeySource::Bundle(bundle),
+            revocations,
+            self.issuer.clone(),
+        ))
     }
 }
 
@@ -134,7 +143,8 @@ mod tests {
         let agent = example.agent.resolve(dir.path());
         let keys = IssuerKeys::load(dir.path()).expect("keys");
         keys.export_public(&agent.trust_bundle).expect("export");
-        super::super::revocation::export(dir.path(), &agent.revocations).expect("export revocations");
+        super::super::revocation::export(dir.path(), &agent.revocations)
+            .expect("export revocations");
         let verifier = agent.open().expect("agent opens");
         assert_eq!(verifier.issuer(), refresher.verifier().issuer());
     }
@@ -143,7 +153,10 @@ mod tests {
     fn unknown_keys_and_bad_ttls_are_refused() {
         assert!(toml::from_str::<HubCredentialSettings>("isuer = \"x\"").is_err());
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = HubCredentialSettings { refreshed_ttl: Duration::from_secs(5), ..Default::default() };
+        let s = HubCredentialSettings {
+            refreshed_ttl: Duration::from_secs(5),
+            ..Default::default()
+        };
         assert!(matches!(s.open(dir.path()), Err(SetupError::Settings(_))));
     }
 }

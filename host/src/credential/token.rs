@@ -188,12 +188,18 @@ struct Header {
 /// The key id of an Ed25519 public key: 16 hex digits of its SHA-256. Derived, so
 /// a manifest cannot pair a kid with the wrong key, and safe in file names.
 pub fn kid_for(public: &[u8]) -> String {
-    Sha256::digest(public)[..8].iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(public)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Whether `kid` has the shape [`kid_for`] produces.
 pub fn is_valid_kid(kid: &str) -> bool {
-    kid.len() == 16 && kid.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    kid.len() == 16
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// An Ed25519 private key and its id. `Debug` prints only the id.
@@ -204,7 +210,9 @@ pub struct SigningKey {
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -212,7 +220,10 @@ impl SigningKey {
     /// Parses a PKCS#8 v2 Ed25519 key (what [`SigningKey::generate`] returns).
     pub fn from_pkcs8(der: &[u8]) -> Result<SigningKey, ring::error::KeyRejected> {
         let pair = Ed25519KeyPair::from_pkcs8(der)?;
-        Ok(SigningKey { kid: kid_for(pair.public_key().as_ref()), pair })
+        Ok(SigningKey {
+            kid: kid_for(pair.public_key().as_ref()),
+            pair,
+        })
     }
 
     /// A new random key, with its PKCS#8 encoding for storage.
@@ -257,7 +268,13 @@ impl VerifyingKeys {
 
     /// Adds a public key under its kid ([`kid_for`]).
     pub fn insert(&mut self, public: [u8; 32], valid_until: Option<SystemTime>) {
-        self.keys.insert(kid_for(&public), TrustedKey { public, valid_until });
+        self.keys.insert(
+            kid_for(&public),
+            TrustedKey {
+                public,
+                valid_until,
+            },
+        );
     }
 
     /// The kids in the set, with their `valid_until`.
@@ -278,11 +295,19 @@ impl VerifyingKeys {
 
 /// Signs `claims` with `key`: `base64url(header).base64url(claims).base64url(sig)`.
 pub fn sign(claims: &Claims, key: &SigningKey) -> SecretToken {
-    let header = Header { alg: ALG.into(), typ: Some(TYP.into()), kid: Some(key.kid.clone()) };
+    let header = Header {
+        alg: ALG.into(),
+        typ: Some(TYP.into()),
+        kid: Some(key.kid.clone()),
+    };
     // Structs of strings, integers and string maps always serialize.
     let header = serde_json::to_vec(&header).expect("JWT header serializes");
     let payload = serde_json::to_vec(claims).expect("JWT claims serialize");
-    let mut text = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
+    let mut text = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
     let sig = key.pair.sign(text.as_bytes());
     text.push('.');
     text.push_str(&URL_SAFE_NO_PAD.encode(sig.as_ref()));
@@ -291,16 +316,24 @@ pub fn sign(claims: &Claims, key: &SigningKey) -> SecretToken {
 
 /// Verifies `token` against `keys` at `now` and returns its claims. Does not look
 /// at `use` or revocation; [`super::Verifier`] does.
-pub fn verify(token: &str, keys: &VerifyingKeys, now: SystemTime, expected_issuer: &str) -> Result<Claims, CredentialError> {
+pub fn verify(
+    token: &str,
+    keys: &VerifyingKeys,
+    now: SystemTime,
+    expected_issuer: &str,
+) -> Result<Claims, CredentialError> {
     use CredentialError::*;
     if token.len() > MAX_TOKEN_BYTES {
         return Err(Oversized);
     }
     let mut parts = token.split('.');
-    let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h64), Some(p64), Some(s64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(Malformed("expected three dot-separated parts"));
     };
-    let header: Header = decode_json(h64).ok_or(Malformed("header is not base64url JSON with alg, typ, kid"))?;
+    let header: Header =
+        decode_json(h64).ok_or(Malformed("header is not base64url JSON with alg, typ, kid"))?;
     if header.alg != ALG {
         return Err(UnsupportedAlgorithm);
     }
@@ -315,11 +348,17 @@ pub fn verify(token: &str, keys: &VerifyingKeys, now: SystemTime, expected_issue
         Some(k) if k.valid_until.is_none_or(|until| now <= until) => k,
         _ => return Err(UnknownKey { kid }),
     };
-    let sig = URL_SAFE_NO_PAD.decode(s64).map_err(|_| Malformed("signature is not base64url"))?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(s64)
+        .map_err(|_| Malformed("signature is not base64url"))?;
     // The signed bytes are exactly the received `header.payload`, never a re-encoding.
     let signed = &token.as_bytes()[..h64.len() + 1 + p64.len()];
-    UnparsedPublicKey::new(&ED25519, &key.public).verify(signed, &sig).map_err(|_| BadSignature)?;
-    let claims: Claims = decode_json(p64).ok_or(Malformed("claims are not base64url JSON of the expected shape"))?;
+    UnparsedPublicKey::new(&ED25519, &key.public)
+        .verify(signed, &sig)
+        .map_err(|_| BadSignature)?;
+    let claims: Claims = decode_json(p64).ok_or(Malformed(
+        "claims are not base64url JSON of the expected shape",
+    ))?;
     if claims.iss != expected_issuer {
         return Err(WrongIssuer);
     }

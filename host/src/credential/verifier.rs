@@ -9,28 +9,42 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::{header, HeaderMap, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 
 use super::keys::{HubKeys, IssuerKeys, KeyError, TrustBundle};
 use super::revocation::{RevocationError, Revocations};
 use super::token::{verify, Claims, CredentialError, TokenUse, VerifyingKeys};
-use crate::proxy::body::Body;
+use crate::proxy::body::{full, Body};
 use crate::proxy::status::Status;
 
-/// kube-apiserver's 401 body, byte for byte (129 bytes): every credential failure
+/// kube-apiserver's 401 body, byte for byte: the Status JSON plus the newline
+/// its JSON encoder ends every object with (129 bytes). Every credential failure
 /// answers exactly this, so a client learns nothing about why.
 pub const UNAUTHORIZED_BODY: &str =
-    r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#;
+    "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"Unauthorized\",\"reason\":\"Unauthorized\",\"code\":401}\n";
 
-/// The 401 Status for any credential failure (for [`crate::proxy::lifecycle::Denial`]).
+/// The 401 Status for any credential failure, for code that answers through
+/// [`Status`] (its body lacks the trailing newline; prefer [`unauthorized`]).
 pub fn unauthorized_status() -> Status {
     Status::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
 }
 
-/// The 401 response for any credential failure ([`UNAUTHORIZED_BODY`], JSON).
+/// The 401 response for any credential failure: [`UNAUTHORIZED_BODY`] as
+/// `application/json`.
 pub fn unauthorized() -> Response<Body> {
-    unauthorized_status().into_response()
+    let mut resp = Response::new(full(UNAUTHORIZED_BODY));
+    *resp.status_mut() = StatusCode::UNAUTHORIZED;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
 }
 
 /// A credential file failed to reload.
@@ -141,8 +155,16 @@ pub struct Verifier {
 
 impl Verifier {
     /// A verifier accepting credentials from `issuer` signed by `keys`.
-    pub fn new(keys: KeySource, revocations: Arc<Revocations>, issuer: impl Into<String>) -> Verifier {
-        Verifier { keys, revocations, issuer: Arc::from(issuer.into()) }
+    pub fn new(
+        keys: KeySource,
+        revocations: Arc<Revocations>,
+        issuer: impl Into<String>,
+    ) -> Verifier {
+        Verifier {
+            keys,
+            revocations,
+            issuer: Arc::from(issuer.into()),
+        }
     }
 
     /// Checks an `Authorization` header value: `Bearer <access token>`.
@@ -151,9 +173,14 @@ impl Verifier {
     }
 
     /// [`Verifier::check`] at a given time.
-    pub fn check_at(&self, authorization: &str, now: SystemTime) -> Result<Identity, CredentialError> {
+    pub fn check_at(
+        &self,
+        authorization: &str,
+        now: SystemTime,
+    ) -> Result<Identity, CredentialError> {
         let token = bearer(authorization)?;
-        self.verify_token(token, TokenUse::Access, now).map(Identity::from)
+        self.verify_token(token, TokenUse::Access, now)
+            .map(Identity::from)
     }
 
     /// Checks the (single) `Authorization` header of a request.
@@ -167,13 +194,23 @@ impl Verifier {
 
     /// Verifies a bare token for `expected` use: signature, time, issuer, audience,
     /// use, then revocation of its id and of the refresh credential it came from.
-    pub fn verify_token(&self, token: &str, expected: TokenUse, now: SystemTime) -> Result<Claims, CredentialError> {
+    pub fn verify_token(
+        &self,
+        token: &str,
+        expected: TokenUse,
+        now: SystemTime,
+    ) -> Result<Claims, CredentialError> {
         let claims = verify(token, self.keys.snapshot().keys(), now, &self.issuer)?;
         if claims.token_use != expected {
-            return Err(CredentialError::WrongUse { expected, found: claims.token_use });
+            return Err(CredentialError::WrongUse {
+                expected,
+                found: claims.token_use,
+            });
         }
         let revoked = self.revocations.get();
-        if revoked.is_revoked(&claims.jti) || claims.rid.as_deref().is_some_and(|r| revoked.is_revoked(r)) {
+        if revoked.is_revoked(&claims.jti)
+            || claims.rid.as_deref().is_some_and(|r| revoked.is_revoked(r))
+        {
             return Err(CredentialError::Revoked);
         }
         Ok(claims)
@@ -213,9 +250,15 @@ impl Verifier {
 
 /// `Bearer <token>`: scheme case-insensitive, exactly one token.
 fn bearer(value: &str) -> Result<&str, CredentialError> {
-    let (scheme, token) = value.trim().split_once(' ').ok_or(CredentialError::Malformed("expected `Bearer <token>`"))?;
+    let (scheme, token) = value
+        .trim()
+        .split_once(' ')
+        .ok_or(CredentialError::Malformed("expected `Bearer <token>`"))?;
     let token = token.trim_start();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(char::is_whitespace) {
+    if !scheme.eq_ignore_ascii_case("bearer")
+        || token.is_empty()
+        || token.contains(char::is_whitespace)
+    {
         return Err(CredentialError::Malformed("expected `Bearer <token>`"));
     }
     Ok(token)

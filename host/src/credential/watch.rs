@@ -34,7 +34,11 @@ fn stamp(path: &Path) -> Option<Stamp> {
     let inode = std::os::unix::fs::MetadataExt::ino(&meta);
     #[cfg(not(unix))]
     let inode = 0;
-    Some(Stamp { inode, modified: meta.modified().ok(), len: meta.len() })
+    Some(Stamp {
+        inode,
+        modified: meta.modified().ok(),
+        len: meta.len(),
+    })
 }
 
 /// A value kept in step with its file.
@@ -47,7 +51,9 @@ pub struct Watched<T> {
 
 impl<T> std::fmt::Debug for Watched<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watched").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Watched")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -59,7 +65,11 @@ impl<T: FromFile> Watched<T> {
         // on the next poll, instead of being mistaken for what was read.
         let seen = stamp(&path);
         let value = T::from_file(&path)?;
-        Ok(Watched { path, current: ArcSwap::from_pointee(value), seen: Mutex::new(seen) })
+        Ok(Watched {
+            path,
+            current: ArcSwap::from_pointee(value),
+            seen: Mutex::new(seen),
+        })
     }
 
     /// The current value.

@@ -130,7 +130,10 @@ impl Chain {
     /// - `Err(Denied)`: a stage refused the credential, or every stage abstained (401 from
     ///   stage `"host"`).
     /// - `Err(Failed)`: a fail-closed stage failed (500/503).
-    pub async fn check_credential(&self, req: &RequestHead) -> Result<Option<Principal>, Rejection> {
+    pub async fn check_credential(
+        &self,
+        req: &RequestHead,
+    ) -> Result<Option<Principal>, Rejection> {
         if self.credential.is_empty() {
             return Ok(None);
         }
@@ -290,5 +293,8 @@ fn illegal(reason: String) -> (FailureKind, String) {
 }
 
 fn mismatch() -> (FailureKind, String) {
-    (FailureKind::Trap, "host error: reply does not match the stage kind".into())
+    (
+        FailureKind::Trap,
+        "host error: reply does not match the stage kind".into(),
+    )
 }

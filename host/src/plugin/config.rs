@@ -253,11 +253,17 @@ impl ChainSpec {
             if !valid_name(&s.name) {
                 return Err(err(
                     format!("{at}.name"),
-                    format!("{:?} must be 1-63 characters of a-z, 0-9, '-' and '_'", s.name),
+                    format!(
+                        "{:?} must be 1-63 characters of a-z, 0-9, '-' and '_'",
+                        s.name
+                    ),
                 ));
             }
             if !names.insert(s.name.clone()) {
-                return Err(err(format!("{at}.name"), format!("{:?} is used twice", s.name)));
+                return Err(err(
+                    format!("{at}.name"),
+                    format!("{:?} is used twice", s.name),
+                ));
             }
             let at = format!("stage[{i}] ({:?})", s.name);
             stages.push(stage(s, &at, base, &runtime, &err)?);
@@ -336,11 +342,18 @@ fn stage(
             "only applies with instances = \"reuse\"".into(),
         ));
     }
-    let max_uses = range(s.max_uses, 1, u64::MAX, &format!("{at}.max_uses"), err)?.unwrap_or(10_000);
+    let max_uses =
+        range(s.max_uses, 1, u64::MAX, &format!("{at}.max_uses"), err)?.unwrap_or(10_000);
 
     let d = Limits::defaults(kind);
     let l = &s.limits;
-    let timeout = range(l.timeout_ms, 1, 60_000, &format!("{at}.limits.timeout_ms"), err)?;
+    let timeout = range(
+        l.timeout_ms,
+        1,
+        60_000,
+        &format!("{at}.limits.timeout_ms"),
+        err,
+    )?;
     let init_timeout = range(
         l.init_timeout_ms,
         1,
@@ -372,12 +385,20 @@ fn stage(
     let q = &s.quarantine;
     let dq = QuarantinePolicy::default();
     let ms = |v: Option<u64>, key: &str, dflt: Duration| -> Result<Duration, PluginError> {
-        Ok(range(v, 1, 86_400_000, &format!("{at}.quarantine.{key}"), err)?
-            .map_or(dflt, Duration::from_millis))
+        Ok(
+            range(v, 1, 86_400_000, &format!("{at}.quarantine.{key}"), err)?
+                .map_or(dflt, Duration::from_millis),
+        )
     };
     let quarantine = QuarantinePolicy {
-        after_faults: range(q.after_faults, 1, 1_000_000, &format!("{at}.quarantine.after_faults"), err)?
-            .unwrap_or(dq.after_faults),
+        after_faults: range(
+            q.after_faults,
+            1,
+            1_000_000,
+            &format!("{at}.quarantine.after_faults"),
+            err,
+        )?
+        .unwrap_or(dq.after_faults),
         window: ms(q.window_ms, "window_ms", dq.window)?,
         backoff: ms(q.backoff_ms, "backoff_ms", dq.backoff)?,
         max_backoff: ms(q.max_backoff_ms, "max_backoff_ms", dq.max_backoff)?,
@@ -409,8 +430,12 @@ fn stage(
 
     let policy = policy(s.policy, kind, at, err)?;
     let config = s.config.unwrap_or_default();
-    let config_json = serde_json::to_string(&config)
-        .map_err(|e| err(format!("{at}.config"), format!("cannot be encoded as JSON: {e}")))?;
+    let config_json = serde_json::to_string(&config).map_err(|e| {
+        err(
+            format!("{at}.config"),
+            format!("cannot be encoded as JSON: {e}"),
+        )
+    })?;
 
     let plugin = base.join(&s.plugin);
     if !plugin.is_file() {

@@ -56,7 +56,9 @@ impl Grants {
         for (host, guest) in &self.read_dirs {
             b.preopened_dir(host, guest, FsPerms::ReadOnly)?;
         }
-        b.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        b.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         Ok(b.build())
     }
 }
@@ -225,7 +227,9 @@ impl Template {
             .map_err(|e| format!("cannot link: {e:#}"))?;
         let lifecycle = lifecycle::GuestIndices::new(&pre).map_err(|e| format!("{e:#}"))?;
         let stage = match kind {
-            StageKind::Credential => credential::GuestIndices::new(&pre).map(StageIndices::Credential),
+            StageKind::Credential => {
+                credential::GuestIndices::new(&pre).map(StageIndices::Credential)
+            }
             StageKind::Impersonation => {
                 impersonation::GuestIndices::new(&pre).map(StageIndices::Impersonation)
             }
@@ -287,7 +291,9 @@ impl Template {
         let loaded = (|| -> wasmtime::Result<(lifecycle::Guest, StageGuest)> {
             let lifecycle = self.lifecycle.load(&mut store, &instance)?;
             let guest = match &self.stage {
-                StageIndices::Credential(i) => StageGuest::Credential(i.load(&mut store, &instance)?),
+                StageIndices::Credential(i) => {
+                    StageGuest::Credential(i.load(&mut store, &instance)?)
+                }
                 StageIndices::Impersonation(i) => {
                     StageGuest::Impersonation(i.load(&mut store, &instance)?)
                 }
@@ -436,7 +442,10 @@ fn classify(err: &wasmtime::Error, store: &Store<StoreState>, default: FailureKi
     if store.data().memory.exceeded {
         return CallError {
             kind: FailureKind::MemoryLimit,
-            detail: format!("memory cap of {} MiB exceeded", store.data().memory_cap_mib()),
+            detail: format!(
+                "memory cap of {} MiB exceeded",
+                store.data().memory_cap_mib()
+            ),
         };
     }
     match err.downcast_ref::<Trap>() {

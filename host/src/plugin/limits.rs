@@ -185,7 +185,10 @@ impl Breaker {
     pub(crate) fn fault(&self, now: u64) -> Option<Duration> {
         let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
         let window = self.policy.window.as_millis() as u64;
-        while faults.front().is_some_and(|&t| now.saturating_sub(t) > window) {
+        while faults
+            .front()
+            .is_some_and(|&t| now.saturating_sub(t) > window)
+        {
             faults.pop_front();
         }
         faults.push_back(now);

@@ -153,13 +153,17 @@ impl StageMetrics {
     pub fn render_prometheus(&self) -> String {
         let stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
-        let families: [(&str, &str, fn(&StageCounters) -> u64); 4] = [
-            ("hawser_plugin_invocations_total", "Calls into a plugin stage.", |c| {
-                c.invocations.load(Ordering::Relaxed)
-            }),
-            ("hawser_plugin_denials_total", "Denials returned by a plugin stage.", |c| {
-                c.denials.load(Ordering::Relaxed)
-            }),
+        let families: [Family; 4] = [
+            (
+                "hawser_plugin_invocations_total",
+                "Calls into a plugin stage.",
+                |c| c.invocations.load(Ordering::Relaxed),
+            ),
+            (
+                "hawser_plugin_denials_total",
+                "Denials returned by a plugin stage.",
+                |c| c.denials.load(Ordering::Relaxed),
+            ),
             (
                 "hawser_plugin_fail_open_total",
                 "Plugin failures let through by a fail-open stage.",
@@ -197,7 +201,11 @@ impl StageMetrics {
             let l = labels(&c.labels);
             let secs = c.call_nanos.load(Ordering::Relaxed) as f64 / 1e9;
             let _ = writeln!(out, "{name}_sum{{{l}}} {secs}");
-            let _ = writeln!(out, "{name}_count{{{l}}} {}", c.invocations.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}_count{{{l}}} {}",
+                c.invocations.load(Ordering::Relaxed)
+            );
         }
         let name = "hawser_plugin_reloads_total";
         let _ = writeln!(
@@ -209,7 +217,11 @@ impl StageMetrics {
             ("failed", &self.reloads_failed),
             ("unchanged", &self.reloads_unchanged),
         ] {
-            let _ = writeln!(out, "{name}{{result=\"{result}\"}} {}", n.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}{{result=\"{result}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
         }
         let name = "hawser_plugin_chain_generation";
         let _ = writeln!(
@@ -220,6 +232,9 @@ impl StageMetrics {
         out
     }
 }
+
+/// A counter family: name, help text, and how to read it from one stage version.
+type Family = (&'static str, &'static str, fn(&StageCounters) -> u64);
 
 fn labels(l: &Labels) -> String {
     format!(
@@ -233,7 +248,9 @@ fn labels(l: &Labels) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

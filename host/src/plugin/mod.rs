@@ -62,5 +62,7 @@ pub use engine::{Runtime, RuntimeSettings};
 pub use error::{ErrorSource, FailureKind, PluginError, PluginFailure, Rejection};
 pub use instance::Grants;
 pub use metrics::{ReloadResult, StageMetrics, StageSnapshot};
-pub use reload::{watch, PluginHost, ReloadOutcome, ReloadStatus, ReloadTrigger, WatchOptions, Watcher};
+pub use reload::{
+    watch, PluginHost, ReloadOutcome, ReloadStatus, ReloadTrigger, WatchOptions, Watcher,
+};
 pub use types::*;

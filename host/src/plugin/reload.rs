@@ -84,7 +84,10 @@ pub struct ReloadStatus {
 impl PluginHost {
     /// Loads `file` for `role`, building the runtime from its `[runtime]` section. Fails
     /// (and the process should refuse to start) when the config or any plugin is bad.
-    pub async fn load(file: impl Into<PathBuf>, role: Role) -> Result<Arc<PluginHost>, PluginError> {
+    pub async fn load(
+        file: impl Into<PathBuf>,
+        role: Role,
+    ) -> Result<Arc<PluginHost>, PluginError> {
         let file = file.into();
         let spec = read_spec(&file, role).await?;
         let runtime = Runtime::new(spec.runtime.clone())?;
@@ -159,7 +162,11 @@ impl PluginHost {
 
     /// The reload state.
     pub fn status(&self) -> ReloadStatus {
-        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut s = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         s.stages = self.chain().stages();
         s
     }
@@ -181,9 +188,16 @@ impl PluginHost {
             if fingerprint(&spec, &plugins) == old.fingerprint {
                 return Ok(None);
             }
-            build(&self.runtime, &self.metrics, spec, plugins, Some(&old), old.generation + 1)
-                .await
-                .map(Some)
+            build(
+                &self.runtime,
+                &self.metrics,
+                spec,
+                plugins,
+                Some(&old),
+                old.generation + 1,
+            )
+            .await
+            .map(Some)
         }
         .await;
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
@@ -237,7 +251,11 @@ impl PluginHost {
     ///   "generation":N}`, or 422 with `{"result":"failed","error":"..."}`.
     /// - `GET /plugins/status`: [`ReloadStatus`] as JSON.
     /// - `GET /plugins/metrics`: Prometheus text.
-    pub async fn admin(&self, method: &http::Method, path: &str) -> Option<(http::StatusCode, String)> {
+    pub async fn admin(
+        &self,
+        method: &http::Method,
+        path: &str,
+    ) -> Option<(http::StatusCode, String)> {
         use http::{Method, StatusCode};
         Some(match (method, path) {
             (&Method::POST, "/plugins/reload") => match self.reload(ReloadTrigger::Admin).await {
@@ -257,7 +275,9 @@ impl PluginHost {
                 ),
             },
             (&Method::GET, "/plugins/status") => (StatusCode::OK, self.status_json()),
-            (&Method::GET, "/plugins/metrics") => (StatusCode::OK, self.metrics.render_prometheus()),
+            (&Method::GET, "/plugins/metrics") => {
+                (StatusCode::OK, self.metrics.render_prometheus())
+            }
             _ => return None,
         })
     }
@@ -266,7 +286,12 @@ impl PluginHost {
     /// serving chain.
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.file.clone()];
-        files.extend(self.chain().stages.iter().map(|s| s.plugin_path().to_path_buf()));
+        files.extend(
+            self.chain()
+                .stages
+                .iter()
+                .map(|s| s.plugin_path().to_path_buf()),
+        );
         files
     }
 }
@@ -283,8 +308,9 @@ fn check_runtime(runtime: &Runtime, spec: &ChainSpec) -> Result<(), PluginError>
         return Err(PluginError::Config {
             file: spec.file.clone(),
             key: "runtime".into(),
-            reason: "runtime settings differ from the running engine's; they only change on restart"
-                .into(),
+            reason:
+                "runtime settings differ from the running engine's; they only change on restart"
+                    .into(),
         });
     }
     Ok(())
@@ -294,12 +320,14 @@ fn check_runtime(runtime: &Runtime, spec: &ChainSpec) -> Result<(), PluginError>
 async fn read_plugins(spec: &ChainSpec) -> Result<Vec<(Vec<u8>, Digest)>, PluginError> {
     let mut out = Vec::with_capacity(spec.stages.len());
     for s in &spec.stages {
-        let bytes = read_plugin(&s.plugin).await.map_err(|reason| PluginError::Plugin {
-            file: spec.file.clone(),
-            stage: s.name.clone(),
-            plugin: s.plugin.clone(),
-            reason,
-        })?;
+        let bytes = read_plugin(&s.plugin)
+            .await
+            .map_err(|reason| PluginError::Plugin {
+                file: spec.file.clone(),
+                stage: s.name.clone(),
+                plugin: s.plugin.clone(),
+                reason,
+            })?;
         let d = digest(&bytes);
         out.push((bytes, d));
     }
@@ -405,8 +433,9 @@ impl Drop for Watcher {
 pub fn watch(host: &Arc<PluginHost>, options: WatchOptions) -> Result<Watcher, PluginError> {
     let mut hangup = if options.sighup {
         Some(
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                .map_err(|e| PluginError::Internal(format!("installing the SIGHUP handler: {e}")))?,
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(
+                |e| PluginError::Internal(format!("installing the SIGHUP handler: {e}")),
+            )?,
         )
     } else {
         None

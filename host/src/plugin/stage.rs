@@ -42,12 +42,11 @@ impl Stage {
         metrics: &StageMetrics,
     ) -> Result<Stage, String> {
         let rt = runtime.clone();
-        let component = tokio::task::spawn_blocking(move || {
-            rt.cache().component(rt.engine(), &bytes, &digest)
-        })
-        .await
-        .map_err(|e| format!("compiler task failed: {e}"))?
-        .map_err(|e| format!("not a valid component: {e}"))?;
+        let component =
+            tokio::task::spawn_blocking(move || rt.cache().component(rt.engine(), &bytes, &digest))
+                .await
+                .map_err(|e| format!("compiler task failed: {e}"))?
+                .map_err(|e| format!("not a valid component: {e}"))?;
 
         let template = Template::new(
             runtime.clone(),
@@ -143,7 +142,10 @@ impl Stage {
         if let Some(left) = self.breaker.quarantined(self.runtime.now_ms()) {
             return Err(self.fail(
                 FailureKind::Quarantined,
-                format!("quarantined after repeated faults, {} ms left", left.as_millis()),
+                format!(
+                    "quarantined after repeated faults, {} ms left",
+                    left.as_millis()
+                ),
             ));
         }
         let Some(_in_flight) = self.gate.enter() else {

@@ -116,16 +116,16 @@ pub fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 256
         && name.bytes().all(|b| {
-            b.is_ascii_lowercase()
-                || b.is_ascii_digit()
-                || b"!#$%&'*+-.^_`|~".contains(&b)
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
         })
 }
 
 /// A legal HTTP header value: visible ASCII, space and tab, no surrounding whitespace.
 pub fn is_header_value(value: &str) -> bool {
     value.len() <= MAX_HEADER_VALUE
-        && value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+        && value
+            .bytes()
+            .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
         && !value.starts_with([' ', '\t'])
         && !value.ends_with([' ', '\t'])
 }
@@ -163,10 +163,16 @@ pub(crate) fn principal(p: &Principal) -> Result<(), String> {
     }
     for e in &p.extra {
         if !is_header_name(&e.key) {
-            return Err(format!("extra key {:?} is not a legal lower-case header name", e.key));
+            return Err(format!(
+                "extra key {:?} is not a legal lower-case header name",
+                e.key
+            ));
         }
         if e.values.len() > MAX_EXTRA_VALUES {
-            return Err(format!("extra {:?} has more than {MAX_EXTRA_VALUES} values", e.key));
+            return Err(format!(
+                "extra {:?} has more than {MAX_EXTRA_VALUES} values",
+                e.key
+            ));
         }
         for v in &e.values {
             value("extra value", v)?;
@@ -189,16 +195,24 @@ fn value(what: &str, v: &str) -> Result<(), String> {
 pub(crate) fn impersonation(p: &Principal, policy: &Policy) -> Result<(), String> {
     principal(p)?;
     if !any(&policy.allow_users, &p.user) || any(&policy.deny_users, &p.user) {
-        return Err(format!("impersonating user {:?} is not allowed by the stage policy", p.user));
+        return Err(format!(
+            "impersonating user {:?} is not allowed by the stage policy",
+            p.user
+        ));
     }
     for g in &p.groups {
         if !any(&policy.allow_groups, g) || any(&policy.deny_groups, g) {
-            return Err(format!("impersonating group {g:?} is not allowed by the stage policy"));
+            return Err(format!(
+                "impersonating group {g:?} is not allowed by the stage policy"
+            ));
         }
     }
     for e in &p.extra {
         if !any(&policy.allow_extra, &e.key) {
-            return Err(format!("extra key {:?} is not allowed by the stage policy", e.key));
+            return Err(format!(
+                "extra key {:?} is not allowed by the stage policy",
+                e.key
+            ));
         }
     }
     Ok(())
@@ -225,16 +239,25 @@ pub(crate) fn route_choice(
     }
     for h in &c.set_headers {
         if !is_header_name(&h.name) {
-            return Err(format!("{:?} is not a legal lower-case header name", h.name));
+            return Err(format!(
+                "{:?} is not a legal lower-case header name",
+                h.name
+            ));
         }
         if FORBIDDEN_HEADERS.contains(&h.name.as_str()) || h.name.starts_with("impersonate-") {
             return Err(format!("header {:?} may not be set by a plugin", h.name));
         }
         if !any(&policy.allow_headers, &h.name) {
-            return Err(format!("header {:?} is not allowed by the stage policy", h.name));
+            return Err(format!(
+                "header {:?} is not allowed by the stage policy",
+                h.name
+            ));
         }
         if !is_header_value(&h.value) {
-            return Err(format!("value of header {:?} is not a legal header value", h.name));
+            return Err(format!(
+                "value of header {:?} is not a legal header value",
+                h.name
+            ));
         }
     }
     Ok(())
@@ -330,16 +353,26 @@ mod tests {
         };
         assert!(route_choice(&choice, &cands, &policy).is_ok());
         choice.endpoint = "e2".into();
-        assert!(route_choice(&choice, &cands, &policy).is_err(), "mixed pair");
+        assert!(
+            route_choice(&choice, &cands, &policy).is_err(),
+            "mixed pair"
+        );
         choice.endpoint = "e1".into();
         choice.set_headers[0].name = "impersonate-user".into();
-        assert!(route_choice(&choice, &cands, &Policy {
-            allow_headers: vec![Pattern::new("*")],
-            ..Policy::default()
-        })
+        assert!(route_choice(
+            &choice,
+            &cands,
+            &Policy {
+                allow_headers: vec![Pattern::new("*")],
+                ..Policy::default()
+            }
+        )
         .is_err());
         choice.set_headers[0].name = "x-other".into();
-        assert!(route_choice(&choice, &cands, &policy).is_err(), "not in allow list");
+        assert!(
+            route_choice(&choice, &cands, &policy).is_err(),
+            "not in allow list"
+        );
     }
 
     #[test]

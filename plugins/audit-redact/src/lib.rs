@@ -9,7 +9,9 @@
 //! drop_users = ["system:kube-probe"]
 //! ```
 
-use hawser_plugin_sdk::{export_plugin, Audit, AuditDecision, AuditEvent, Config, Plugin, Redaction};
+use hawser_plugin_sdk::{
+    export_plugin, Audit, AuditDecision, AuditEvent, Config, Plugin, Redaction,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -57,7 +59,11 @@ impl Audit for AuditRedact {
         let headers: Vec<String> = ev
             .headers
             .iter()
-            .filter(|h| c.redact_headers.iter().any(|r| r.eq_ignore_ascii_case(&h.name)))
+            .filter(|h| {
+                c.redact_headers
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(&h.name))
+            })
             .map(|h| h.name.clone())
             .collect();
         let query = c.redact_query && !ev.query.is_empty();
@@ -82,12 +88,21 @@ mod tests {
     #[test]
     fn redacts_and_drops() {
         let a = AuditRedact::init(&Config::from_json(r#"{"drop_paths":["/healthz"]}"#)).unwrap();
-        let ev = audit_event(&request("/api", &[("authorization", "Bearer x"), ("accept", "*/*")]));
+        let ev = audit_event(&request(
+            "/api",
+            &[("authorization", "Bearer x"), ("accept", "*/*")],
+        ));
         match a.decide(&ev).unwrap() {
             AuditDecision::Redact(r) => assert_eq!(r.headers, ["authorization"]),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(a.decide(&audit_event(&request("/api", &[]))).unwrap(), AuditDecision::Keep));
-        assert!(matches!(a.decide(&audit_event(&request("/healthz", &[]))).unwrap(), AuditDecision::Drop));
+        assert!(matches!(
+            a.decide(&audit_event(&request("/api", &[]))).unwrap(),
+            AuditDecision::Keep
+        ));
+        assert!(matches!(
+            a.decide(&audit_event(&request("/healthz", &[]))).unwrap(),
+            AuditDecision::Drop
+        ));
     }
 }

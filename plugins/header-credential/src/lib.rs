@@ -17,7 +17,9 @@
 
 use std::collections::HashMap;
 
-use hawser_plugin_sdk::{export_plugin, Config, CredentialCheck, Denial, Plugin, Principal, RequestHead};
+use hawser_plugin_sdk::{
+    export_plugin, Config, CredentialCheck, Denial, Plugin, Principal, RequestHead,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -101,7 +103,9 @@ mod tests {
     #[test]
     fn unknown_token_is_denied_and_missing_abstains() {
         let t = plugin();
-        assert!(t.check(&request("/api", &[("authorization", "Bearer nope")])).is_err());
+        assert!(t
+            .check(&request("/api", &[("authorization", "Bearer nope")]))
+            .is_err());
         assert_eq!(t.check(&request("/api", &[])).unwrap(), None);
     }
 

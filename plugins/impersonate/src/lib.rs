@@ -16,7 +16,9 @@
 
 use std::collections::BTreeMap;
 
-use hawser_plugin_sdk::{export_plugin, Config, Denial, Extra, Impersonation, Plugin, Principal, RequestHead};
+use hawser_plugin_sdk::{
+    export_plugin, Config, Denial, Extra, Impersonation, Plugin, Principal, RequestHead,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize, Default)]
@@ -43,10 +45,16 @@ impl Impersonation for Impersonate {
     fn apply(&self, who: &Principal, _req: &RequestHead) -> Result<Option<Principal>, Denial> {
         let c = &self.0;
         if c.deny_users.iter().any(|u| *u == who.user) {
-            return Err(Denial::forbidden(format!("user {:?} may not use this hub", who.user)));
+            return Err(Denial::forbidden(format!(
+                "user {:?} may not use this hub",
+                who.user
+            )));
         }
         let mut groups: Vec<String> = if c.keep_groups {
-            who.groups.iter().map(|g| format!("{}{g}", c.group_prefix)).collect()
+            who.groups
+                .iter()
+                .map(|g| format!("{}{g}", c.group_prefix))
+                .collect()
         } else {
             Vec::new()
         };
@@ -58,7 +66,10 @@ impl Impersonation for Impersonate {
             extra: c
                 .extra
                 .iter()
-                .map(|(k, v)| Extra { key: k.clone(), values: v.clone() })
+                .map(|(k, v)| Extra {
+                    key: k.clone(),
+                    values: v.clone(),
+                })
                 .collect(),
         }))
     }
@@ -87,6 +98,8 @@ mod tests {
     #[test]
     fn denied_users_are_refused() {
         let p = Impersonate::init(&Config::from_json(r#"{"deny_users":["guest"]}"#)).unwrap();
-        assert!(p.apply(&Principal::new("guest"), &request("/", &[])).is_err());
+        assert!(p
+            .apply(&Principal::new("guest"), &request("/", &[]))
+            .is_err());
     }
 }

@@ -70,7 +70,9 @@ impl Routing for LocalityRoute {
             .iter()
             .filter(|c| req.cluster.is_empty() || c.cluster == req.cluster)
             .min_by_key(|c| self.rank(c))
-            .ok_or_else(|| Denial::not_found(format!("no endpoint for cluster {:?}", req.cluster)))?;
+            .ok_or_else(|| {
+                Denial::not_found(format!("no endpoint for cluster {:?}", req.cluster))
+            })?;
         if best.health == Health::Unhealthy && !self.0.allow_unhealthy {
             return Err(Denial::unavailable(format!(
                 "no healthy endpoint for cluster {:?}",
@@ -110,7 +112,11 @@ mod tests {
         cands[1].health = Health::Degraded;
         assert_eq!(r(&cands).unwrap().unwrap().endpoint, "far");
         cands[0].health = Health::Unhealthy;
-        assert_eq!(r(&cands).unwrap().unwrap().endpoint, "region", "degraded beats unhealthy");
+        assert_eq!(
+            r(&cands).unwrap().unwrap().endpoint,
+            "region",
+            "degraded beats unhealthy"
+        );
         cands[1].health = Health::Unhealthy;
         assert!(r(&cands).is_err(), "all unhealthy: 503");
     }
@@ -123,7 +129,14 @@ mod tests {
         ];
         let mut req = request("/", &[]);
         req.cluster = "b".into();
-        assert_eq!(plugin().route(&req, None, &cands).unwrap().unwrap().endpoint, "b1");
+        assert_eq!(
+            plugin()
+                .route(&req, None, &cands)
+                .unwrap()
+                .unwrap()
+                .endpoint,
+            "b1"
+        );
         req.cluster = "zzz".into();
         assert!(plugin().route(&req, None, &cands).is_err());
     }

@@ -361,8 +361,12 @@ pub mod __private {
 
     type CheckFn<P> = fn(&P, &RequestHead) -> Result<Option<Principal>, Denial>;
     type ApplyFn<P> = fn(&P, &Principal, &RequestHead) -> Result<Option<Principal>, Denial>;
-    type RouteFn<P> =
-        fn(&P, &RequestHead, Option<&Principal>, &[Candidate]) -> Result<Option<RouteChoice>, Denial>;
+    type RouteFn<P> = fn(
+        &P,
+        &RequestHead,
+        Option<&Principal>,
+        &[Candidate],
+    ) -> Result<Option<RouteChoice>, Denial>;
     type DecideFn<P> = fn(&P, &AuditEvent) -> Result<AuditDecision, String>;
 
     /// The stages a plugin type implements.
@@ -418,7 +422,10 @@ pub mod __private {
     ) -> Result<PluginInfo, String> {
         #[cfg(target_arch = "wasm32")]
         std::panic::set_hook(Box::new(|info| {
-            crate::host::log(crate::host::LogLevel::Error, &format!("plugin panicked: {info}"));
+            crate::host::log(
+                crate::host::LogLevel::Error,
+                &format!("plugin panicked: {info}"),
+            );
         }));
         let plugin = P::init(&Config::from_json(config))?;
         let version = plugin.version().unwrap_or_else(|| version.to_owned());

@@ -23,7 +23,13 @@ pub fn request(path: &str, headers: &[(&str, &str)]) -> RequestHead {
 }
 
 /// A candidate in `region`/`zone` with `health`, weight 1, nothing in flight.
-pub fn candidate(cluster: &str, endpoint: &str, region: &str, zone: &str, health: Health) -> Candidate {
+pub fn candidate(
+    cluster: &str,
+    endpoint: &str,
+    region: &str,
+    zone: &str,
+    health: Health,
+) -> Candidate {
     Candidate {
         cluster: cluster.into(),
         endpoint: endpoint.into(),

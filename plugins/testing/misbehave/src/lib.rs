@@ -161,7 +161,11 @@ impl CredentialCheck for Misbehave {
             .with_groups(["dev"])
             .with_extra("instance-calls", vec![self.calls.get().to_string()]);
         if behaviour == Behaviour::Probe {
-            let fs = if std::fs::read_dir("/").is_ok() { "open" } else { "denied" };
+            let fs = if std::fs::read_dir("/").is_ok() {
+                "open"
+            } else {
+                "denied"
+            };
             p = p
                 .with_extra("env-count", vec![std::env::vars().count().to_string()])
                 .with_extra("fs", vec![fs.into()]);
@@ -199,16 +203,24 @@ impl Routing for Misbehave {
                 }))
             }
             Behaviour::IllegalHeader => {
-                let first = candidates.first().ok_or_else(|| Denial::unavailable("none"))?;
-                return Ok(Some(RouteChoice::to(first).with_header("x-hawser-version", "a\r\nhost: evil")));
+                let first = candidates
+                    .first()
+                    .ok_or_else(|| Denial::unavailable("none"))?;
+                return Ok(Some(
+                    RouteChoice::to(first).with_header("x-hawser-version", "a\r\nhost: evil"),
+                ));
             }
             _ => {}
         }
         if !self.same_version(who) {
             return Err(Denial::forbidden("misbehave: chain version mismatch"));
         }
-        let first = candidates.first().ok_or_else(|| Denial::unavailable("no candidates"))?;
-        Ok(Some(RouteChoice::to(first).with_header("x-hawser-version", &self.cfg.version)))
+        let first = candidates
+            .first()
+            .ok_or_else(|| Denial::unavailable("no candidates"))?;
+        Ok(Some(
+            RouteChoice::to(first).with_header("x-hawser-version", &self.cfg.version),
+        ))
     }
 }
 
