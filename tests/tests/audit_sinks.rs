@@ -77,12 +77,13 @@ impl Receiver {
                     drop(stream);
                     continue;
                 }
-                let (acceptor, mode, ids, refused, bad) =
-                    (acceptor.clone(), mode.clone(), ids.clone(), refused.clone(), bad.clone());
+                let (acceptor, mode, ids, refused, dropped, bad) =
+                    (acceptor.clone(), mode.clone(), ids.clone(), refused.clone(), dropped.clone(), bad.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(stream).await else { return };
                     let service = hyper::service::service_fn(move |req| {
-                        handle(req, mode.clone(), ids.clone(), refused.clone(), bad.clone())
+                        let state = (mode.clone(), ids.clone(), refused.clone(), dropped.clone(), bad.clone());
+                        handle(req, state)
                     });
                     let io = hyper_util::rt::TokioIo::new(tls);
                     let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
@@ -107,13 +108,18 @@ impl Drop for Receiver {
     }
 }
 
+type Counter = Arc<AtomicU64>;
+
+/// Answers one POST; in DROP_CONNECTIONS mode an error makes hyper cut a kept-alive
+/// connection without answering.
 async fn handle(
     req: Request<hyper::body::Incoming>,
-    mode: Arc<AtomicU8>,
-    ids: Arc<Mutex<Vec<String>>>,
-    refused: Arc<AtomicU64>,
-    bad: Arc<AtomicU64>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    (mode, ids, refused, dropped, bad): (Arc<AtomicU8>, Arc<Mutex<Vec<String>>>, Counter, Counter, Counter),
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    if mode.load(Ordering::SeqCst) == DROP_CONNECTIONS {
+        dropped.fetch_add(1, Ordering::SeqCst);
+        return Err(std::io::Error::other("dropping the connection"));
+    }
     let reply = |code: u16| Ok(Response::builder().status(code).body(Full::new(Bytes::new())).unwrap());
     let authorized = req.headers().get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {TOKEN}"));
     let json = req.headers().get("content-type").and_then(|v| v.to_str().ok()) == Some("application/json");

@@ -185,3 +185,18 @@ async fn tls_1_1_is_refused_and_1_2_still_works() {
         assert_eq!(tls.get_ref().1.protocol_version(), Some(expect));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_trusts_only_the_pinned_hub_ca() {
+    let s = Stack::start(double_config(), HubOpts::default(), 0, 1).await;
+    let cfg = agent_config(&s.bundle, "wrong-pin", s.hub.tunnel, &s.api_target(), 1, FAST_TUNNEL);
+    let dir = cfg.parent().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(dir.join("ca.crt"), HubCa::load_or_create(other.path()).unwrap().cert_pem()).unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"../ca.crt\"", "\"ca.crt\"");
+    std::fs::write(&cfg, text).unwrap();
+    let agent = AgentProc::start(&cfg).await;
+    assert!(agent.logs.wait_for("cannot reach the hub", Duration::from_secs(10)).await, "{}", agent.logs.text());
+    assert!(agent.logs.text().contains("invalid peer certificate"), "{}", agent.logs.text());
+    assert!(s.hub.tunnels().await.is_empty());
+}

@@ -71,7 +71,8 @@ fn exec_issues_a_refresh_token_with_its_own_ttl_bound() {
 #[test]
 fn invalid_input_is_refused_with_the_field_named() {
     let now = SystemTime::now();
-    let cases: Vec<(&str, Box<dyn Fn(&mut IssueRequest)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut IssueRequest)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         ("user", Box::new(|r| r.user.clear())),
         ("user", Box::new(|r| r.user = "system:admin".into())),
         ("user", Box::new(|r| r.user = "bob\n".into())),
