@@ -1,6 +1,7 @@
 //! A small plain-HTTP admin listener: `/livez`, `/readyz`, `/metrics` and, on the
 //! hub, `/tunnels`.
 
+use crate::plugin::PluginHost;
 use crate::proxy::body::{full, Body};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -13,8 +14,14 @@ use tracing::Instrument;
 /// Answers an admin path with a status, content type and body.
 pub type AdminRoutes = Arc<dyn Fn(&str) -> (StatusCode, &'static str, String) + Send + Sync>;
 
-/// Serves the admin listener until `shutdown` fires.
-pub async fn serve_admin(listener: TcpListener, routes: AdminRoutes, shutdown: CancellationToken) {
+/// Serves the admin listener until `shutdown` fires. With a plugin host, its routes
+/// (`POST /plugins/reload`, `GET /plugins/status`, `GET /plugins/metrics`) are served too.
+pub async fn serve_admin(
+    listener: TcpListener,
+    routes: AdminRoutes,
+    plugins: Option<Arc<PluginHost>>,
+    shutdown: CancellationToken,
+) {
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -26,15 +33,27 @@ pub async fn serve_admin(listener: TcpListener, routes: AdminRoutes, shutdown: C
                 }
             },
         };
-        let routes = routes.clone();
+        let (routes, plugins) = (routes.clone(), plugins.clone());
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let (code, ctype, text) = routes(req.uri().path());
-            let mut resp: Response<Body> = Response::new(full(text));
-            *resp.status_mut() = code;
-            if let Ok(v) = http::HeaderValue::from_str(ctype) {
-                resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+            let (routes, plugins) = (routes.clone(), plugins.clone());
+            async move {
+                let path = req.uri().path();
+                let plugin_answer = match &plugins {
+                    Some(host) if path.starts_with("/plugins/") => host.admin(req.method(), path).await,
+                    _ => None,
+                };
+                let (code, ctype, text) = match plugin_answer {
+                    Some((code, text)) if path.ends_with("/metrics") => (code, "text/plain; version=0.0.4", text),
+                    Some((code, text)) => (code, "application/json", text),
+                    None => routes(path),
+                };
+                let mut resp: Response<Body> = Response::new(full(text));
+                *resp.status_mut() = code;
+                if let Ok(v) = http::HeaderValue::from_str(ctype) {
+                    resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+                }
+                Ok::<_, std::convert::Infallible>(resp)
             }
-            async move { Ok::<_, std::convert::Infallible>(resp) }
         });
         tokio::spawn(
             async move {

@@ -4,7 +4,7 @@ use crate::admin::{self, AdminRoutes};
 use crate::config::AgentConfig;
 use crate::pki::{cluster_of_cert, first_cert_der_from_pem};
 use crate::proxy::forward::Forwarder;
-use crate::proxy::lifecycle::Stages;
+use crate::proxy::lifecycle::Pipeline;
 use crate::tls;
 use crate::tunnel::{run_agent_tunnels, AgentTunnelState};
 use crate::upstream::{Upstream, UpstreamError};
@@ -63,7 +63,7 @@ impl Agent {
 }
 
 /// Starts the agent; it runs until `shutdown` fires.
-pub async fn start(cfg: AgentConfig, stages: Arc<dyn Stages>, shutdown: CancellationToken) -> Result<Agent, AgentError> {
+pub async fn start(cfg: AgentConfig, pipeline: Pipeline, shutdown: CancellationToken) -> Result<Agent, AgentError> {
     let cert_pem = tls::read_pem(&cfg.hub.cert_file)?;
     let cert_cluster = cluster_of_cert(&first_cert_der_from_pem(&cert_pem)?)?;
     if cert_cluster != cfg.cluster {
@@ -72,7 +72,8 @@ pub async fn start(cfg: AgentConfig, stages: Arc<dyn Stages>, shutdown: Cancella
     // Check the rest of the TLS material now rather than on the first dial.
     tls::agent_tunnel_client(&tls::read_pem(&cfg.hub.ca_file)?, &cert_pem, &tls::read_pem(&cfg.hub.key_file)?)?;
     let upstream = Upstream::new(&cfg.apiserver)?;
-    let forwarder = Forwarder::new(cfg.cluster.clone(), upstream, stages);
+    let plugins = pipeline.plugins().cloned();
+    let forwarder = Forwarder::new(cfg.cluster.clone(), upstream, pipeline);
     let state = Arc::new(AgentTunnelState::default());
     let mut tasks = JoinSet::new();
     let admin_addr = match cfg.admin_listen {
@@ -80,7 +81,7 @@ pub async fn start(cfg: AgentConfig, stages: Arc<dyn Stages>, shutdown: Cancella
             let listener = TcpListener::bind(addr).await.map_err(|source| AgentError::Bind { addr, source })?;
             let bound = listener.local_addr().unwrap_or(addr);
             tasks.spawn(
-                admin::serve_admin(listener, agent_routes(state.clone()), shutdown.clone())
+                admin::serve_admin(listener, agent_routes(state.clone()), plugins, shutdown.clone())
                     .instrument(tracing::info_span!("admin_listener", addr = %bound)),
             );
             Some(bound)

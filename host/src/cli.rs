@@ -2,7 +2,8 @@
 
 use crate::bundle::{self, RegisterRequest};
 use crate::config::{AgentConfig, HubConfig};
-use crate::proxy::lifecycle::{BuiltinStages, Stages};
+use crate::plugin::{self, PluginHost, Role};
+use crate::proxy::lifecycle::Pipeline;
 use crate::shutdown::{cancel_on_signal, CancellationToken};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -98,8 +99,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Hub { config } => {
             let cfg = HubConfig::load(&config)?;
             let shutdown = CancellationToken::new();
-            let stages: Arc<dyn Stages> = Arc::new(BuiltinStages);
-            let hub = crate::hub::start(cfg, stages, shutdown.clone()).await?;
+            let (pipeline, _watch) = pipeline(Role::Hub, cfg.plugins.as_deref()).await?;
+            let hub = crate::hub::start(cfg, pipeline, shutdown.clone()).await?;
             announce(serde_json::json!({
                 "role": "hub",
                 "front": hub.front_addr.to_string(),
@@ -113,8 +114,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent { config } => {
             let cfg = AgentConfig::load(&config)?;
             let shutdown = CancellationToken::new();
-            let stages: Arc<dyn Stages> = Arc::new(BuiltinStages);
-            let agent = crate::agent::start(cfg, stages, shutdown.clone()).await?;
+            let (pipeline, _watch) = pipeline(Role::Agent, cfg.plugins.as_deref()).await?;
+            let agent = crate::agent::start(cfg, pipeline, shutdown.clone()).await?;
             announce(serde_json::json!({"role": "agent", "admin": agent.admin_addr.map(|a| a.to_string())}));
             cancel_on_signal(shutdown).await;
             agent.wait().await;
@@ -126,6 +127,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             cluster(cfg, op)
         }
     }
+}
+
+/// The role's phases: built in, or backed by the plugin chain in `file` (loaded and
+/// self-checked now, refusing to start on any error; then watched for changes and
+/// SIGHUP while the returned watcher lives).
+async fn pipeline(role: Role, file: Option<&std::path::Path>) -> anyhow::Result<(Pipeline, Option<plugin::Watcher>)> {
+    let Some(file) = file else { return Ok((Pipeline::builtin(role), None)) };
+    let host: Arc<PluginHost> = PluginHost::load(file, role).await?;
+    let watcher = plugin::watch(&host, plugin::WatchOptions::default())?;
+    Ok((Pipeline::with_plugins(role, host), Some(watcher)))
 }
 
 /// One machine-readable line on stdout saying where the listeners are (useful with

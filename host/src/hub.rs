@@ -4,7 +4,7 @@ use crate::admin::{self, AdminRoutes};
 use crate::config::HubConfig;
 use crate::pki::{HubCa, Validity};
 use crate::proxy::front::{serve_front, Front};
-use crate::proxy::lifecycle::Stages;
+use crate::proxy::lifecycle::Pipeline;
 use crate::registry::Registry;
 use crate::tls;
 use crate::tunnel::{serve_agents, AgentListener, TunnelPool};
@@ -68,7 +68,7 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, HubEr
 }
 
 /// Starts the hub; it runs until `shutdown` fires.
-pub async fn start(cfg: HubConfig, stages: Arc<dyn Stages>, shutdown: CancellationToken) -> Result<Hub, HubError> {
+pub async fn start(cfg: HubConfig, pipeline: Pipeline, shutdown: CancellationToken) -> Result<Hub, HubError> {
     let ca = HubCa::load_or_create(&cfg.state_dir)?;
     let mut names = cfg.front.server_names.clone();
     let advertised = cfg.tunnel.advertise_host().to_string();
@@ -95,7 +95,8 @@ pub async fn start(cfg: HubConfig, stages: Arc<dyn Stages>, shutdown: Cancellati
         handshake_timeout: cfg.tunnel.handshake_timeout,
     };
     tasks.spawn(serve_agents(tunnel_listener, agents, shutdown.clone()).instrument(tracing::info_span!("tunnel_listener", addr = %tunnel_addr)));
-    let front = Arc::new(Front { pool: pool.clone(), registry: registry.clone(), cfg: cfg.front.clone(), stages });
+    let plugins = pipeline.plugins().cloned();
+    let front = Arc::new(Front { pool: pool.clone(), registry: registry.clone(), cfg: cfg.front.clone(), pipeline });
     tasks.spawn(
         serve_front(front_listener, TlsAcceptor::from(Arc::new(front_tls)), front, shutdown.clone())
             .instrument(tracing::info_span!("front_listener", addr = %front_addr)),
@@ -109,7 +110,7 @@ pub async fn start(cfg: HubConfig, stages: Arc<dyn Stages>, shutdown: Cancellati
             let listener = bind("admin", addr).await?;
             let bound = local(&listener, addr);
             tasks.spawn(
-                admin::serve_admin(listener, hub_routes(pool.clone(), registry.clone()), shutdown.clone())
+                admin::serve_admin(listener, hub_routes(pool.clone(), registry.clone()), plugins, shutdown.clone())
                     .instrument(tracing::info_span!("admin_listener", addr = %bound)),
             );
             Some(bound)

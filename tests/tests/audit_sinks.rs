@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hawser::audit::{
-    event_for, AuditError, AuditLog, AuditSettings, Event, EventContext, FileSettings, Level, MicroTime,
-    Mode, Policy, Stage, UserInfo, WebhookSettings,
+    event_for, AuditError, AuditLog, AuditSettings, Event, EventContext, FileSettings, Level,
+    MicroTime, Mode, Policy, Stage, UserInfo, WebhookSettings,
 };
 use hawser::shutdown::CancellationToken;
 use hawser_tests::harness::eventually;
@@ -24,22 +24,32 @@ const UNAVAILABLE: u8 = 1;
 const DROP_CONNECTIONS: u8 = 2;
 const TOKEN: &str = "audit-s3cret";
 
+/// What the receiver was asked to do and what it saw.
+#[derive(Default)]
+struct State {
+    mode: AtomicU8,
+    /// auditIDs of accepted events, in arrival order.
+    ids: Mutex<Vec<String>>,
+    refused_503: AtomicU64,
+    dropped: AtomicU64,
+    bad_requests: AtomicU64,
+}
+
 /// An HTTPS audit webhook receiver on 127.0.0.1:0.
 struct Receiver {
     url: String,
     ca_file: PathBuf,
-    mode: Arc<AtomicU8>,
-    ids: Arc<Mutex<Vec<String>>>,
-    refused_503: Arc<AtomicU64>,
-    dropped: Arc<AtomicU64>,
-    bad_requests: Arc<AtomicU64>,
+    state: Arc<State>,
     stop: CancellationToken,
 }
 
 impl Receiver {
     async fn start(dir: &Path, mode: u8) -> Receiver {
         let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().self_signed(&key).unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
         let ca_file = dir.join("receiver-ca.pem");
         std::fs::write(&ca_file, cert.pem()).unwrap();
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
@@ -54,51 +64,54 @@ impl Receiver {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let r = Receiver {
-            url: format!("https://127.0.0.1:{}/audit", addr.port()),
-            ca_file,
-            mode: Arc::new(AtomicU8::new(mode)),
-            ids: Arc::default(),
-            refused_503: Arc::default(),
-            dropped: Arc::default(),
-            bad_requests: Arc::default(),
-            stop: CancellationToken::new(),
-        };
-        let (mode, ids, refused, dropped, bad, stop) =
-            (r.mode.clone(), r.ids.clone(), r.refused_503.clone(), r.dropped.clone(), r.bad_requests.clone(), r.stop.clone());
+        let state = Arc::new(State {
+            mode: AtomicU8::new(mode),
+            ..State::default()
+        });
+        let stop = CancellationToken::new();
+        let (st, stopped) = (state.clone(), stop.clone());
         tokio::spawn(async move {
             loop {
                 let stream = tokio::select! {
-                    _ = stop.cancelled() => return,
+                    _ = stopped.cancelled() => return,
                     accepted = listener.accept() => match accepted { Ok((s, _)) => s, Err(_) => continue },
                 };
-                if mode.load(Ordering::SeqCst) == DROP_CONNECTIONS {
-                    dropped.fetch_add(1, Ordering::SeqCst);
+                if st.mode.load(Ordering::SeqCst) == DROP_CONNECTIONS {
+                    st.dropped.fetch_add(1, Ordering::SeqCst);
                     drop(stream);
                     continue;
                 }
-                let (acceptor, mode, ids, refused, dropped, bad) =
-                    (acceptor.clone(), mode.clone(), ids.clone(), refused.clone(), dropped.clone(), bad.clone());
+                let (acceptor, st) = (acceptor.clone(), st.clone());
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else { return };
-                    let service = hyper::service::service_fn(move |req| {
-                        let state = (mode.clone(), ids.clone(), refused.clone(), dropped.clone(), bad.clone());
-                        handle(req, state)
-                    });
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |req| handle(req, st.clone()));
                     let io = hyper_util::rt::TokioIo::new(tls);
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
                 });
             }
         });
-        r
+        Receiver {
+            url: format!("https://127.0.0.1:{}/audit", addr.port()),
+            ca_file,
+            state,
+            stop,
+        }
     }
 
     fn set(&self, mode: u8) {
-        self.mode.store(mode, Ordering::SeqCst);
+        self.state.mode.store(mode, Ordering::SeqCst);
     }
 
     fn ids(&self) -> Vec<String> {
-        self.ids.lock().unwrap().clone()
+        self.state.ids.lock().unwrap().clone()
+    }
+
+    fn count(&self, counter: fn(&State) -> &AtomicU64) -> u64 {
+        counter(&self.state).load(Ordering::SeqCst)
     }
 }
 
@@ -108,39 +121,59 @@ impl Drop for Receiver {
     }
 }
 
-type Counter = Arc<AtomicU64>;
-
 /// Answers one POST; in DROP_CONNECTIONS mode an error makes hyper cut a kept-alive
 /// connection without answering.
 async fn handle(
     req: Request<hyper::body::Incoming>,
-    (mode, ids, refused, dropped, bad): (Arc<AtomicU8>, Arc<Mutex<Vec<String>>>, Counter, Counter, Counter),
+    st: Arc<State>,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
-    if mode.load(Ordering::SeqCst) == DROP_CONNECTIONS {
-        dropped.fetch_add(1, Ordering::SeqCst);
+    if st.mode.load(Ordering::SeqCst) == DROP_CONNECTIONS {
+        st.dropped.fetch_add(1, Ordering::SeqCst);
         return Err(std::io::Error::other("dropping the connection"));
     }
-    let reply = |code: u16| Ok(Response::builder().status(code).body(Full::new(Bytes::new())).unwrap());
-    let authorized = req.headers().get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {TOKEN}"));
-    let json = req.headers().get("content-type").and_then(|v| v.to_str().ok()) == Some("application/json");
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    if mode.load(Ordering::SeqCst) == UNAVAILABLE {
-        refused.fetch_add(1, Ordering::SeqCst);
+    let reply = |code: u16| {
+        Ok(Response::builder()
+            .status(code)
+            .body(Full::new(Bytes::new()))
+            .unwrap())
+    };
+    let authorized = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        == Some(&format!("Bearer {TOKEN}"));
+    let json = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        == Some("application/json");
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if st.mode.load(Ordering::SeqCst) == UNAVAILABLE {
+        st.refused_503.fetch_add(1, Ordering::SeqCst);
         return reply(503);
     }
     let list: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    if !authorized || !json || list["kind"] != "EventList" || list["apiVersion"] != "audit.k8s.io/v1" {
-        bad.fetch_add(1, Ordering::SeqCst);
+    if !authorized
+        || !json
+        || list["kind"] != "EventList"
+        || list["apiVersion"] != "audit.k8s.io/v1"
+    {
+        st.bad_requests.fetch_add(1, Ordering::SeqCst);
         return reply(400);
     }
     let items = list["items"].as_array().cloned().unwrap_or_default();
-    let mut ids = ids.lock().unwrap();
+    let mut ids = st.ids.lock().unwrap();
     for item in items {
         // Each item must read back as a Kubernetes audit Event.
         match serde_json::from_value::<Event>(item) {
             Ok(e) => ids.push(e.audit_id),
             Err(_) => {
-                bad.fetch_add(1, Ordering::SeqCst);
+                st.bad_requests.fetch_add(1, Ordering::SeqCst);
             }
         }
     }
@@ -152,13 +185,21 @@ fn event(i: usize) -> Event {
         audit_id: format!("{i:08}"),
         request_uri: format!("/api/v1/namespaces/default/pods/p{i}"),
         verb: "get".into(),
-        user: UserInfo { username: "hub".into(), ..UserInfo::default() },
-        impersonated_user: Some(UserInfo { username: "alice".into(), ..UserInfo::default() }),
+        user: UserInfo {
+            username: "hub".into(),
+            ..UserInfo::default()
+        },
+        impersonated_user: Some(UserInfo {
+            username: "alice".into(),
+            ..UserInfo::default()
+        }),
         source_ips: vec!["127.0.0.1".into()],
         user_agent: Some("audit-sinks-test".into()),
         object_ref: None,
         request_received: MicroTime::now(),
-        annotations: [("hawser.io/role".to_string(), "hub".to_string())].into_iter().collect(),
+        annotations: [("hawser.io/role".to_string(), "hub".to_string())]
+            .into_iter()
+            .collect(),
     };
     event_for(Stage::ResponseComplete, Level::Metadata, &ctx, None)
 }
@@ -167,8 +208,16 @@ fn ids(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("{i:08}")).collect()
 }
 
-fn settings(mode: Mode, queue_size: usize, webhook: Option<WebhookSettings>, file: Option<FileSettings>) -> AuditSettings {
-    let policy = Policy::parse(Path::new("test"), "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: Metadata}]\n");
+fn settings(
+    mode: Mode,
+    queue_size: usize,
+    webhook: Option<WebhookSettings>,
+    file: Option<FileSettings>,
+) -> AuditSettings {
+    let policy = Policy::parse(
+        Path::new("test"),
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: Metadata}]\n",
+    );
     AuditSettings {
         policy: Arc::new(policy.unwrap()),
         mode,
@@ -206,15 +255,26 @@ async fn assert_delivered_once_in_order(r: &Receiver, log: &AuditLog, want: &[St
     })
     .await;
     let got = r.ids();
-    assert!(drained.is_some(), "only {} of {} events arrived", got.len(), want.len());
+    assert!(
+        drained.is_some(),
+        "only {} of {} events arrived",
+        got.len(),
+        want.len()
+    );
     assert_eq!(got.len(), want.len(), "duplicates arrived");
     assert!(got == want, "events arrived out of order");
-    assert_eq!(r.bad_requests.load(Ordering::SeqCst), 0, "malformed or unauthenticated batches");
+    assert_eq!(
+        r.count(|s| &s.bad_requests),
+        0,
+        "malformed or unauthenticated batches"
+    );
 }
 
 async fn stop(log: &AuditLog, shutdown: &CancellationToken) {
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), log.drained()).await.expect("sink tasks did not stop");
+    tokio::time::timeout(Duration::from_secs(10), log.drained())
+        .await
+        .expect("sink tasks did not stop");
 }
 
 #[tokio::test]
@@ -222,23 +282,42 @@ async fn webhook_outage_spools_and_replays_every_event_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let r = Receiver::start(dir.path(), UNAVAILABLE).await;
     let shutdown = CancellationToken::new();
-    let s = settings(Mode::Blocking, 16, Some(webhook(&r, dir.path(), 64 << 20)), None);
+    let s = settings(
+        Mode::Blocking,
+        16,
+        Some(webhook(&r, dir.path(), 64 << 20)),
+        None,
+    );
     let log = AuditLog::start(&s, shutdown.clone()).unwrap();
 
     const N: usize = 2000;
     for i in 0..N / 2 {
         log.record(event(i)).await.unwrap();
     }
-    assert!(eventually(Duration::from_secs(10), || async { (r.refused_503.load(Ordering::SeqCst) >= 3).then_some(()) }).await.is_some());
+    assert!(eventually(Duration::from_secs(10), || async {
+        (r.count(|s| &s.refused_503) >= 3).then_some(())
+    })
+    .await
+    .is_some());
     // Now refuse connections outright for the second half.
     r.set(DROP_CONNECTIONS);
     for i in N / 2..N {
         log.record(event(i)).await.unwrap();
     }
-    assert!(eventually(Duration::from_secs(10), || async { (r.dropped.load(Ordering::SeqCst) >= 3).then_some(()) }).await.is_some());
+    assert!(eventually(Duration::from_secs(10), || async {
+        (r.count(|s| &s.dropped) >= 3).then_some(())
+    })
+    .await
+    .is_some());
     let m = log.metrics()[0].clone();
-    assert!(m.spooled > 0 && m.spool_bytes > 0, "the spool was not used: {m:?}");
-    assert!(m.failing_for.is_some() && m.waits == 0 && m.refusals == 0, "{m:?}");
+    assert!(
+        m.spooled > 0 && m.spool_bytes > 0,
+        "the spool was not used: {m:?}"
+    );
+    assert!(
+        m.failing_for.is_some() && m.waits == 0 && m.refusals == 0,
+        "{m:?}"
+    );
     assert!(r.ids().is_empty());
 
     r.set(UP);
@@ -255,7 +334,12 @@ async fn blocking_mode_waits_for_room_instead_of_dropping() {
     let r = Receiver::start(dir.path(), UNAVAILABLE).await;
     let shutdown = CancellationToken::new();
     let spool_bytes = 16 * 1024;
-    let s = settings(Mode::Blocking, 4, Some(webhook(&r, dir.path(), spool_bytes)), None);
+    let s = settings(
+        Mode::Blocking,
+        4,
+        Some(webhook(&r, dir.path(), spool_bytes)),
+        None,
+    );
     let log = AuditLog::start(&s, shutdown.clone()).unwrap();
 
     const N: usize = 400;
@@ -270,16 +354,28 @@ async fn blocking_mode_waits_for_room_instead_of_dropping() {
             Ok::<(), AuditError>(())
         })
     };
-    let waiting = eventually(Duration::from_secs(10), || async { (log.metrics()[0].waits > 0).then_some(()) }).await;
-    assert!(waiting.is_some(), "record never had to wait: {:?}", log.metrics());
+    let waiting = eventually(Duration::from_secs(10), || async {
+        (log.metrics()[0].waits > 0).then_some(())
+    })
+    .await;
+    assert!(
+        waiting.is_some(),
+        "record never had to wait: {:?}",
+        log.metrics()
+    );
     // Held up, not dropping: what was accepted fits in queue + batch + spool.
     let accepted = progress.load(Ordering::SeqCst);
     let line = serde_json::to_vec(&event(0)).unwrap().len() + 1;
     assert!(accepted < N && !recorder.is_finished());
-    assert!(accepted <= 4 + 50 + (spool_bytes as usize / line) + 1, "{accepted} accepted");
+    assert!(
+        accepted <= 4 + 50 + (spool_bytes as usize / line) + 1,
+        "{accepted} accepted"
+    );
 
     r.set(UP);
-    let done = tokio::time::timeout(Duration::from_secs(30), recorder).await.expect("recorder still blocked");
+    let done = tokio::time::timeout(Duration::from_secs(30), recorder)
+        .await
+        .expect("recorder still blocked");
     done.unwrap().unwrap();
     assert_delivered_once_in_order(&r, &log, &ids(0..N)).await;
     stop(&log, &shutdown).await;
@@ -290,7 +386,12 @@ async fn fail_closed_refuses_at_once_when_queue_and_spool_are_full() {
     let dir = tempfile::tempdir().unwrap();
     let r = Receiver::start(dir.path(), UNAVAILABLE).await;
     let shutdown = CancellationToken::new();
-    let s = settings(Mode::FailClosed, 4, Some(webhook(&r, dir.path(), 16 * 1024)), None);
+    let s = settings(
+        Mode::FailClosed,
+        4,
+        Some(webhook(&r, dir.path(), 16 * 1024)),
+        None,
+    );
     let log = AuditLog::start(&s, shutdown.clone()).unwrap();
 
     let started = Instant::now();
@@ -302,15 +403,24 @@ async fn fail_closed_refuses_at_once_when_queue_and_spool_are_full() {
             Err(e) => break e,
         }
     };
-    assert!(started.elapsed() < Duration::from_secs(5), "refusal took {:?}", started.elapsed());
-    assert!(matches!(refusal, AuditError::RefusedSpoolFull { .. }), "{refusal}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refusal took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(refusal, AuditError::RefusedSpoolFull { .. }),
+        "{refusal}"
+    );
     assert!(refusal.is_refusal());
     assert_eq!(refusal.status().code, 503);
     assert_eq!(log.metrics()[0].refusals, 1);
 
     r.set(UP);
     assert_delivered_once_in_order(&r, &log, &ids(0..accepted)).await;
-    log.record(event(accepted)).await.expect("accepts again once the spool drained");
+    log.record(event(accepted))
+        .await
+        .expect("accepts again once the spool drained");
     stop(&log, &shutdown).await;
 }
 
@@ -319,7 +429,12 @@ async fn fail_closed_refuses_once_the_sink_fails_longer_than_the_grace() {
     let dir = tempfile::tempdir().unwrap();
     let r = Receiver::start(dir.path(), DROP_CONNECTIONS).await;
     let shutdown = CancellationToken::new();
-    let mut s = settings(Mode::FailClosed, 1000, Some(webhook(&r, dir.path(), 64 << 20)), None);
+    let mut s = settings(
+        Mode::FailClosed,
+        1000,
+        Some(webhook(&r, dir.path(), 64 << 20)),
+        None,
+    );
     s.failure_grace = Duration::from_millis(300);
     let log = AuditLog::start(&s, shutdown.clone()).unwrap();
 
@@ -327,15 +442,24 @@ async fn fail_closed_refuses_once_the_sink_fails_longer_than_the_grace() {
     let started = Instant::now();
     let mut accepted = 0;
     let refusal = loop {
-        assert!(started.elapsed() < Duration::from_secs(10) && accepted < 500, "never refused");
+        assert!(
+            started.elapsed() < Duration::from_secs(10) && accepted < 500,
+            "never refused"
+        );
         match log.record(event(accepted)).await {
             Ok(()) => accepted += 1,
             Err(e) => break e,
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert!(matches!(refusal, AuditError::RefusedSinkFailing { failing_for, .. } if failing_for > s.failure_grace));
-    assert!(started.elapsed() < Duration::from_secs(5), "refusal took {:?}", started.elapsed());
+    assert!(
+        matches!(refusal, AuditError::RefusedSinkFailing { failing_for, .. } if failing_for > s.failure_grace)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refusal took {:?}",
+        started.elapsed()
+    );
 
     r.set(UP);
     let back = eventually(Duration::from_secs(10), || async {
@@ -344,7 +468,9 @@ async fn fail_closed_refuses_once_the_sink_fails_longer_than_the_grace() {
     })
     .await;
     assert!(back.is_some(), "the sink did not recover");
-    log.record(event(accepted)).await.expect("accepts again once the sink recovered");
+    log.record(event(accepted))
+        .await
+        .expect("accepts again once the sink recovered");
     assert_delivered_once_in_order(&r, &log, &ids(0..accepted + 1)).await;
     stop(&log, &shutdown).await;
 }
@@ -354,13 +480,21 @@ async fn shutdown_keeps_undelivered_webhook_events_for_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
     let r = Receiver::start(dir.path(), UNAVAILABLE).await;
     let shutdown = CancellationToken::new();
-    let s = settings(Mode::Blocking, 16, Some(webhook(&r, dir.path(), 64 << 20)), None);
+    let s = settings(
+        Mode::Blocking,
+        16,
+        Some(webhook(&r, dir.path(), 64 << 20)),
+        None,
+    );
     let log = AuditLog::start(&s, shutdown.clone()).unwrap();
     for i in 0..300 {
         log.record(event(i)).await.unwrap();
     }
     stop(&log, &shutdown).await;
-    assert!(matches!(log.record(event(999)).await, Err(AuditError::Closed)));
+    assert!(matches!(
+        log.record(event(999)).await,
+        Err(AuditError::Closed)
+    ));
     assert_eq!(log.metrics()[0].lost, 0);
 
     r.set(UP);
@@ -375,25 +509,47 @@ async fn shutdown_keeps_undelivered_webhook_events_for_the_next_start() {
 async fn file_sink_writes_json_lines_and_rotates() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log/audit.log");
-    let file = FileSettings { path: path.clone(), max_bytes: 16 * 1024, max_backups: 100 };
+    let file = FileSettings {
+        path: path.clone(),
+        max_bytes: 16 * 1024,
+        max_backups: 100,
+    };
     let shutdown = CancellationToken::new();
-    let log = AuditLog::start(&settings(Mode::Blocking, 8, None, Some(file)), shutdown.clone()).unwrap();
+    let log = AuditLog::start(
+        &settings(Mode::Blocking, 8, None, Some(file)),
+        shutdown.clone(),
+    )
+    .unwrap();
     for i in 0..500 {
         log.record(event(i)).await.unwrap();
     }
     stop(&log, &shutdown).await;
-    let mut files: Vec<PathBuf> = (1..=100).map(|i| PathBuf::from(format!("{}.{i}", path.display()))).filter(|p| p.exists()).collect();
-    assert!(files.len() >= 3, "expected rotation, got {} backups", files.len());
+    let mut files: Vec<PathBuf> = (1..=100)
+        .map(|i| PathBuf::from(format!("{}.{i}", path.display())))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(
+        files.len() >= 3,
+        "expected rotation, got {} backups",
+        files.len()
+    );
     files.reverse();
     files.push(path);
     let mut got = Vec::new();
     for f in &files {
         for line in std::fs::read_to_string(f).unwrap().lines() {
             let e: Event = serde_json::from_str(line).unwrap();
-            assert_eq!((e.kind.as_str(), e.api_version.as_str()), ("Event", "audit.k8s.io/v1"));
+            assert_eq!(
+                (e.kind.as_str(), e.api_version.as_str()),
+                ("Event", "audit.k8s.io/v1")
+            );
             got.push(e.audit_id);
         }
     }
-    assert!(got == ids(0..500), "file log out of order or incomplete ({} lines)", got.len());
+    assert!(
+        got == ids(0..500),
+        "file log out of order or incomplete ({} lines)",
+        got.len()
+    );
     assert_eq!(log.metrics()[0].delivered, 500);
 }

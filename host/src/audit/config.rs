@@ -202,7 +202,10 @@ impl AuditConfig {
             _ => p.to_path_buf(),
         };
         if self.file.is_none() && self.webhook.is_none() {
-            return Err(invalid("audit", "configure [audit.file], [audit.webhook] or both".into()));
+            return Err(invalid(
+                "audit",
+                "configure [audit.file], [audit.webhook] or both".into(),
+            ));
         }
         if self.queue_size == 0 {
             return Err(invalid("audit.queue_size", "must be at least 1".into()));
@@ -216,7 +219,10 @@ impl AuditConfig {
             None => None,
             Some(f) => {
                 if f.max_size_mb == 0 {
-                    return Err(invalid("audit.file.max_size_mb", "must be at least 1".into()));
+                    return Err(invalid(
+                        "audit.file.max_size_mb",
+                        "must be at least 1".into(),
+                    ));
                 }
                 Some(FileSettings {
                     path: resolve(&f.path),
@@ -246,27 +252,47 @@ fn validate_webhook(
     invalid: &dyn Fn(&str, String) -> ConfigError,
     resolve: &dyn Fn(&Path) -> PathBuf,
 ) -> Result<WebhookSettings, ConfigError> {
-    let url: http::Uri = w
-        .url
-        .parse()
-        .map_err(|e| invalid("audit.webhook.url", format!("`{}` is not a URL: {e}", w.url)))?;
+    let url: http::Uri = w.url.parse().map_err(|e| {
+        invalid(
+            "audit.webhook.url",
+            format!("`{}` is not a URL: {e}", w.url),
+        )
+    })?;
     if url.scheme_str() != Some("https") || url.host().is_none() {
-        return Err(invalid("audit.webhook.url", format!("`{}` must be an https:// URL with a host", w.url)));
+        return Err(invalid(
+            "audit.webhook.url",
+            format!("`{}` must be an https:// URL with a host", w.url),
+        ));
     }
     if w.max_batch_size == 0 {
-        return Err(invalid("audit.webhook.max_batch_size", "must be at least 1".into()));
+        return Err(invalid(
+            "audit.webhook.max_batch_size",
+            "must be at least 1".into(),
+        ));
     }
     if w.spool_max_mb == 0 {
-        return Err(invalid("audit.webhook.spool_max_mb", "must be at least 1".into()));
+        return Err(invalid(
+            "audit.webhook.spool_max_mb",
+            "must be at least 1".into(),
+        ));
     }
     if w.retry_initial.is_zero() {
-        return Err(invalid("audit.webhook.retry_initial", "must be above zero".into()));
+        return Err(invalid(
+            "audit.webhook.retry_initial",
+            "must be above zero".into(),
+        ));
     }
     if w.retry_max < w.retry_initial {
-        return Err(invalid("audit.webhook.retry_max", "must not be below retry_initial".into()));
+        return Err(invalid(
+            "audit.webhook.retry_max",
+            "must not be below retry_initial".into(),
+        ));
     }
     if w.request_timeout.is_zero() {
-        return Err(invalid("audit.webhook.request_timeout", "must be above zero".into()));
+        return Err(invalid(
+            "audit.webhook.request_timeout",
+            "must be above zero".into(),
+        ));
     }
     Ok(WebhookSettings {
         url,

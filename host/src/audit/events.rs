@@ -2,9 +2,6 @@
 //! (`k8s.io/apiserver/pkg/apis/audit/v1/types.go`), so hub, agent and API-server
 //! records can be read by the same tools and joined on `auditID`.
 
-use super::policy::{Attributes, Policy, StageSet};
-use super::sink::AuditLog;
-use super::AuditError;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -70,7 +67,11 @@ impl MicroTime {
 
 impl std::fmt::Display for MicroTime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", humantime::format_rfc3339_micros(self.0))
+        // humantime panics before 1970 and fails after 9999; a clock that far off
+        // must not take the audit path down, so clamp to what RFC 3339 here allows.
+        let last = std::time::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799);
+        let t = self.0.clamp(std::time::UNIX_EPOCH, last);
+        write!(f, "{}", humantime::format_rfc3339_micros(t))
     }
 }
 
@@ -177,7 +178,10 @@ pub struct ResponseStatus {
 impl ResponseStatus {
     /// Just the code, as kube-apiserver records successful responses.
     pub fn code(code: u16) -> ResponseStatus {
-        ResponseStatus { code, ..ResponseStatus::default() }
+        ResponseStatus {
+            code,
+            ..ResponseStatus::default()
+        }
     }
 
     /// A failure the proxy answered itself (401, 403, 503...).
@@ -270,7 +274,7 @@ pub struct EventContext {
 }
 
 /// Builds the event of one stage. The caller decides whether it is recorded at all
-/// (see [`RequestAudit::event`], which applies the level and `omitStages`).
+/// (see [`super::RequestAudit::event`], which applies the level and `omitStages`).
 pub fn event_for(
     stage: Stage,
     level: Level,
@@ -316,84 +320,6 @@ pub fn source_ips(headers: &http::HeaderMap, peer: IpAddr) -> Vec<String> {
         ips.push(peer);
     }
     ips.iter().map(IpAddr::to_string).collect()
-}
-
-/// The audit state of one request: its context and the policy's decision. Each
-/// stage becomes an event with the same `auditID`.
-#[derive(Debug, Clone)]
-pub struct RequestAudit {
-    /// Fields shared by every stage; the proxy may fill in `impersonated_user` and
-    /// annotations as phases decide them.
-    pub ctx: EventContext,
-    level: Level,
-    omit: StageSet,
-    request_object: Option<serde_json::Value>,
-    response_object: Option<serde_json::Value>,
-}
-
-impl RequestAudit {
-    /// Evaluates `policy` for `attrs` and keeps the decision for every stage.
-    pub fn new(ctx: EventContext, policy: &Policy, attrs: &Attributes<'_>) -> RequestAudit {
-        let (level, omit) = policy.level_for(attrs);
-        RequestAudit::with_decision(ctx, level, omit)
-    }
-
-    /// A request whose level and omitted stages are already decided.
-    pub fn with_decision(ctx: EventContext, level: Level, omit: StageSet) -> RequestAudit {
-        RequestAudit { ctx, level, omit, request_object: None, response_object: None }
-    }
-
-    /// The level chosen for this request.
-    pub fn level(&self) -> Level {
-        self.level
-    }
-
-    /// Keeps the request body; ignored below level Request, so callers need not
-    /// check (and should not parse bodies when `level() < Request`).
-    pub fn set_request_object(&mut self, body: serde_json::Value) {
-        if self.level >= Level::Request {
-            self.request_object = Some(body);
-        }
-    }
-
-    /// Keeps the response body; ignored below level RequestResponse.
-    pub fn set_response_object(&mut self, body: serde_json::Value) {
-        if self.level >= Level::RequestResponse {
-            self.response_object = Some(body);
-        }
-    }
-
-    /// The event for `stage`, or `None` when the level is None or the stage omitted.
-    /// Bodies are attached from ResponseStarted on, as kube-apiserver only has them
-    /// once the handler has run.
-    pub fn event(&self, stage: Stage, response: Option<ResponseStatus>) -> Option<Event> {
-        if self.level == Level::None || self.omit.contains(stage) {
-            return None;
-        }
-        let mut event = event_for(stage, self.level, &self.ctx, response);
-        if stage != Stage::RequestReceived {
-            event.request_object = self.request_object.clone();
-            if stage != Stage::ResponseStarted {
-                event.response_object = self.response_object.clone();
-            }
-        }
-        Some(event)
-    }
-
-    /// Records `stage` into `log` (a no-op when the stage is not audited). An error
-    /// means the event was not recorded: refuse the request with
-    /// [`AuditError::status`].
-    pub async fn record(
-        &self,
-        log: &AuditLog,
-        stage: Stage,
-        response: Option<ResponseStatus>,
-    ) -> Result<(), AuditError> {
-        match self.event(stage, response) {
-            Some(event) => log.record(event).await,
-            None => Ok(()),
-        }
-    }
 }
 
 #[cfg(test)]

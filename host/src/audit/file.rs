@@ -26,7 +26,11 @@ impl FileSink {
         if let Some(dir) = settings.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| AuditError::io(dir, e))?;
         }
-        let mut sink = FileSink { settings, file: None, size: 0 };
+        let mut sink = FileSink {
+            settings,
+            file: None,
+            size: 0,
+        };
         sink.reopen()?;
         Ok(sink)
     }
@@ -104,7 +108,9 @@ impl FileSink {
     /// Syncs the file (at shutdown).
     pub(crate) fn sync(&mut self) -> Result<(), AuditError> {
         match &self.file {
-            Some(f) => f.sync_data().map_err(|e| AuditError::io(&self.settings.path, e)),
+            Some(f) => f
+                .sync_data()
+                .map_err(|e| AuditError::io(&self.settings.path, e)),
             None => Ok(()),
         }
     }

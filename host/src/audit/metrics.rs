@@ -87,7 +87,12 @@ pub struct SinkSnapshot {
 }
 
 impl SinkShared {
-    pub(crate) fn snapshot(&self, sink: &'static str, queued: u64, spool_bytes: u64) -> SinkSnapshot {
+    pub(crate) fn snapshot(
+        &self,
+        sink: &'static str,
+        queued: u64,
+        spool_bytes: u64,
+    ) -> SinkSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         SinkSnapshot {
             sink,
@@ -110,19 +115,72 @@ impl SinkShared {
 pub(crate) fn render(sinks: &[SinkSnapshot]) -> String {
     type Field = fn(&SinkSnapshot) -> u64;
     let families: [(&str, &str, &str, Field); 11] = [
-        ("hawser_audit_events_total", "counter", "Events accepted.", |s| s.recorded),
-        ("hawser_audit_record_waits_total", "counter", "Blocking-mode waits for room.", |s| s.waits),
-        ("hawser_audit_refusals_total", "counter", "Fail-closed refusals.", |s| s.refusals),
-        ("hawser_audit_spooled_total", "counter", "Events written to the spool.", |s| s.spooled),
-        ("hawser_audit_delivered_total", "counter", "Events written or acknowledged.", |s| s.delivered),
-        ("hawser_audit_delivery_failures_total", "counter", "Failed writes or POSTs.", |s| s.failures),
-        ("hawser_audit_lost_total", "counter", "Events not kept at shutdown.", |s| s.lost),
-        ("hawser_audit_spool_corrupt_lines_total", "counter", "Torn spool lines skipped.", |s| s.corrupt),
-        ("hawser_audit_queue_events", "gauge", "Events in the memory queue.", |s| s.queued),
-        ("hawser_audit_spool_bytes", "gauge", "Bytes in the spool.", |s| s.spool_bytes),
-        ("hawser_audit_sink_failing", "gauge", "1 while the sink is failing.", |s| {
-            u64::from(s.failing_for.is_some())
-        }),
+        (
+            "hawser_audit_events_total",
+            "counter",
+            "Events accepted.",
+            |s| s.recorded,
+        ),
+        (
+            "hawser_audit_record_waits_total",
+            "counter",
+            "Blocking-mode waits for room.",
+            |s| s.waits,
+        ),
+        (
+            "hawser_audit_refusals_total",
+            "counter",
+            "Fail-closed refusals.",
+            |s| s.refusals,
+        ),
+        (
+            "hawser_audit_spooled_total",
+            "counter",
+            "Events written to the spool.",
+            |s| s.spooled,
+        ),
+        (
+            "hawser_audit_delivered_total",
+            "counter",
+            "Events written or acknowledged.",
+            |s| s.delivered,
+        ),
+        (
+            "hawser_audit_delivery_failures_total",
+            "counter",
+            "Failed writes or POSTs.",
+            |s| s.failures,
+        ),
+        (
+            "hawser_audit_lost_total",
+            "counter",
+            "Events not kept at shutdown.",
+            |s| s.lost,
+        ),
+        (
+            "hawser_audit_spool_corrupt_lines_total",
+            "counter",
+            "Torn spool lines skipped.",
+            |s| s.corrupt,
+        ),
+        (
+            "hawser_audit_queue_events",
+            "gauge",
+            "Events in the memory queue.",
+            |s| s.queued,
+        ),
+        (
+            "hawser_audit_spool_bytes",
+            "gauge",
+            "Bytes in the spool.",
+            |s| s.spool_bytes,
+        ),
+        (
+            "hawser_audit_sink_failing",
+            "gauge",
+            "1 while the sink is failing.",
+            |s| u64::from(s.failing_for.is_some()),
+        ),
     ];
     let mut out = String::new();
     for (name, kind, help, field) in families {

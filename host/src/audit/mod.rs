@@ -1,8 +1,8 @@
 //! Kubernetes-style audit (`audit.k8s.io/v1`) for the hub and the agent.
 //!
 //! # Layout
-//! - [`events`]: the `Event` type with Kubernetes' JSON field names, `MicroTime`, and
-//!   [`RequestAudit`], which builds the stages of one request with one `auditID`.
+//! - [`events`]: the `Event` type with Kubernetes' JSON field names and `MicroTime`;
+//!   [`RequestAudit`] builds the stages of one request with one `auditID`.
 //! - [`policy`]: a Kubernetes audit `Policy` file and its first-match-wins evaluation.
 //! - [`config`]: the `[audit]` TOML table ([`AuditConfig`]) and its validated form
 //!   ([`AuditSettings`]).
@@ -24,17 +24,21 @@ pub mod events;
 mod file;
 mod metrics;
 pub mod policy;
+mod request;
 pub mod sink;
 mod spool;
 mod task;
 mod webhook;
 
-pub use config::{AuditConfig, AuditSettings, FileConfig, FileSettings, Mode, WebhookConfig, WebhookSettings};
+pub use config::{
+    AuditConfig, AuditSettings, FileConfig, FileSettings, Mode, WebhookConfig, WebhookSettings,
+};
 pub use events::{
-    event_for, source_ips, Event, EventContext, Level, MicroTime, ObjectReference, RequestAudit,
-    ResponseStatus, Stage, UserInfo, ANNOTATION_CLUSTER, ANNOTATION_ROLE, ANNOTATION_TUNNEL,
+    event_for, source_ips, Event, EventContext, Level, MicroTime, ObjectReference, ResponseStatus,
+    Stage, UserInfo, ANNOTATION_CLUSTER, ANNOTATION_ROLE, ANNOTATION_TUNNEL,
 };
 pub use policy::{Attributes, Policy, StageSet};
+pub use request::RequestAudit;
 pub use sink::{AuditLog, SinkSnapshot};
 
 use std::path::PathBuf;
@@ -141,6 +145,9 @@ impl AuditError {
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> AuditError {
-        AuditError::Io { path: path.into(), source }
+        AuditError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

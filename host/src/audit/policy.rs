@@ -177,13 +177,24 @@ impl Policy {
             field: field.to_string(),
             reason,
         };
-        let raw: RawPolicy = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
-            .map_err(|e| {
-                let path = e.path().to_string();
-                err(if path == "." { "(document)" } else { &path }, e.into_inner().to_string())
-            })?;
+        let raw: RawPolicy = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(
+            text,
+        ))
+        .map_err(|e| {
+            let path = e.path().to_string();
+            err(
+                if path == "." { "(document)" } else { &path },
+                e.into_inner().to_string(),
+            )
+        })?;
         if raw.api_version != API_VERSION {
-            return Err(err("apiVersion", format!("`{}` is not supported; use `{API_VERSION}`", raw.api_version)));
+            return Err(err(
+                "apiVersion",
+                format!(
+                    "`{}` is not supported; use `{API_VERSION}`",
+                    raw.api_version
+                ),
+            ));
         }
         if raw.kind != "Policy" {
             return Err(err("kind", format!("`{}` is not `Policy`", raw.kind)));
@@ -196,7 +207,10 @@ impl Policy {
             .rules
             .into_iter()
             .enumerate()
-            .map(|(i, r)| validate_rule(r, omit_stages).map_err(|(f, why)| err(&format!("rules[{i}].{f}"), why)))
+            .map(|(i, r)| {
+                validate_rule(r, omit_stages)
+                    .map_err(|(f, why)| err(&format!("rules[{i}].{f}"), why))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Policy { rules, omit_stages })
     }
@@ -219,7 +233,9 @@ impl Policy {
 
 /// Checks one rule as `pkg/apis/audit/validation` does; errors are (field, reason).
 fn validate_rule(r: RawRule, policy_omit: StageSet) -> Result<Rule, (String, String)> {
-    let level = r.level.ok_or_else(|| ("level".to_string(), "is required".to_string()))?;
+    let level = r
+        .level
+        .ok_or_else(|| ("level".to_string(), "is required".to_string()))?;
     if !r.non_resource_urls.is_empty() && (!r.resources.is_empty() || !r.namespaces.is_empty()) {
         return Err((
             "nonResourceURLs".into(),
@@ -232,7 +248,10 @@ fn validate_rule(r: RawRule, policy_omit: StageSet) -> Result<Rule, (String, Str
             continue;
         }
         if !url.starts_with('/') {
-            return Err((field, format!("`{url}`: non-resource URL rules must begin with a '/' character")));
+            return Err((
+                field,
+                format!("`{url}`: non-resource URL rules must begin with a '/' character"),
+            ));
         }
         if url.strip_suffix('*').unwrap_or(url).contains('*') {
             return Err((field, format!("`{url}`: non-resource URL wildcards '*' must be the final character of the rule")));
@@ -240,7 +259,10 @@ fn validate_rule(r: RawRule, policy_omit: StageSet) -> Result<Rule, (String, Str
     }
     for (j, gr) in r.resources.iter().enumerate() {
         if !gr.group.is_empty() && !is_dns1123_subdomain(&gr.group) {
-            return Err((format!("resources[{j}].group"), format!("`{}` is not a valid API group", gr.group)));
+            return Err((
+                format!("resources[{j}].group"),
+                format!("`{}` is not a valid API group", gr.group),
+            ));
         }
         if !gr.resource_names.is_empty() && gr.resources.is_empty() {
             return Err((
@@ -257,7 +279,12 @@ fn validate_rule(r: RawRule, policy_omit: StageSet) -> Result<Rule, (String, Str
         resources: r.resources,
         namespaces: r.namespaces,
         non_resource_urls: r.non_resource_urls,
-        omit_stages: r.omit_stages.iter().copied().collect::<StageSet>().union(policy_omit),
+        omit_stages: r
+            .omit_stages
+            .iter()
+            .copied()
+            .collect::<StageSet>()
+            .union(policy_omit),
     })
 }
 
@@ -266,7 +293,9 @@ fn is_dns1123_subdomain(s: &str) -> bool {
         && s.split('.').all(|label| {
             let bytes = label.as_bytes();
             !bytes.is_empty()
-                && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
                 && bytes[0] != b'-'
                 && bytes[bytes.len() - 1] != b'-'
         })
@@ -291,7 +320,11 @@ impl Rule {
             return self.matches_resource(a);
         }
         if !self.non_resource_urls.is_empty() {
-            return !a.is_resource_request && self.non_resource_urls.iter().any(|spec| path_matches(a.path, spec));
+            return !a.is_resource_request
+                && self
+                    .non_resource_urls
+                    .iter()
+                    .any(|spec| path_matches(a.path, spec));
         }
         true
     }
@@ -312,21 +345,24 @@ impl Rule {
         } else {
             format!("{}/{}", a.resource, a.subresource)
         };
-        self.resources.iter().filter(|gr| gr.group == a.api_group).any(|gr| {
-            if gr.resources.is_empty() {
-                return true;
-            }
-            if !gr.resource_names.is_empty() && !has(&gr.resource_names, a.name) {
-                return false;
-            }
-            gr.resources.iter().any(|res| {
-                res == "*"
+        self.resources
+            .iter()
+            .filter(|gr| gr.group == a.api_group)
+            .any(|gr| {
+                if gr.resources.is_empty() {
+                    return true;
+                }
+                if !gr.resource_names.is_empty() && !has(&gr.resource_names, a.name) {
+                    return false;
+                }
+                gr.resources.iter().any(|res| {
+                    res == "*"
                     || *res == combined
                     || (!a.subresource.is_empty() && res.strip_prefix("*/") == Some(a.subresource))
                     // As in checker.go, "pods/*" matches pods and every subresource of pods.
                     || res.strip_suffix("/*") == Some(a.resource)
+                })
             })
-        })
     }
 }
 
@@ -334,7 +370,9 @@ impl Rule {
 fn path_matches(path: &str, spec: &str) -> bool {
     spec == "*"
         || spec == path
-        || spec.strip_suffix('*').is_some_and(|prefix| path.starts_with(prefix.trim_end_matches('*')))
+        || spec
+            .strip_suffix('*')
+            .is_some_and(|prefix| path.starts_with(prefix.trim_end_matches('*')))
 }
 
 #[cfg(test)]

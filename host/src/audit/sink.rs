@@ -10,7 +10,7 @@
 use super::config::{AuditSettings, Mode};
 use super::events::Event;
 use super::file::FileSink;
-use super::metrics::{add, render, SinkShared, SinkSnapshot as Snapshot};
+use super::metrics::{add, render, SinkShared};
 use super::policy::Policy;
 use super::spool::{AppendError, Spool};
 use super::task::{Backend, SinkTask};
@@ -65,15 +65,33 @@ impl AuditLog {
     /// When `shutdown` is cancelled the tasks stop taking events, flush what is
     /// queued (bounded by `shutdown_flush`; webhook leftovers go to the spool) and
     /// end; [`AuditLog::drained`] waits for that.
-    pub fn start(settings: &AuditSettings, shutdown: CancellationToken) -> Result<AuditLog, AuditError> {
+    ///
+    /// Must be called inside a Tokio runtime (it spawns the sink tasks).
+    pub fn start(
+        settings: &AuditSettings,
+        shutdown: CancellationToken,
+    ) -> Result<AuditLog, AuditError> {
         let tracker = TaskTracker::new();
         let mut pipelines = Vec::new();
-        let mut spawn = |sink: &'static str, backend: Backend, spool: Option<Arc<Spool>>, span: tracing::Span| {
+        let mut spawn = |sink: &'static str,
+                         backend: Backend,
+                         spool: Option<Arc<Spool>>,
+                         span: tracing::Span| {
             let (tx, rx) = mpsc::channel(settings.queue_size);
             let shared = Arc::new(SinkShared::default());
-            let task = SinkTask::new(backend, spool.clone(), shared.clone(), settings.shutdown_flush);
+            let task = SinkTask::new(
+                backend,
+                spool.clone(),
+                shared.clone(),
+                settings.shutdown_flush,
+            );
             tracker.spawn(task.run(rx, shutdown.clone()).instrument(span));
-            pipelines.push(Pipeline { sink, tx, spool, shared });
+            pipelines.push(Pipeline {
+                sink,
+                tx,
+                spool,
+                shared,
+            });
         };
         if let Some(f) = &settings.file {
             let sink = FileSink::open(f.clone())?;
@@ -127,7 +145,10 @@ impl AuditLog {
         match p.shared.failing_for() {
             Some(failing_for) if failing_for > self.inner.failure_grace => {
                 add(&p.shared.refusals, 1);
-                Err(AuditError::RefusedSinkFailing { sink: p.sink, failing_for })
+                Err(AuditError::RefusedSinkFailing {
+                    sink: p.sink,
+                    failing_for,
+                })
             }
             _ => Ok(()),
         }
@@ -173,7 +194,10 @@ impl AuditLog {
     fn full(&self, p: &Pipeline, max_bytes: u64, waited: &mut bool) -> Result<(), AuditError> {
         if self.inner.mode == Mode::FailClosed {
             add(&p.shared.refusals, 1);
-            return Err(AuditError::RefusedSpoolFull { sink: p.sink, max_bytes });
+            return Err(AuditError::RefusedSpoolFull {
+                sink: p.sink,
+                max_bytes,
+            });
         }
         if !*waited {
             *waited = true;
@@ -189,7 +213,10 @@ impl AuditLog {
             Err(mpsc::error::TrySendError::Full(line)) => {
                 if self.inner.mode == Mode::FailClosed {
                     add(&p.shared.refusals, 1);
-                    return Err(AuditError::RefusedQueueFull { sink: p.sink, capacity: p.tx.max_capacity() });
+                    return Err(AuditError::RefusedQueueFull {
+                        sink: p.sink,
+                        capacity: p.tx.max_capacity(),
+                    });
                 }
                 add(&p.shared.waits, 1);
                 p.tx.send(line).await.map_err(|_| AuditError::Closed)
@@ -212,8 +239,7 @@ impl AuditLog {
 
     /// The metrics in Prometheus text format, for the admin `/metrics` page.
     pub fn render_metrics(&self) -> String {
-        let snapshots: Vec<Snapshot> = self.metrics();
-        render(&snapshots)
+        render(&self.metrics())
     }
 
     /// Waits until every sink task has flushed and ended (after shutdown).

@@ -93,7 +93,9 @@ impl Spool {
         for entry in std::fs::read_dir(dir).map_err(|e| AuditError::io(dir, e))? {
             let path = entry.map_err(|e| AuditError::io(dir, e))?.path();
             if let Some(seq) = seq_of(&path, "jsonl") {
-                let len = std::fs::metadata(&path).map_err(|e| AuditError::io(&path, e))?.len();
+                let len = std::fs::metadata(&path)
+                    .map_err(|e| AuditError::io(&path, e))?
+                    .len();
                 sealed.push(Segment { seq, path, len });
             }
         }
@@ -199,13 +201,18 @@ impl Spool {
 
     /// Reads a segment from its replay position.
     pub(crate) async fn read(&self, seg: &Segment) -> Result<Replay, AuditError> {
-        let data = tokio::fs::read(&seg.path).await.map_err(|e| AuditError::io(&seg.path, e))?;
+        let data = tokio::fs::read(&seg.path)
+            .await
+            .map_err(|e| AuditError::io(&seg.path, e))?;
         let start = match tokio::fs::read_to_string(pos_path(seg)).await {
             Ok(text) => text.trim().parse::<usize>().unwrap_or(0).min(data.len()),
             Err(_) => 0,
         };
         let data = Bytes::from(data);
-        let mut replay = Replay { events: Vec::new(), corrupt: 0 };
+        let mut replay = Replay {
+            events: Vec::new(),
+            corrupt: 0,
+        };
         let mut offset = start;
         for line in data[start..].split_inclusive(|b| *b == b'\n') {
             let begin = offset;
@@ -218,7 +225,9 @@ impl Spool {
                 replay.corrupt += 1;
                 continue;
             }
-            replay.events.push((data.slice(begin..begin + body.len()), offset as u64));
+            replay
+                .events
+                .push((data.slice(begin..begin + body.len()), offset as u64));
         }
         Ok(replay)
     }
@@ -226,7 +235,9 @@ impl Spool {
     /// Records that everything before `offset` in `seg` was delivered.
     pub(crate) async fn commit(&self, seg: &Segment, offset: u64) -> Result<(), AuditError> {
         let path = pos_path(seg);
-        tokio::fs::write(&path, offset.to_string()).await.map_err(|e| AuditError::io(path, e))
+        tokio::fs::write(&path, offset.to_string())
+            .await
+            .map_err(|e| AuditError::io(path, e))
     }
 
     /// Deletes a fully delivered segment and wakes producers waiting for room.
@@ -241,7 +252,9 @@ impl Spool {
         self.set_bytes(&mut st, bytes);
         drop(st);
         self.space.notify_waiters();
-        tokio::fs::remove_file(&seg.path).await.map_err(|e| AuditError::io(&seg.path, e))?;
+        tokio::fs::remove_file(&seg.path)
+            .await
+            .map_err(|e| AuditError::io(&seg.path, e))?;
         // The position file may not exist (segment delivered in one batch).
         let _ = tokio::fs::remove_file(pos_path(seg)).await;
         Ok(())
@@ -280,7 +293,11 @@ impl Spool {
         write().map_err(|e| AuditError::io(&path, e))?;
         let bytes = st.bytes + buf.len() as u64;
         self.set_bytes(&mut st, bytes);
-        st.sealed.push_front(Segment { seq, path, len: buf.len() as u64 });
+        st.sealed.push_front(Segment {
+            seq,
+            path,
+            len: buf.len() as u64,
+        });
         Ok(())
     }
 
@@ -298,7 +315,9 @@ fn pos_path(seg: &Segment) -> PathBuf {
 /// producers) and queues it for replay.
 fn seal(st: &mut SpoolState) -> Result<(), AuditError> {
     if let Some(open) = st.open.take() {
-        open.file.sync_data().map_err(|e| AuditError::io(&open.seg.path, e))?;
+        open.file
+            .sync_data()
+            .map_err(|e| AuditError::io(&open.seg.path, e))?;
         st.sealed.push_back(open.seg);
     }
     Ok(())

@@ -23,7 +23,8 @@ const FILE_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::
 enum Kind {
     /// `None` only while a write runs on the blocking pool (or after it panicked).
     File(Option<FileSink>, FileSettings),
-    Webhook(WebhookClient),
+    // Boxed: the hyper client is large and the enum lives for the task's life.
+    Webhook(Box<WebhookClient>),
 }
 
 /// Where events are delivered, and how they are batched and retried.
@@ -36,12 +37,17 @@ pub(crate) struct Backend {
 
 impl Backend {
     pub(crate) fn file(sink: FileSink, settings: FileSettings) -> Backend {
-        Backend { kind: Kind::File(Some(sink), settings), max_batch: FILE_BATCH, max_wait: Duration::ZERO, retry: FILE_RETRY }
+        Backend {
+            kind: Kind::File(Some(sink), settings),
+            max_batch: FILE_BATCH,
+            max_wait: Duration::ZERO,
+            retry: FILE_RETRY,
+        }
     }
 
     pub(crate) fn webhook(client: WebhookClient, s: &WebhookSettings) -> Backend {
         Backend {
-            kind: Kind::Webhook(client),
+            kind: Kind::Webhook(Box::new(client)),
             max_batch: s.max_batch_size,
             max_wait: s.max_batch_wait,
             retry: (s.retry_initial, s.retry_max),
@@ -64,7 +70,8 @@ impl Backend {
                     (sink, result)
                 })
                 .await;
-                let (sink, result) = joined.map_err(|e| AuditError::io(&settings.path, std::io::Error::other(e)))?;
+                let (sink, result) =
+                    joined.map_err(|e| AuditError::io(&settings.path, std::io::Error::other(e)))?;
                 *slot = Some(sink);
                 result.map_err(|(written, e)| {
                     batch.drain(..written);
@@ -102,7 +109,12 @@ impl SinkTask {
         shared: Arc<SinkShared>,
         shutdown_flush: Duration,
     ) -> SinkTask {
-        SinkTask { backend, spool, shared, shutdown_flush }
+        SinkTask {
+            backend,
+            spool,
+            shared,
+            shutdown_flush,
+        }
     }
 
     /// Drains the queue, then the spool, until `cancel` fires or every
@@ -111,6 +123,12 @@ impl SinkTask {
         tracing::debug!("audit sink started");
         let mut carry: Option<Bytes> = None;
         loop {
+            // Checked first: under steady load the queue is never empty, and the
+            // shutdown flush (bounded) must still start.
+            if cancel.is_cancelled() {
+                let pending: Vec<Bytes> = carry.take().into_iter().collect();
+                return self.shutdown(rx, pending).await;
+            }
             // 1. The memory queue holds the oldest events.
             if let Some(first) = carry.take().or_else(|| rx.try_recv().ok()) {
                 let mut batch = vec![first];
@@ -162,7 +180,12 @@ impl SinkTask {
     }
 
     /// Tops `batch` up from the queue, waiting up to `max_wait` for a full batch.
-    async fn fill(&self, rx: &mut mpsc::Receiver<Bytes>, batch: &mut Vec<Bytes>, cancel: &CancellationToken) {
+    async fn fill(
+        &self,
+        rx: &mut mpsc::Receiver<Bytes>,
+        batch: &mut Vec<Bytes>,
+        cancel: &CancellationToken,
+    ) {
         let deadline = Instant::now() + self.backend.max_wait;
         while batch.len() < self.backend.max_batch {
             if let Ok(event) = rx.try_recv() {
@@ -184,7 +207,11 @@ impl SinkTask {
 
     /// Delivers `batch`, retrying with backoff. False if `cancel` fired first; the
     /// undelivered rest is then left in `batch`.
-    async fn deliver_retrying(&mut self, batch: &mut Vec<Bytes>, cancel: &CancellationToken) -> bool {
+    async fn deliver_retrying(
+        &mut self,
+        batch: &mut Vec<Bytes>,
+        cancel: &CancellationToken,
+    ) -> bool {
         let mut backoff = Backoff::new(self.backend.retry.0, self.backend.retry.1);
         let mut attempt = 0u64;
         loop {
@@ -234,7 +261,10 @@ impl SinkTask {
             }
         };
         if replay.corrupt > 0 {
-            tracing::error!(lines = replay.corrupt, "skipped torn lines in the audit spool");
+            tracing::error!(
+                lines = replay.corrupt,
+                "skipped torn lines in the audit spool"
+            );
             add(&self.shared.corrupt, replay.corrupt);
         }
         for chunk in replay.events.chunks(self.backend.max_batch) {
@@ -282,7 +312,9 @@ impl SinkTask {
                     done += delivered;
                     self.shared.failed();
                     tracing::warn!(error = %e, "audit flush at shutdown failed; retrying");
-                    let delay = backoff.next_delay().min(deadline.saturating_duration_since(Instant::now()));
+                    let delay = backoff
+                        .next_delay()
+                        .min(deadline.saturating_duration_since(Instant::now()));
                     tokio::time::sleep(delay).await;
                 }
                 Err(_) => break,
@@ -293,14 +325,16 @@ impl SinkTask {
             Some(spool) => match spool.close(rest).await {
                 Ok(()) if !rest.is_empty() => {
                     add(&self.shared.spooled, rest.len() as u64);
-                    tracing::info!(events = rest.len(), "audit events kept in the spool for the next start");
+                    tracing::info!(
+                        events = rest.len(),
+                        "audit events kept in the spool for the next start"
+                    );
                 }
                 Ok(()) => {}
                 Err(e) => self.lost(rest.len(), &e),
             },
             None if !rest.is_empty() => {
-                let e = AuditError::io("(shutdown)", std::io::Error::other("flush deadline passed"));
-                self.lost(rest.len(), &e);
+                self.lost(rest.len(), &"not written before the shutdown deadline")
             }
             None => {}
         }
@@ -310,8 +344,10 @@ impl SinkTask {
         tracing::debug!("audit sink stopped");
     }
 
-    fn lost(&self, n: usize, e: &AuditError) {
+    /// Loud on purpose: this is the one place events can be lost (a disk that
+    /// refuses writes until the process exits).
+    fn lost(&self, n: usize, why: &dyn std::fmt::Display) {
         add(&self.shared.lost, n as u64);
-        tracing::error!(events = n, error = %e, "audit events lost at shutdown");
+        tracing::error!(events = n, reason = %why, "audit events lost at shutdown");
     }
 }

@@ -67,7 +67,10 @@ impl WebhookClient {
         let bad = || {
             AuditError::io(
                 path,
-                std::io::Error::new(std::io::ErrorKind::InvalidData, "token is empty or not a header value"),
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "token is empty or not a header value",
+                ),
             )
         };
         let token = token.trim();
@@ -99,20 +102,30 @@ impl WebhookClient {
         let status = resp.status();
         // Read (a bounded part of) the body so the connection can be reused and
         // an error can be reported.
-        let body = tokio::time::timeout(self.timeout, Limited::new(resp.into_body(), ERROR_BODY_LIMIT).collect())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-            .unwrap_or_default();
+        let body = tokio::time::timeout(
+            self.timeout,
+            Limited::new(resp.into_body(), ERROR_BODY_LIMIT).collect(),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default();
         if status.is_success() {
             return Ok(());
         }
-        Err(AuditError::WebhookStatus { url: self.url.to_string(), status: status.as_u16(), body })
+        Err(AuditError::WebhookStatus {
+            url: self.url.to_string(),
+            status: status.as_u16(),
+            body,
+        })
     }
 
     fn unreachable(&self, reason: String) -> AuditError {
-        AuditError::WebhookUnreachable { url: self.url.to_string(), reason }
+        AuditError::WebhookUnreachable {
+            url: self.url.to_string(),
+            reason,
+        }
     }
 }
 
@@ -120,7 +133,9 @@ impl WebhookClient {
 pub(crate) fn event_list(events: &[Bytes]) -> Bytes {
     let size: usize = events.iter().map(|e| e.len() + 1).sum();
     let mut body = Vec::with_capacity(size + 96);
-    body.extend_from_slice(br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":["#);
+    body.extend_from_slice(
+        br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":["#,
+    );
     for (i, event) in events.iter().enumerate() {
         if i > 0 {
             body.push(b',');
@@ -150,7 +165,10 @@ mod tests {
 
     #[test]
     fn event_list_wraps_items_like_kube_apiserver() {
-        let body = event_list(&[Bytes::from_static(br#"{"a":1}"#), Bytes::from_static(br#"{"b":2}"#)]);
+        let body = event_list(&[
+            Bytes::from_static(br#"{"a":1}"#),
+            Bytes::from_static(br#"{"b":2}"#),
+        ]);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["kind"], "EventList");
         assert_eq!(v["apiVersion"], "audit.k8s.io/v1");

@@ -24,6 +24,8 @@ struct Raw {
     apiserver: RawApiServer,
     #[serde(default)]
     admin: Option<RawAdmin>,
+    #[serde(default)]
+    plugins: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -118,6 +120,8 @@ pub struct AgentConfig {
     pub apiserver: ApiServerSource,
     /// The admin listener (`/livez`, `/readyz`, `/metrics`), if any.
     pub admin_listen: Option<SocketAddr>,
+    /// The plugin chain file (`role = "agent"`), if stages are configured.
+    pub plugins: Option<PathBuf>,
 }
 
 /// The hub as the agent sees it.
@@ -216,6 +220,7 @@ impl AgentConfig {
             backoff_max: raw.tunnel.backoff_max,
             apiserver,
             admin_listen,
+            plugins: raw.plugins.map(|p| v.path(&p)),
         })
     }
 }

@@ -16,6 +16,8 @@ struct Raw {
     admin: Option<RawAdmin>,
     #[serde(default = "default_registry_poll", with = "humantime_serde")]
     registry_poll: Duration,
+    #[serde(default)]
+    plugins: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -82,6 +84,8 @@ pub struct HubConfig {
     pub admin_listen: Option<SocketAddr>,
     /// How often the registry file is re-read, so a removed cluster is cut off quickly.
     pub registry_poll: Duration,
+    /// The plugin chain file (`role = "hub"`), if stages are configured.
+    pub plugins: Option<PathBuf>,
 }
 
 /// The hub's tunnel listener.
@@ -174,6 +178,7 @@ impl HubConfig {
             front,
             admin_listen,
             registry_poll: raw.registry_poll,
+            plugins: raw.plugins.map(|p| v.path(&p)),
         })
     }
 }

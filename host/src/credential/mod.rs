@@ -21,11 +21,13 @@
 //!   public trust bundle for agents (file format in `manifest`).
 //! - [`revocation`]: `state_dir/revoked.toml` and its reloading handle.
 //! - [`watch`]: reload-on-change for any of those files (`ArcSwap` + file stamp).
-//! - [`issue`]: validated issuance (`hawser credential issue`).
+//! - [`mod@issue`]: validated issuance (`hawser credential issue`).
 //! - [`verifier`]: the check the hub and the agent run per request, and the 401.
 //! - [`refresh`]: the hub's refresh endpoint; [`exec`]: the kubectl exec plugin.
-//! - [`kubeconfig`]: kubeconfig and `ExecCredential` documents.
+//! - [`mod@kubeconfig`]: kubeconfig and `ExecCredential` documents.
 //! - [`settings`]: the `[credentials]` config section for the hub and the agent.
+
+#![deny(missing_docs)]
 
 pub mod exec;
 pub mod issue;

@@ -17,7 +17,7 @@ use super::keys::HubKeys;
 use super::kubeconfig::exec_credential;
 use super::revocation::Revocations;
 use super::token::{sign, Claims, CredentialError, SecretToken, TokenUse};
-use super::verifier::{unauthorized, KeySource, Verifier};
+use super::verifier::{bearer, unauthorized, KeySource, Verifier};
 use super::{MAX_ACCESS_TTL, MIN_TTL};
 use crate::proxy::body::{full, Body};
 use crate::proxy::status::Status;
@@ -74,13 +74,7 @@ impl Refresher {
         authorization: &str,
         now: SystemTime,
     ) -> Result<(SecretToken, Claims), CredentialError> {
-        let token = authorization
-            .trim()
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim())
-            .filter(|t| !t.is_empty())
-            .ok_or(CredentialError::Malformed("expected `Bearer <token>`"))?;
+        let token = bearer(authorization)?;
         let parent = self.verifier.verify_token(token, TokenUse::Refresh, now)?;
         // No leeway here: an access token must not be minted past its parent.
         if unix(now) >= parent.exp {

@@ -249,7 +249,7 @@ impl Verifier {
 }
 
 /// `Bearer <token>`: scheme case-insensitive, exactly one token.
-fn bearer(value: &str) -> Result<&str, CredentialError> {
+pub(super) fn bearer(value: &str) -> Result<&str, CredentialError> {
     let (scheme, token) = value
         .trim()
         .split_once(' ')

@@ -546,7 +546,7 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let cases = [
-            ("role = \"hub\"\nbogus = 1", "(document)", "unknown field `bogus`"),
+            ("role = \"hub\"\nbogus = 1", "bogus", "unknown field `bogus`"),
             ("role = \"agent\"", "role", "configures the agent"),
             (
                 "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"routing\"\nplugin = \"$WASM\"\n[stage.limits]\ntimeout_ms = 0",
@@ -585,7 +585,7 @@ mod tests {
             ),
             (
                 "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\n[stage.limits]\ntimeout = 5",
-                "stage[0].limits",
+                "stage[0].limits.timeout",
                 "unknown field `timeout`",
             ),
         ];

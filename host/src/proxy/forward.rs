@@ -3,7 +3,7 @@
 
 use super::body::{boxed, empty, Body};
 use super::headers::{self, TUNNEL_UPGRADE, TUNNEL_UPGRADED};
-use super::lifecycle::{Denial, Outcome, RequestCtx, Role, Stages};
+use super::lifecycle::{Denial, Outcome, Phases, Pipeline, RequestCtx, Role};
 use super::request_info::RequestInfo;
 use super::status::Status;
 use super::upgrade;
@@ -24,13 +24,13 @@ pub struct Forwarder {
 struct Inner {
     cluster: String,
     upstream: Upstream,
-    stages: Arc<dyn Stages>,
+    pipeline: Pipeline,
 }
 
 impl Forwarder {
     /// A forwarder for `cluster` that reaches the API server through `upstream`.
-    pub fn new(cluster: String, upstream: Upstream, stages: Arc<dyn Stages>) -> Forwarder {
-        Forwarder { inner: Arc::new(Inner { cluster, upstream, stages }) }
+    pub fn new(cluster: String, upstream: Upstream, pipeline: Pipeline) -> Forwarder {
+        Forwarder { inner: Arc::new(Inner { cluster, upstream, pipeline }) }
     }
 
     /// Runs the agent's phases for one request from the hub.
@@ -61,7 +61,7 @@ impl Forwarder {
         headers::remove_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
         let audit_id = headers::ensure_audit_id(&mut parts.headers);
-        let mut ctx = RequestCtx {
+        let ctx = RequestCtx {
             role: Role::Agent,
             cluster: me.cluster.clone(),
             audit_id: audit_id.to_str().unwrap_or_default().to_string(),
@@ -70,36 +70,39 @@ impl Forwarder {
             path_and_query,
             received,
         };
+        let mut phases = me.pipeline.start(&ctx, &parts.method, &parts.headers);
 
         // Phase 2: credential, checked again here so a forged identity from anyone
         // without the issuer's key is refused even if the hub was compromised.
-        me.stages.credential(&mut ctx, &parts)?;
+        if let Err(denial) = phases.credential().await {
+            return Err(finish(phases, ctx, denial));
+        }
 
         // Phase 3: impersonate. Nothing the caller sent may claim an identity.
         headers::strip_identity(&mut parts.headers);
-        let impersonation = me.stages.impersonate(&ctx)?;
+        let impersonation = match phases.impersonate().await {
+            Ok(lines) => lines,
+            Err(denial) => return Err(finish(phases, ctx, denial)),
+        };
         for (name, value) in &impersonation {
-            if !name.as_str().starts_with("impersonate-") {
-                return Err(self.fail(&ctx, Status::internal(format!("impersonation stage set header `{name}`, which it may not"))));
-            }
             parts.headers.append(name.clone(), value.clone());
         }
 
         // Phase 5: forward with the agent's own credential.
-        let own = me
-            .upstream
-            .authorization()
-            .map_err(|e| self.fail(&ctx, Status::internal(format!("agent credential unavailable: {e}"))))?;
+        let own = match me.upstream.authorization() {
+            Ok(own) => own,
+            Err(e) => return Err(finish(phases, ctx, Status::internal(format!("agent credential unavailable: {e}")).into())),
+        };
         if let Some(own) = &own {
             parts.headers.insert(header::AUTHORIZATION, own.clone());
         }
         if let Err(reason) = verify_identity_headers(&parts.headers, own.as_ref(), &impersonation) {
-            return Err(self.fail(&ctx, Status::internal(format!("refusing to forward: {reason}"))));
+            return Err(finish(phases, ctx, Status::internal(format!("refusing to forward: {reason}")).into()));
         }
-        let uri = me
-            .upstream
-            .uri(&ctx.path_and_query)
-            .map_err(|e| self.fail(&ctx, Status::bad_request(e.to_string())))?;
+        let uri = match me.upstream.uri(&ctx.path_and_query) {
+            Ok(uri) => uri,
+            Err(e) => return Err(finish(phases, ctx, Status::bad_request(e.to_string()).into())),
+        };
         let mut out = Request::builder().method(parts.method).uri(uri);
         if let Some(h) = out.headers_mut() {
             *h = parts.headers;
@@ -113,13 +116,18 @@ impl Forwarder {
             Some(_) => (empty(), Some(body)),
             None => (boxed(body), None),
         };
-        let out = out
-            .body(out_body)
-            .map_err(|e| self.fail(&ctx, Status::bad_request(format!("cannot forward request: {e}"))))?;
-        let mut resp = me.upstream.send(out).await.map_err(|e| {
-            tracing::warn!(error = %e, audit_id = %ctx.audit_id, "API server request failed");
-            self.fail(&ctx, Status::unavailable(format!("cluster \"{}\": {e}", me.cluster)))
-        })?;
+        let out = match out.body(out_body) {
+            Ok(out) => out,
+            Err(e) => return Err(finish(phases, ctx, Status::bad_request(format!("cannot forward request: {e}")).into())),
+        };
+        let mut resp = match me.upstream.send(out).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::warn!(error = %e, audit_id = %ctx.audit_id, "API server request failed");
+                let status = Status::unavailable(format!("cluster \"{}\": {e}", me.cluster));
+                return Err(finish(phases, ctx, status.into()));
+            }
+        };
 
         // Phase 6: respond.
         let code = resp.status();
@@ -154,14 +162,23 @@ impl Forwarder {
             }
         };
         result.headers_mut().entry(headers::AUDIT_ID).or_insert(audit_id);
-        me.stages.audit(&ctx, &Outcome { code: code.as_u16(), tunnel: None });
+        spawn_audit(phases, ctx, Outcome::code(code.as_u16(), None));
         Ok(result)
     }
+}
 
-    fn fail(&self, ctx: &RequestCtx, status: Status) -> Denial {
-        self.inner.stages.audit(ctx, &Outcome { code: status.code, tunnel: None });
-        Denial::new(status)
-    }
+/// Audits a refused request and hands back its denial.
+fn finish(phases: Phases, ctx: RequestCtx, denial: Denial) -> Denial {
+    let status = denial.status();
+    let outcome = Outcome { code: status.code, tunnel: None, message: status.message.clone() };
+    spawn_audit(phases, ctx, outcome);
+    denial
+}
+
+/// Phase 7 runs off the response path, so audit stages never delay a reply.
+fn spawn_audit(phases: Phases, ctx: RequestCtx, outcome: Outcome) {
+    let span = tracing::debug_span!("audit", audit_id = %ctx.audit_id);
+    tokio::spawn(async move { phases.audit(&ctx, &outcome).await }.instrument(span));
 }
 
 /// The last check before a request leaves for the API server (fail closed): the

@@ -3,12 +3,13 @@
 use super::body::{boxed, Body};
 use super::framing::{Conflicts, FramingGuard};
 use super::headers::{self, AUDIT_ID, TUNNEL_UPGRADE, TUNNEL_UPGRADED};
-use super::lifecycle::{Denial, Outcome, RequestCtx, Role, Stages};
+use super::lifecycle::{endpoint_name, Denial, Outcome, Phases, Pipeline, RequestCtx, Role};
 use super::request_info::RequestInfo;
 use super::route::{self, PathError};
 use super::status::Status;
 use super::upgrade;
 use crate::config::FrontConfig;
+use crate::plugin::{Candidate, Health, Locality};
 use crate::registry::Registry;
 use crate::tunnel::{SendError, TunnelPool};
 use arc_swap::ArcSwap;
@@ -32,8 +33,8 @@ pub struct Front {
     pub registry: Arc<ArcSwap<Registry>>,
     /// Listener settings.
     pub cfg: FrontConfig,
-    /// The pluggable phases.
-    pub stages: Arc<dyn Stages>,
+    /// The phases, with the plugin chain if one is configured.
+    pub pipeline: Pipeline,
 }
 
 /// Serves the front listener until `shutdown` fires.
@@ -181,7 +182,7 @@ impl Front {
         headers::append_forwarded_for(&mut parts.headers, peer.ip());
         let audit_id = headers::ensure_audit_id(&mut parts.headers);
         *audit_id_out = Some(audit_id.clone());
-        let mut ctx = RequestCtx {
+        let ctx = RequestCtx {
             role: Role::Hub,
             cluster: cluster.clone(),
             audit_id: audit_id.to_str().unwrap_or_default().to_string(),
@@ -191,19 +192,24 @@ impl Front {
             received,
         };
 
-        // Phase 2: credential.
-        self.stages.credential(&mut ctx, &parts)?;
+        let mut phases = self.pipeline.start(&ctx, &parts.method, &parts.headers);
 
-        // Phase 4: route among live tunnels; a stage may reorder, never add.
+        // Phase 2: credential.
+        if let Err(denial) = phases.credential().await {
+            return Err(finish(phases, ctx, None, denial));
+        }
+
+        // Phase 4: route among live tunnels; a stage may pick one, never add one.
         let live = self.pool.candidates(&cluster);
         if live.is_empty() {
-            return Err(self.finish(&ctx, None, Status::unavailable(format!("cluster \"{cluster}\" has no connected agent"))));
+            let status = Status::unavailable(format!("cluster \"{cluster}\" has no connected agent"));
+            return Err(finish(phases, ctx, None, status.into()));
         }
-        let preferred = self.stages.route(&ctx, &live)?;
-        let order: Vec<u64> = if preferred.is_empty() {
-            live
-        } else {
-            preferred.into_iter().filter(|id| live.contains(id)).collect()
+        let candidates = self.candidates(&cluster, &live);
+        let order: Vec<u64> = match phases.route(&candidates).await {
+            Ok(Some(first)) => std::iter::once(first).chain(live.iter().copied().filter(|id| *id != first)).collect(),
+            Ok(None) => live,
+            Err(denial) => return Err(finish(phases, ctx, None, denial)),
         };
 
         // Phase 5: forward.
@@ -233,14 +239,14 @@ impl Front {
         } else {
             match tokio::time::timeout(self.cfg.request_timeout, send).await {
                 Ok(r) => r,
-                Err(_) => return Err(self.finish(&ctx, None, Status::timeout(self.cfg.request_timeout))),
+                Err(_) => return Err(finish(phases, ctx, None, Status::timeout(self.cfg.request_timeout).into())),
             }
         };
         let (tunnel, resp) = match sent {
             Ok(pair) => pair,
-            Err(e @ SendError::NoTunnel(_)) => return Err(self.finish(&ctx, None, Status::unavailable(e.to_string()))),
+            Err(e @ SendError::NoTunnel(_)) => return Err(finish(phases, ctx, None, Status::unavailable(e.to_string()).into())),
             Err(e @ SendError::Tunnel { tunnel, .. }) => {
-                return Err(self.finish(&ctx, Some(tunnel), Status::unavailable(e.to_string())))
+                return Err(finish(phases, ctx, Some(tunnel), Status::unavailable(e.to_string()).into()))
             }
         };
 
@@ -280,12 +286,44 @@ impl Front {
             }
         };
         resp.headers_mut().entry(AUDIT_ID).or_insert(audit_id);
-        self.stages.audit(&ctx, &Outcome { code: resp.status().as_u16(), tunnel: Some(tunnel) });
+        spawn_audit(phases, ctx, Outcome::code(resp.status().as_u16(), Some(tunnel)));
         Ok(resp)
     }
 
-    fn finish(&self, ctx: &RequestCtx, tunnel: Option<u64>, status: Status) -> Denial {
-        self.stages.audit(ctx, &Outcome { code: status.code, tunnel });
-        Denial::new(status)
+    /// Live tunnels as routing candidates, with the cluster's registered locality.
+    fn candidates(&self, cluster: &str, live: &[u64]) -> Vec<(u64, Candidate)> {
+        let registry = self.registry.load();
+        let record = registry.get(cluster);
+        let locality = Locality {
+            region: record.and_then(|r| r.region.clone()).unwrap_or_default(),
+            zone: record.and_then(|r| r.zone.clone()).unwrap_or_default(),
+        };
+        live.iter()
+            .map(|id| {
+                let candidate = Candidate {
+                    cluster: cluster.to_string(),
+                    endpoint: endpoint_name(*id),
+                    locality: locality.clone(),
+                    health: Health::Healthy,
+                    weight: 1,
+                    in_flight: 0,
+                };
+                (*id, candidate)
+            })
+            .collect()
     }
+}
+
+/// Audits a refused request and hands back its denial.
+fn finish(phases: Phases, ctx: RequestCtx, tunnel: Option<u64>, denial: Denial) -> Denial {
+    let status = denial.status();
+    let outcome = Outcome { code: status.code, tunnel, message: status.message.clone() };
+    spawn_audit(phases, ctx, outcome);
+    denial
+}
+
+/// Phase 7 runs off the response path, so audit stages never delay a reply.
+fn spawn_audit(phases: Phases, ctx: RequestCtx, outcome: Outcome) {
+    let span = tracing::debug_span!("audit", audit_id = %ctx.audit_id);
+    tokio::spawn(async move { phases.audit(&ctx, &outcome).await }.instrument(span));
 }

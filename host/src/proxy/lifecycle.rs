@@ -1,35 +1,34 @@
 //! The request lifecycle, written down as explicit phases.
 //!
 //! Every API request passes these phases in order, at the hub and again at the
-//! agent. The WebAssembly stage interfaces in `wit/` mirror the pluggable ones one
-//! to one (credential, impersonation, routing, audit).
+//! agent. The pluggable ones run the WebAssembly stage chain; the WIT interfaces in
+//! `wit/plugin.wit` mirror them one to one (credential, impersonation, routing,
+//! audit).
 //!
 //! | phase | where | what happens |
 //! |---|---|---|
-//! | 1. receive | hub | size limits, cluster from the path, `Audit-ID`, request info |
-//! | 2. credential | hub, agent | who is calling ([`Stages::credential`]) |
-//! | 3. impersonate | agent | the identity the API server should see ([`Stages::impersonate`]) |
-//! | 4. route | hub | which live tunnel of the cluster carries it ([`Stages::route`]) |
+//! | 1. receive | hub, agent | size limits, cluster from the path, `Audit-ID`, request info |
+//! | 2. credential | hub, agent | who is calling ([`Phases::credential`], WIT `credential.check`) |
+//! | 3. impersonate | agent | the identity the API server should see ([`Phases::impersonate`], WIT `impersonation.apply`) |
+//! | 4. route | hub | which live tunnel of the cluster carries it ([`Phases::route`], WIT `routing.route`) |
 //! | 5. forward | hub, agent | strip identity and hop-by-hop headers, stream through the tunnel, set the agent's own credential |
 //! | 6. respond | hub, agent | relay status, headers and body (or the upgraded stream) unbuffered |
-//! | 7. audit | hub, agent | record the outcome ([`Stages::audit`]) |
+//! | 7. audit | hub, agent | record the outcome ([`Phases::audit`], WIT `audit.decide`) |
 //!
-//! A stage that refuses a request returns a [`Denial`]; the host turns it into a
-//! Kubernetes Status and nothing is forwarded.
+//! A request takes one snapshot of the plugin chain when it starts and runs every
+//! phase on it, so a hot swap never mixes two chain versions in one request. A
+//! stage that refuses a request yields a [`Denial`]; the host answers it with a
+//! Kubernetes Status and forwards nothing.
 
 use super::request_info::RequestInfo;
 use super::status::Status;
+use crate::plugin::{self, AuditEvent, AuditPhase, Candidate, Chain, PluginHost, Principal, RequestHead, Rejection};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
-/// Which side of the tunnel runs the lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The cloud side.
-    Hub,
-    /// The cluster side.
-    Agent,
-}
+pub use crate::plugin::Role;
 
 /// What every phase may read, and what earlier phases decided.
 #[derive(Debug, Clone)]
@@ -57,7 +56,7 @@ impl RequestCtx {
     }
 }
 
-/// A stage's refusal; the request ends with this Status.
+/// A refusal; the request ends with this Status.
 #[derive(Debug, Clone)]
 pub struct Denial(Box<Status>);
 
@@ -84,6 +83,17 @@ impl From<Status> for Denial {
     }
 }
 
+impl From<Rejection> for Denial {
+    fn from(rejection: Rejection) -> Denial {
+        let code = StatusCode::from_u16(rejection.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = match &rejection {
+            Rejection::Denied { denial, .. } => Status::new(code, denial.reason(), denial.message.clone()),
+            Rejection::Failed(failure) => Status::new(code, failure.reason(), failure.message()),
+        };
+        Denial::new(status)
+    }
+}
+
 /// How a finished request ended, for the audit phase.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -91,49 +101,252 @@ pub struct Outcome {
     pub code: u16,
     /// Which tunnel carried it (hub only).
     pub tunnel: Option<u64>,
+    /// The denial or failure message, if any.
+    pub message: String,
 }
 
-/// The pluggable phases. The defaults are the behaviour without plugins: no
-/// credential check, no impersonation (the agent forwards with its own
-/// credential), the host's round-robin over live tunnels, audit to the log.
-pub trait Stages: Send + Sync + 'static {
+impl Outcome {
+    /// An outcome with a status code only.
+    pub fn code(code: u16, tunnel: Option<u64>) -> Outcome {
+        Outcome { code, tunnel, message: String::new() }
+    }
+}
+
+/// The phases of one role, with or without a plugin chain.
+#[derive(Clone)]
+pub struct Pipeline {
+    role: Role,
+    plugins: Option<Arc<PluginHost>>,
+}
+
+impl Pipeline {
+    /// No plugins: no credential check, the agent forwards with its own credential,
+    /// round-robin over live tunnels, access log only.
+    pub fn builtin(role: Role) -> Pipeline {
+        Pipeline { role, plugins: None }
+    }
+
+    /// Phases backed by a hot-swappable plugin chain.
+    pub fn with_plugins(role: Role, plugins: Arc<PluginHost>) -> Pipeline {
+        Pipeline { role, plugins: Some(plugins) }
+    }
+
+    /// The plugin host, if any (for admin routes).
+    pub fn plugins(&self) -> Option<&Arc<PluginHost>> {
+        self.plugins.as_ref()
+    }
+
+    /// Starts one request's phases on the chain version current now.
+    pub fn start(&self, ctx: &RequestCtx, method: &http::Method, headers: &HeaderMap) -> Phases {
+        let (path, query) = match ctx.path_and_query.split_once('?') {
+            Some((p, q)) => (p.to_string(), q.to_string()),
+            None => (ctx.path_and_query.clone(), String::new()),
+        };
+        let head = RequestHead {
+            role: self.role,
+            request_id: ctx.audit_id.clone(),
+            method: method.as_str().to_string(),
+            path,
+            query,
+            headers: plugin_headers(headers),
+            client_addr: ctx.peer.to_string(),
+            cluster: ctx.cluster.clone(),
+        };
+        Phases { chain: self.plugins.as_ref().map(|p| p.chain()), head, principal: None, impersonated: None }
+    }
+}
+
+/// Headers as plugins see them: lower-case names, legal values only.
+fn plugin_headers(headers: &HeaderMap) -> Vec<plugin::Header> {
+    headers
+        .iter()
+        .filter_map(|(n, v)| {
+            let value = v.to_str().ok()?;
+            Some(plugin::Header { name: n.as_str().to_string(), value: value.to_string() })
+        })
+        .collect()
+}
+
+/// One request's run through the phases, on one chain version.
+pub struct Phases {
+    chain: Option<Arc<Chain>>,
+    head: RequestHead,
+    principal: Option<Principal>,
+    impersonated: Option<Principal>,
+}
+
+impl Phases {
+    /// The chain version this request runs on, if plugins are configured.
+    pub fn generation(&self) -> Option<u64> {
+        self.chain.as_ref().map(|c| c.generation())
+    }
+
+    /// The authenticated caller, once phase 2 produced one.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.as_ref()
+    }
+
     /// Phase 2: check the caller's credential.
-    fn credential(&self, _ctx: &mut RequestCtx, _head: &http::request::Parts) -> Result<(), Denial> {
+    pub async fn credential(&mut self) -> Result<(), Denial> {
+        if let Some(chain) = &self.chain {
+            self.principal = chain.check_credential(&self.head).await?;
+        }
         Ok(())
     }
 
-    /// Phase 3 (agent): headers that say whom the API server should treat the request
-    /// as. Only `Impersonate-*` names are accepted from this phase.
-    fn impersonate(&self, _ctx: &RequestCtx) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, Denial> {
-        Ok(Vec::new())
+    /// Phase 3 (agent): the `Impersonate-*` header lines for the API server. With a
+    /// verified caller and no impersonation stage the caller itself is impersonated,
+    /// so a user's request never runs as the agent's own identity.
+    pub async fn impersonate(&mut self) -> Result<Vec<(HeaderName, HeaderValue)>, Denial> {
+        let (Some(chain), Some(who)) = (&self.chain, &self.principal) else { return Ok(Vec::new()) };
+        let target = chain.impersonate(who, &self.head).await?.unwrap_or_else(|| who.clone());
+        let lines = impersonation_headers(&target)
+            .map_err(|e| Denial::new(Status::internal(format!("cannot impersonate: {e}"))))?;
+        self.impersonated = Some(target);
+        Ok(lines)
     }
 
-    /// Phase 4 (hub): order of preference among live tunnel ids; empty keeps the
-    /// host's round-robin order.
-    fn route(&self, _ctx: &RequestCtx, _tunnels: &[u64]) -> Result<Vec<u64>, Denial> {
-        Ok(Vec::new())
+    /// Phase 4 (hub): which tunnel, given `(tunnel id, candidate)` pairs. `None`
+    /// keeps the host's round-robin order; a choice always names a candidate.
+    pub async fn route(&mut self, candidates: &[(u64, Candidate)]) -> Result<Option<u64>, Denial> {
+        let Some(chain) = &self.chain else { return Ok(None) };
+        let list: Vec<Candidate> = candidates.iter().map(|(_, c)| c.clone()).collect();
+        let choice = chain.route(&self.head, self.principal.as_ref(), &list).await?;
+        Ok(choice.and_then(|c| {
+            candidates.iter().find(|(_, cand)| cand.cluster == c.cluster && cand.endpoint == c.endpoint).map(|(id, _)| *id)
+        }))
     }
 
-    /// Phase 7: record the outcome.
-    fn audit(&self, ctx: &RequestCtx, outcome: &Outcome) {
+    /// Phase 7: record the outcome (after audit stages decided to keep, redact or
+    /// drop it). Audit stages are usually fail-open; a fail-closed one that fails is
+    /// logged, since the response has already gone.
+    pub async fn audit(&self, ctx: &RequestCtx, outcome: &Outcome) {
+        let mut event = AuditEvent {
+            request_id: ctx.audit_id.clone(),
+            phase: AuditPhase::ResponseComplete,
+            timestamp_ms: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            role: self.head.role,
+            method: self.head.method.clone(),
+            path: self.head.path.clone(),
+            query: self.head.query.clone(),
+            headers: masked(&self.head.headers),
+            client_addr: self.head.client_addr.clone(),
+            principal: self.principal.clone(),
+            impersonated: self.impersonated.clone(),
+            route: outcome.tunnel.map(|t| plugin::RouteTarget { cluster: ctx.cluster.clone(), endpoint: endpoint_name(t) }),
+            status: outcome.code,
+            latency_us: ctx.received.elapsed().as_micros() as u64,
+            message: outcome.message.clone(),
+        };
+        if let Some(chain) = &self.chain {
+            match chain.audit(event).await {
+                Ok(Some(kept)) => event = kept,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!(audit_id = %ctx.audit_id, error = %e, "audit stage failed");
+                    return;
+                }
+            }
+        }
         tracing::info!(
             target: "hawser::access",
-            role = ?ctx.role,
+            role = %event.role,
             cluster = %ctx.cluster,
-            audit_id = %ctx.audit_id,
+            audit_id = %event.request_id,
+            method = %event.method,
+            path = %event.path,
             verb = %ctx.info.verb,
-            resource = %ctx.info.resource,
-            subresource = %ctx.info.subresource,
-            code = outcome.code,
+            user = event.principal.as_ref().map(|p| p.user.as_str()).unwrap_or(""),
+            impersonated = event.impersonated.as_ref().map(|p| p.user.as_str()).unwrap_or(""),
+            code = event.status,
             tunnel = ?outcome.tunnel,
-            elapsed_ms = ctx.received.elapsed().as_millis() as u64,
+            latency_us = event.latency_us,
+            message = %event.message,
             "request"
         );
     }
 }
 
-/// The stages with no plugins configured.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct BuiltinStages;
+/// The endpoint name routing stages see for a tunnel.
+pub fn endpoint_name(tunnel: u64) -> String {
+    format!("tunnel-{tunnel}")
+}
 
-impl Stages for BuiltinStages {}
+/// Credential headers never reach audit records in clear.
+fn masked(headers: &[plugin::Header]) -> Vec<plugin::Header> {
+    headers
+        .iter()
+        .map(|h| match h.name.as_str() {
+            "authorization" | "cookie" | "proxy-authorization" => {
+                plugin::Header { name: h.name.clone(), value: "[MASKED]".into() }
+            }
+            _ => h.clone(),
+        })
+        .collect()
+}
+
+/// `Impersonate-*` lines for an identity, as client-go writes them: one
+/// `Impersonate-Group` line per group, one `Impersonate-Extra-<key>` line per
+/// value with the key lower-cased and escaped.
+pub fn impersonation_headers(who: &Principal) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    let value = |v: &str| HeaderValue::from_str(v).map_err(|_| format!("`{v}` is not a legal header value"));
+    let mut out = vec![(HeaderName::from_static("impersonate-user"), value(&who.user)?)];
+    if !who.uid.is_empty() {
+        out.push((HeaderName::from_static("impersonate-uid"), value(&who.uid)?));
+    }
+    for g in &who.groups {
+        out.push((HeaderName::from_static("impersonate-group"), value(g)?));
+    }
+    for extra in &who.extra {
+        let name = format!("impersonate-extra-{}", escape_extra_key(&extra.key.to_ascii_lowercase()));
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("extra key `{}` cannot be a header", extra.key))?;
+        for v in &extra.values {
+            out.push((name.clone(), value(v)?));
+        }
+    }
+    Ok(out)
+}
+
+/// client-go's `headerKeyEscape`: bytes that are not HTTP token characters, and
+/// `%` itself, become upper-case `%XX`.
+pub fn escape_extra_key(key: &str) -> String {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$&'*+-.^_`|~".contains(&b);
+    key.bytes().map(|b| if token(b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_keys_are_escaped_like_client_go() {
+        assert_eq!(escape_extra_key("acme.com/project"), "acme.com%2Fproject");
+        assert_eq!(escape_extra_key("100%"), "100%25");
+        assert_eq!(escape_extra_key("scopes"), "scopes");
+    }
+
+    #[test]
+    fn impersonation_lines() {
+        let who = Principal {
+            user: "alice".into(),
+            uid: "u-1".into(),
+            groups: vec!["devs".into(), "a, b".into()],
+            extra: vec![plugin::Extra { key: "Acme.com/Project".into(), values: vec!["x".into(), "y".into()] }],
+        };
+        let lines: Vec<(String, String)> = impersonation_headers(&who)
+            .unwrap()
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        let expect = [
+            ("impersonate-user", "alice"),
+            ("impersonate-uid", "u-1"),
+            ("impersonate-group", "devs"),
+            ("impersonate-group", "a, b"),
+            ("impersonate-extra-acme.com%2fproject", "x"),
+            ("impersonate-extra-acme.com%2fproject", "y"),
+        ];
+        let expect: Vec<(String, String)> = expect.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        assert_eq!(lines, expect);
+    }
+}

@@ -94,7 +94,9 @@ impl Status {
     /// The HTTP response carrying this Status.
     pub fn into_response(self) -> Response<Body> {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = Response::new(full(self.to_json()));
+        // Go's JSON encoder ends the body with a newline; kubectl and byte-exact
+        // clients see the same 129-byte 401 body kube-apiserver sends.
+        let mut resp = Response::new(full(format!("{}\n", self.to_json())));
         *resp.status_mut() = code;
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -114,6 +116,15 @@ mod tests {
             s.to_json(),
             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#
         );
+    }
+
+    #[tokio::test]
+    async fn body_ends_with_a_newline_like_kube_apiserver() {
+        use http_body_util::BodyExt;
+        let resp = Status::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized").into_response();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), 129);
+        assert!(body.ends_with(b"}\n"));
     }
 
     #[test]

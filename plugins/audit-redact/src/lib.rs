@@ -52,7 +52,7 @@ impl Audit for AuditRedact {
             || ev
                 .principal
                 .as_ref()
-                .is_some_and(|p| c.drop_users.iter().any(|u| *u == p.user))
+                .is_some_and(|p| c.drop_users.contains(&p.user))
         {
             return Ok(AuditDecision::Drop);
         }

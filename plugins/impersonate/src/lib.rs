@@ -44,7 +44,7 @@ impl Plugin for Impersonate {
 impl Impersonation for Impersonate {
     fn apply(&self, who: &Principal, _req: &RequestHead) -> Result<Option<Principal>, Denial> {
         let c = &self.0;
-        if c.deny_users.iter().any(|u| *u == who.user) {
+        if c.deny_users.contains(&who.user) {
             return Err(Denial::forbidden(format!(
                 "user {:?} may not use this hub",
                 who.user

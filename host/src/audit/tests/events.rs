@@ -1,4 +1,5 @@
 use super::*;
+use crate::audit::{RequestAudit, StageSet};
 use crate::proxy::request_info::RequestInfo;
 use serde_json::{json, Value};
 use std::time::{Duration, UNIX_EPOCH};
@@ -15,10 +16,16 @@ fn ctx() -> EventContext {
         user: UserInfo {
             username: "system:serviceaccount:hawser:agent".into(),
             uid: "u-1".into(),
-            groups: vec!["system:serviceaccounts".into(), "system:authenticated".into()],
-            extra: [("authentication.kubernetes.io/pod-name".to_string(), vec!["agent-0".to_string()])]
-                .into_iter()
-                .collect(),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                "system:authenticated".into(),
+            ],
+            extra: [(
+                "authentication.kubernetes.io/pod-name".to_string(),
+                vec!["agent-0".to_string()],
+            )]
+            .into_iter()
+            .collect(),
         },
         impersonated_user: Some(UserInfo {
             username: "alice".into(),
@@ -46,7 +53,10 @@ fn ctx() -> EventContext {
 }
 
 fn keys(v: &Value) -> Vec<&str> {
-    let mut k: Vec<&str> = v.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+    let mut k: Vec<&str> = v
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
     k.sort_unstable();
     k
 }
@@ -62,17 +72,30 @@ fn micro_time_has_exactly_six_fraction_digits_in_utc() {
     for (micros, want) in cases {
         assert_eq!(at(micros).to_string(), want);
         assert_eq!(serde_json::to_value(at(micros)).unwrap(), json!(want));
-        assert_eq!(serde_json::from_value::<MicroTime>(json!(want)).unwrap(), at(micros));
+        assert_eq!(
+            serde_json::from_value::<MicroTime>(json!(want)).unwrap(),
+            at(micros)
+        );
     }
     // Sub-microsecond precision is truncated, never printed.
     let nanos = MicroTime(UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789));
     assert_eq!(nanos.to_string(), "2023-11-14T22:13:20.123456Z");
     assert!(serde_json::from_value::<MicroTime>(json!("yesterday")).is_err());
+    // Out-of-range clocks are clamped rather than panicking.
+    let before = MicroTime(UNIX_EPOCH - Duration::from_secs(1));
+    assert_eq!(before.to_string(), "1970-01-01T00:00:00.000000Z");
+    let after = MicroTime(UNIX_EPOCH + Duration::from_secs(300_000_000_000));
+    assert_eq!(after.to_string(), "9999-12-31T23:59:59.000000Z");
 }
 
 #[test]
 fn event_json_uses_kubernetes_field_names() {
-    let mut event = event_for(Stage::ResponseComplete, Level::Metadata, &ctx(), Some(ResponseStatus::code(200)));
+    let mut event = event_for(
+        Stage::ResponseComplete,
+        Level::Metadata,
+        &ctx(),
+        Some(ResponseStatus::code(200)),
+    );
     event.stage_timestamp = at(1_700_000_000_223_456);
     let v = serde_json::to_value(&event).unwrap();
     assert_eq!(
@@ -101,7 +124,10 @@ fn event_json_uses_kubernetes_field_names() {
     assert_eq!(v["level"], "Metadata");
     assert_eq!(v["stage"], "ResponseComplete");
     assert_eq!(keys(&v["user"]), ["extra", "groups", "uid", "username"]);
-    assert_eq!(v["impersonatedUser"], json!({"username": "alice", "groups": ["dev"]}));
+    assert_eq!(
+        v["impersonatedUser"],
+        json!({"username": "alice", "groups": ["dev"]})
+    );
     assert_eq!(
         v["objectRef"],
         json!({"resource": "pods", "namespace": "default", "name": "web-0", "apiVersion": "v1", "subresource": "log"})
@@ -120,8 +146,12 @@ fn empty_optional_fields_are_omitted() {
     c.user_agent = None;
     c.source_ips.clear();
     c.annotations.clear();
-    c.user = UserInfo { username: "alice".into(), ..UserInfo::default() };
-    let v = serde_json::to_value(event_for(Stage::RequestReceived, Level::Metadata, &c, None)).unwrap();
+    c.user = UserInfo {
+        username: "alice".into(),
+        ..UserInfo::default()
+    };
+    let v =
+        serde_json::to_value(event_for(Stage::RequestReceived, Level::Metadata, &c, None)).unwrap();
     assert_eq!(
         keys(&v),
         [
@@ -152,15 +182,28 @@ fn reads_an_event_written_by_kube_apiserver() {
 
 #[test]
 fn stages_share_the_audit_id_and_follow_level_and_omit_stages() {
-    let mut audit =
-        RequestAudit::with_decision(ctx(), Level::RequestResponse, StageSet::EMPTY.with(Stage::RequestReceived));
+    let mut audit = RequestAudit::with_decision(
+        ctx(),
+        Level::RequestResponse,
+        StageSet::EMPTY.with(Stage::RequestReceived),
+    );
     audit.set_request_object(json!({"kind": "Pod"}));
     audit.set_response_object(json!({"kind": "Pod", "status": {}}));
-    assert!(audit.event(Stage::RequestReceived, None).is_none(), "omitted stage");
-    let started = audit.event(Stage::ResponseStarted, Some(ResponseStatus::code(200))).unwrap();
-    let done = audit.event(Stage::ResponseComplete, Some(ResponseStatus::code(200))).unwrap();
+    assert!(
+        audit.event(Stage::RequestReceived, None).is_none(),
+        "omitted stage"
+    );
+    let started = audit
+        .event(Stage::ResponseStarted, Some(ResponseStatus::code(200)))
+        .unwrap();
+    let done = audit
+        .event(Stage::ResponseComplete, Some(ResponseStatus::code(200)))
+        .unwrap();
     assert_eq!(started.audit_id, done.audit_id);
-    assert_eq!(started.request_received_timestamp, done.request_received_timestamp);
+    assert_eq!(
+        started.request_received_timestamp,
+        done.request_received_timestamp
+    );
     assert!(started.request_object.is_some() && started.response_object.is_none());
     assert!(done.request_object.is_some() && done.response_object.is_some());
 
@@ -168,7 +211,11 @@ fn stages_share_the_audit_id_and_follow_level_and_omit_stages() {
     meta.set_request_object(json!({"kind": "Secret"}));
     let received = meta.event(Stage::RequestReceived, None).unwrap();
     assert!(received.request_object.is_none() && received.response_status.is_none());
-    assert!(meta.event(Stage::ResponseComplete, None).unwrap().request_object.is_none());
+    assert!(meta
+        .event(Stage::ResponseComplete, None)
+        .unwrap()
+        .request_object
+        .is_none());
 
     let mut req = RequestAudit::with_decision(ctx(), Level::Request, StageSet::EMPTY);
     req.set_request_object(json!({"kind": "Pod"}));
@@ -185,20 +232,39 @@ fn source_ips_follow_kube_apiserver_order() {
     let peer: IpAddr = "10.0.0.9".parse().unwrap();
     let mut h = http::HeaderMap::new();
     assert_eq!(source_ips(&h, peer), ["10.0.0.9"]);
-    h.insert("x-forwarded-for", "1.1.1.1, bogus, 2.2.2.2".parse().unwrap());
+    h.insert(
+        "x-forwarded-for",
+        "1.1.1.1, bogus, 2.2.2.2".parse().unwrap(),
+    );
     h.insert("x-real-ip", "3.3.3.3".parse().unwrap());
-    assert_eq!(source_ips(&h, peer), ["1.1.1.1", "2.2.2.2", "3.3.3.3", "10.0.0.9"]);
+    assert_eq!(
+        source_ips(&h, peer),
+        ["1.1.1.1", "2.2.2.2", "3.3.3.3", "10.0.0.9"]
+    );
     h.insert("x-real-ip", "2.2.2.2".parse().unwrap());
     h.insert("x-forwarded-for", "1.1.1.1, 10.0.0.9".parse().unwrap());
-    assert_eq!(source_ips(&h, peer), ["1.1.1.1", "10.0.0.9", "2.2.2.2", "10.0.0.9"]);
+    assert_eq!(
+        source_ips(&h, peer),
+        ["1.1.1.1", "10.0.0.9", "2.2.2.2", "10.0.0.9"]
+    );
 }
 
 #[test]
 fn object_ref_and_status_from_proxy_types() {
-    let info = RequestInfo::parse(&http::Method::GET, "/apis/apps/v1/namespaces/ns/deployments/web/scale", None);
+    let info = RequestInfo::parse(
+        &http::Method::GET,
+        "/apis/apps/v1/namespaces/ns/deployments/web/scale",
+        None,
+    );
     let r = ObjectReference::from_request_info(&info).unwrap();
     assert_eq!(
-        (r.api_group.as_str(), r.resource.as_str(), r.namespace.as_str(), r.name.as_str(), r.subresource.as_str()),
+        (
+            r.api_group.as_str(),
+            r.resource.as_str(),
+            r.namespace.as_str(),
+            r.name.as_str(),
+            r.subresource.as_str()
+        ),
         ("apps", "deployments", "ns", "web", "scale")
     );
     let healthz = RequestInfo::parse(&http::Method::GET, "/healthz", None);

@@ -1,18 +1,30 @@
 use super::*;
 
 fn line(i: usize) -> Bytes {
-    Bytes::from(format!(r#"{{"auditID":"{i:06}","pad":"{}"}}"#, "x".repeat(80)))
+    Bytes::from(format!(
+        r#"{{"auditID":"{i:06}","pad":"{}"}}"#,
+        "x".repeat(80)
+    ))
 }
 
 fn settings(dir: &Path, max_bytes: u64, max_backups: u32) -> FileSettings {
-    FileSettings { path: dir.join("logs/audit.log"), max_bytes, max_backups }
+    FileSettings {
+        path: dir.join("logs/audit.log"),
+        max_bytes,
+        max_backups,
+    }
 }
 
 fn ids(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["auditID"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["auditID"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect()
 }
 
@@ -26,14 +38,21 @@ fn rotates_by_size_keeping_order_across_backups() {
         sink.write_batch(batch).map_err(|(_, e)| e).unwrap();
     }
     sink.sync().unwrap();
-    let mut backups: Vec<PathBuf> = (1..=50).map(|i| backup(&s.path, i)).filter(|p| p.exists()).collect();
+    let mut backups: Vec<PathBuf> = (1..=50)
+        .map(|i| backup(&s.path, i))
+        .filter(|p| p.exists())
+        .collect();
     assert!(backups.len() > 5, "rotation expected");
     // Every file stays under the bound; the newest backup is .1.
     let mut all = Vec::new();
     backups.reverse();
     backups.push(s.path.clone());
     for p in &backups {
-        assert!(std::fs::metadata(p).unwrap().len() <= 2000, "{} too big", p.display());
+        assert!(
+            std::fs::metadata(p).unwrap().len() <= 2000,
+            "{} too big",
+            p.display()
+        );
         all.extend(ids(p));
     }
     let want: Vec<String> = (0..200).map(|i| format!("{i:06}")).collect();
@@ -65,9 +84,15 @@ fn keeps_at_most_max_backups() {
 fn appends_to_an_existing_log_and_reports_progress_on_error() {
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path(), 1 << 20, 1);
-    FileSink::open(s.clone()).unwrap().write_batch(&[line(0)]).map_err(|(_, e)| e).unwrap();
+    FileSink::open(s.clone())
+        .unwrap()
+        .write_batch(&[line(0)])
+        .map_err(|(_, e)| e)
+        .unwrap();
     let mut sink = FileSink::open(s.clone()).unwrap();
-    sink.write_batch(&[line(1), line(2)]).map_err(|(_, e)| e).unwrap();
+    sink.write_batch(&[line(1), line(2)])
+        .map_err(|(_, e)| e)
+        .unwrap();
     assert_eq!(ids(&s.path), ["000000", "000001", "000002"]);
 
     // A rotation that cannot rename (the directory is gone) fails after the

@@ -11,12 +11,31 @@ fn policy(rules: &str) -> Policy {
 }
 
 /// A resource request; fields as `RequestInfo` would give them.
-fn res<'a>(user: &'a str, groups: &'a [String], verb: &'a str, group: &'a str, resource: &'a str) -> Attributes<'a> {
-    Attributes { user, groups, verb, api_group: group, resource, is_resource_request: true, ..Attributes::default() }
+fn res<'a>(
+    user: &'a str,
+    groups: &'a [String],
+    verb: &'a str,
+    group: &'a str,
+    resource: &'a str,
+) -> Attributes<'a> {
+    Attributes {
+        user,
+        groups,
+        verb,
+        api_group: group,
+        resource,
+        is_resource_request: true,
+        ..Attributes::default()
+    }
 }
 
 fn non_res<'a>(verb: &'a str, path: &'a str) -> Attributes<'a> {
-    Attributes { user: "alice", verb, path, ..Attributes::default() }
+    Attributes {
+        user: "alice",
+        verb,
+        path,
+        ..Attributes::default()
+    }
 }
 
 #[test]
@@ -52,31 +71,115 @@ rules:
     );
     let nodes = vec!["system:nodes".to_string()];
     let none: Vec<String> = vec![];
-    let sub = |verb, resource, subresource| Attributes { subresource, ..res("alice", &[], verb, "", resource) };
+    let sub = |verb, resource, subresource| Attributes {
+        subresource,
+        ..res("alice", &[], verb, "", resource)
+    };
     let cases: Vec<(&str, Attributes, Level)> = vec![
-        ("user+verb match", res("system:kube-proxy", &none, "watch", "", "endpoints"), Level::None),
-        ("user matches, verb does not: falls through", res("system:kube-proxy", &none, "list", "", "pods"), Level::None),
-        ("group match", res("bob", &nodes, "get", "", "pods"), Level::None),
-        ("resource/subresource exact", sub("create", "pods", "exec"), Level::RequestResponse),
-        ("subresource rule does not match the resource", sub("get", "pods", ""), Level::None),
-        ("*/subresource", sub("create", "pods", "attach"), Level::RequestResponse),
-        ("resource/* matches a subresource", sub("update", "deployments", "scale"), Level::RequestResponse),
-        ("resource/* matches the resource itself", sub("get", "deployments", ""), Level::RequestResponse),
+        (
+            "user+verb match",
+            res("system:kube-proxy", &none, "watch", "", "endpoints"),
+            Level::None,
+        ),
+        (
+            "user matches, verb does not: falls through",
+            res("system:kube-proxy", &none, "list", "", "pods"),
+            Level::None,
+        ),
+        (
+            "group match",
+            res("bob", &nodes, "get", "", "pods"),
+            Level::None,
+        ),
+        (
+            "resource/subresource exact",
+            sub("create", "pods", "exec"),
+            Level::RequestResponse,
+        ),
+        (
+            "subresource rule does not match the resource",
+            sub("get", "pods", ""),
+            Level::None,
+        ),
+        (
+            "*/subresource",
+            sub("create", "pods", "attach"),
+            Level::RequestResponse,
+        ),
+        (
+            "resource/* matches a subresource",
+            sub("update", "deployments", "scale"),
+            Level::RequestResponse,
+        ),
+        (
+            "resource/* matches the resource itself",
+            sub("get", "deployments", ""),
+            Level::RequestResponse,
+        ),
         (
             "namespaces",
-            Attributes { namespace: "kube-system", ..res("alice", &[], "get", "", "configmaps") },
+            Attributes {
+                namespace: "kube-system",
+                ..res("alice", &[], "get", "", "configmaps")
+            },
             Level::Request,
         ),
-        ("resourceNames match", Attributes { name: "db", ..res("alice", &[], "get", "", "secrets") }, Level::Metadata),
-        ("resourceNames mismatch", Attributes { name: "x", ..res("alice", &[], "get", "", "secrets") }, Level::None),
-        ("group without resources matches all", res("alice", &[], "delete", "rbac.authorization.k8s.io", "roles"), Level::Metadata),
-        ("api group must match", res("alice", &[], "create", "apps", "deployments"), Level::None),
-        ("* resource, verb create", res("alice", &[], "create", "", "configmaps"), Level::Request),
-        ("* matches subresources too", sub("create", "pods", "eviction"), Level::Request),
-        ("nonResourceURL prefix", non_res("get", "/healthz/etcd"), Level::Metadata),
-        ("nonResourceURL exact", non_res("get", "/version"), Level::Metadata),
-        ("nonResourceURL is not a prefix without *", non_res("get", "/version/x"), Level::None),
-        ("no rule matches: None", non_res("get", "/metrics"), Level::None),
+        (
+            "resourceNames match",
+            Attributes {
+                name: "db",
+                ..res("alice", &[], "get", "", "secrets")
+            },
+            Level::Metadata,
+        ),
+        (
+            "resourceNames mismatch",
+            Attributes {
+                name: "x",
+                ..res("alice", &[], "get", "", "secrets")
+            },
+            Level::None,
+        ),
+        (
+            "group without resources matches all",
+            res("alice", &[], "delete", "rbac.authorization.k8s.io", "roles"),
+            Level::Metadata,
+        ),
+        (
+            "api group must match",
+            res("alice", &[], "create", "apps", "deployments"),
+            Level::None,
+        ),
+        (
+            "* resource, verb create",
+            res("alice", &[], "create", "", "configmaps"),
+            Level::Request,
+        ),
+        (
+            "* matches subresources too",
+            sub("create", "pods", "eviction"),
+            Level::Request,
+        ),
+        (
+            "nonResourceURL prefix",
+            non_res("get", "/healthz/etcd"),
+            Level::Metadata,
+        ),
+        (
+            "nonResourceURL exact",
+            non_res("get", "/version"),
+            Level::Metadata,
+        ),
+        (
+            "nonResourceURL is not a prefix without *",
+            non_res("get", "/version/x"),
+            Level::None,
+        ),
+        (
+            "no rule matches: None",
+            non_res("get", "/metrics"),
+            Level::None,
+        ),
     ];
     for (name, attrs, want) in cases {
         assert_eq!(p.level_for(&attrs).0, want, "{name}");
@@ -96,16 +199,30 @@ rules:
     resources: [{group: ""}]
 "#,
     );
-    let cases = [("delete", Level::RequestResponse), ("get", Level::None), ("list", Level::Metadata)];
+    let cases = [
+        ("delete", Level::RequestResponse),
+        ("get", Level::None),
+        ("list", Level::Metadata),
+    ];
     for (verb, want) in cases {
-        assert_eq!(p.level_for(&res("alice", &[], verb, "", "pods")).0, want, "{verb}");
+        assert_eq!(
+            p.level_for(&res("alice", &[], verb, "", "pods")).0,
+            want,
+            "{verb}"
+        );
     }
     // A non-resource request matches no resource rule.
     assert_eq!(p.level_for(&non_res("list", "/metrics")).0, Level::None);
     // A rule with no selectors matches everything.
     let all = policy("rules:\n  - level: Metadata\n");
-    assert_eq!(all.level_for(&non_res("get", "/anything")).0, Level::Metadata);
-    assert_eq!(all.level_for(&res("x", &[], "get", "", "pods")).0, Level::Metadata);
+    assert_eq!(
+        all.level_for(&non_res("get", "/anything")).0,
+        Level::Metadata
+    );
+    assert_eq!(
+        all.level_for(&res("x", &[], "get", "", "pods")).0,
+        Level::Metadata
+    );
 }
 
 #[test]
@@ -133,7 +250,10 @@ rules:
     }
     // nonResourceURLs never match a resource request.
     let only = policy("rules:\n  - level: Metadata\n    nonResourceURLs: [\"*\"]\n");
-    assert_eq!(only.level_for(&res("a", &[], "get", "", "pods")).0, Level::None);
+    assert_eq!(
+        only.level_for(&res("a", &[], "get", "", "pods")).0,
+        Level::None
+    );
 }
 
 #[test]
@@ -155,7 +275,10 @@ rules:
     let (_, get) = p.level_for(&res("a", &[], "get", "", "pods"));
     assert_eq!(get, StageSet::EMPTY.with(Stage::RequestReceived));
     let (level, unmatched) = p.level_for(&res("a", &[], "list", "", "pods"));
-    assert_eq!((level, unmatched), (Level::None, StageSet::EMPTY.with(Stage::RequestReceived)));
+    assert_eq!(
+        (level, unmatched),
+        (Level::None, StageSet::EMPTY.with(Stage::RequestReceived))
+    );
 }
 
 #[test]
@@ -188,7 +311,10 @@ fn invalid_policies_name_the_rule_and_field() {
     for (text, field, reason) in cases {
         let err = parse(&text).expect_err(&text).to_string();
         assert!(err.starts_with("audit policy policy.yaml: "), "{err}");
-        assert!(err.contains(&format!(": {field}")) || field.is_empty(), "want field {field:?} in {err}");
+        assert!(
+            err.contains(&format!(": {field}")) || field.is_empty(),
+            "want field {field:?} in {err}"
+        );
         assert!(err.contains(reason), "want {reason:?} in {err}");
     }
 }
@@ -199,21 +325,63 @@ fn the_shipped_policy_is_valid_and_sensible() {
     let p = Policy::load(&file).unwrap();
     let sa = vec!["system:serviceaccounts:kube-system".to_string()];
     let admin = vec!["system:authenticated".to_string()];
-    let sub = |resource, subresource, verb| Attributes { subresource, ..res("alice", &admin, verb, "", resource) };
+    let sub = |resource, subresource, verb| Attributes {
+        subresource,
+        ..res("alice", &admin, verb, "", resource)
+    };
     let cases: Vec<(&str, Attributes, Level)> = vec![
         ("probe", non_res("get", "/readyz"), Level::None),
-        ("system watch", res("system:serviceaccount:kube-system:x", &sa, "watch", "", "pods"), Level::None),
-        ("secret read", res("alice", &admin, "get", "", "secrets"), Level::Metadata),
-        ("secret write has no body", res("alice", &admin, "create", "", "secrets"), Level::Metadata),
+        (
+            "system watch",
+            res(
+                "system:serviceaccount:kube-system:x",
+                &sa,
+                "watch",
+                "",
+                "pods",
+            ),
+            Level::None,
+        ),
+        (
+            "secret read",
+            res("alice", &admin, "get", "", "secrets"),
+            Level::Metadata,
+        ),
+        (
+            "secret write has no body",
+            res("alice", &admin, "create", "", "secrets"),
+            Level::Metadata,
+        ),
         ("exec", sub("pods", "exec", "create"), Level::Metadata),
-        ("rbac change", res("alice", &admin, "create", "rbac.authorization.k8s.io", "rolebindings"), Level::RequestResponse),
-        ("deployment patch", res("alice", &admin, "patch", "apps", "deployments"), Level::Request),
-        ("pod list", res("alice", &admin, "list", "", "pods"), Level::Metadata),
+        (
+            "rbac change",
+            res(
+                "alice",
+                &admin,
+                "create",
+                "rbac.authorization.k8s.io",
+                "rolebindings",
+            ),
+            Level::RequestResponse,
+        ),
+        (
+            "deployment patch",
+            res("alice", &admin, "patch", "apps", "deployments"),
+            Level::Request,
+        ),
+        (
+            "pod list",
+            res("alice", &admin, "list", "", "pods"),
+            Level::Metadata,
+        ),
     ];
     for (name, attrs, want) in cases {
         assert_eq!(p.level_for(&attrs).0, want, "{name}");
     }
-    assert!(p.level_for(&res("alice", &admin, "list", "", "pods")).1.contains(Stage::RequestReceived));
+    assert!(p
+        .level_for(&res("alice", &admin, "list", "", "pods"))
+        .1
+        .contains(Stage::RequestReceived));
 }
 
 #[test]
@@ -230,7 +398,17 @@ fn attributes_from_a_parsed_request() {
     };
     let path = "/api/v1/namespaces/default/pods/web/log";
     let a = Attributes::from_request(&info, path, &user);
-    assert_eq!((a.user, a.verb, a.resource, a.subresource, a.namespace, a.name), ("alice", "get", "pods", "log", "default", "web"));
+    assert_eq!(
+        (
+            a.user,
+            a.verb,
+            a.resource,
+            a.subresource,
+            a.namespace,
+            a.name
+        ),
+        ("alice", "get", "pods", "log", "default", "web")
+    );
     assert!(a.is_resource_request && a.groups == ["dev"]);
     let p = policy("rules:\n  - level: Request\n    userGroups: [dev]\n    resources: [{group: \"\", resources: [\"pods/log\"]}]\n");
     assert_eq!(p.level_for(&a).0, Level::Request);

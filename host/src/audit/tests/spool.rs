@@ -1,13 +1,21 @@
 use super::*;
 
 fn line(i: usize) -> Bytes {
-    Bytes::from(format!(r#"{{"auditID":"{i:06}","pad":"{}"}}"#, "x".repeat(40)))
+    Bytes::from(format!(
+        r#"{{"auditID":"{i:06}","pad":"{}"}}"#,
+        "x".repeat(40)
+    ))
 }
 
 fn ids(events: &[(Bytes, u64)]) -> Vec<String> {
     events
         .iter()
-        .map(|(b, _)| serde_json::from_slice::<serde_json::Value>(b).unwrap()["auditID"].as_str().unwrap().to_string())
+        .map(|(b, _)| {
+            serde_json::from_slice::<serde_json::Value>(b).unwrap()["auditID"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect()
 }
 
@@ -46,7 +54,10 @@ async fn writes_segments_and_replays_them_in_order() {
     let want: Vec<String> = (0..500).map(|i| format!("{i:06}")).collect();
     assert_eq!(drain(&spool).await, want);
     assert_eq!(spool.bytes(), 0);
-    assert!(!spool.lock().await.active, "an empty spool hands back to the queue");
+    assert!(
+        !spool.lock().await.active,
+        "an empty spool hands back to the queue"
+    );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
@@ -55,7 +66,10 @@ async fn queue_goes_first() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path(), 1024 * 1024).unwrap();
     append_all(&spool, 0..3).await;
-    assert!(matches!(spool.next(|| false).await.unwrap(), Next::QueueFirst));
+    assert!(matches!(
+        spool.next(|| false).await.unwrap(),
+        Next::QueueFirst
+    ));
     assert!(spool.lock().await.active);
 }
 
@@ -72,7 +86,11 @@ async fn bounded_by_max_bytes_and_room_returns_after_replay() {
             Err(AppendError::Io(e)) => panic!("{e}"),
         }
     }
-    assert!(accepted > 50 && spool.bytes() <= 8 * 1024, "{accepted} events, {} bytes", spool.bytes());
+    assert!(
+        accepted > 50 && spool.bytes() <= 8 * 1024,
+        "{accepted} events, {} bytes",
+        spool.bytes()
+    );
     drop(st);
     assert_eq!(drain(&spool).await.len(), accepted);
     let mut st = spool.lock().await;
@@ -86,17 +104,25 @@ async fn restart_resumes_from_the_committed_position_and_rescues_older_events_fi
         let spool = Spool::open(dir.path(), 1024 * 1024).unwrap();
         append_all(&spool, 10..20).await;
         // Deliver the first four events of the first segment, then "crash".
-        let Next::Segment(seg) = spool.next(|| true).await.unwrap() else { panic!("no segment") };
+        let Next::Segment(seg) = spool.next(|| true).await.unwrap() else {
+            panic!("no segment")
+        };
         let replay = spool.read(&seg).await.unwrap();
         spool.commit(&seg, replay.events[3].1).await.unwrap();
         // Shutdown: events 0..10 were still in the memory queue (older).
         let older: Vec<Bytes> = (0..10).map(line).collect();
         spool.close(&older).await.unwrap();
         let mut st = spool.lock().await;
-        assert!(matches!(spool.append(&mut st, &line(99)), Err(AppendError::Io(AuditError::Closed))));
+        assert!(matches!(
+            spool.append(&mut st, &line(99)),
+            Err(AppendError::Io(AuditError::Closed))
+        ));
     }
     let spool = Spool::open(dir.path(), 1024 * 1024).unwrap();
-    assert!(spool.lock().await.active, "leftovers keep new events behind them");
+    assert!(
+        spool.lock().await.active,
+        "leftovers keep new events behind them"
+    );
     let want: Vec<String> = (0..10).chain(14..20).map(|i| format!("{i:06}")).collect();
     assert_eq!(drain(&spool).await, want);
 }
@@ -104,10 +130,15 @@ async fn restart_resumes_from_the_committed_position_and_rescues_older_events_fi
 #[tokio::test]
 async fn torn_lines_are_skipped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let body = format!("{}\n{{\"auditID\":\"000001\"", String::from_utf8(line(0).to_vec()).unwrap());
+    let body = format!(
+        "{}\n{{\"auditID\":\"000001\"",
+        String::from_utf8(line(0).to_vec()).unwrap()
+    );
     std::fs::write(dir.path().join("7.jsonl"), body).unwrap();
     let spool = Spool::open(dir.path(), 1024 * 1024).unwrap();
-    let Next::Segment(seg) = spool.next(|| true).await.unwrap() else { panic!("no segment") };
+    let Next::Segment(seg) = spool.next(|| true).await.unwrap() else {
+        panic!("no segment")
+    };
     let replay = spool.read(&seg).await.unwrap();
     assert_eq!(ids(&replay.events), ["000000"]);
     assert_eq!(replay.corrupt, 1);
