@@ -25,7 +25,7 @@ async fn request_reaches_the_api_server_with_the_agents_credential_only() {
             ("impersonate-extra-scopes", "all"),
             ("x-remote-user", "root"),
             ("x-remote-group", "system:masters"),
-            ("x-hawser-upgrade", "websocket"),
+            ("x-hawser-tunnel-upgrade", "websocket"),
             ("accept", "application/json"),
             ("accept-encoding", "identity"),
             ("connection", "x-drop-me"),
@@ -45,7 +45,7 @@ async fn request_reaches_the_api_server_with_the_agents_credential_only() {
     for (name, _) in &req.headers {
         assert!(!name.starts_with("impersonate-"), "{name} reached the API server");
         assert!(!name.starts_with("x-remote-"), "{name} reached the API server");
-        assert!(!name.starts_with("x-hawser-"), "{name} reached the API server");
+        assert!(!name.starts_with("x-hawser-tunnel-"), "{name} reached the API server");
         assert!(!["connection", "te", "x-drop-me", "keep-alive", "upgrade"].contains(&name.as_str()), "hop-by-hop {name} forwarded");
     }
     assert_eq!(req.header("accept").as_deref(), Some("application/json"));

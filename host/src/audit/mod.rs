@@ -7,10 +7,18 @@
 //! - [`config`]: the `[audit]` TOML table ([`AuditConfig`]) and its validated form
 //!   ([`AuditSettings`]).
 //! - [`sink`]: [`AuditLog`], the cheap handle the proxy records into; a bounded queue
-//!   per backend drained by a background task.
+//!   per backend, drained by a background task (`task`) with counters (`metrics`).
 //! - `file`, `webhook`, `spool`: the JSON-lines log with rotation, the batching
 //!   webhook client, and the on-disk spool that keeps webhook events while the
 //!   receiver is down.
+//!
+//! # Using it from the proxy
+//! ```ignore
+//! let audit = RequestAudit::new(ctx, log.policy(), &Attributes::from_request(&info, path, &user));
+//! audit.record(&log, Stage::RequestReceived, None).await.map_err(|e| e.status())?;
+//! // ... ResponseStarted for long-running requests, then:
+//! audit.record(&log, Stage::ResponseComplete, Some(ResponseStatus::code(200))).await?;
+//! ```
 //!
 //! # Guarantees
 //! No event is ever dropped silently. In `blocking` mode [`AuditLog::record`] waits

@@ -162,9 +162,12 @@ pub(crate) fn principal(p: &Principal) -> Result<(), String> {
         return Err(format!("more than {MAX_EXTRA_KEYS} extra keys"));
     }
     for e in &p.extra {
-        if !is_header_name(&e.key) {
+        // Sent as `Impersonate-Extra-<key>` with the key percent-encoded (as client-go
+        // does), so any visible ASCII is fine; `authentication.kubernetes.io/pod-name`
+        // is a typical key.
+        if e.key.is_empty() || e.key.len() > 256 || !e.key.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(format!(
-                "extra key {:?} is not a legal lower-case header name",
+                "extra key {:?} is not 1-256 visible ASCII characters",
                 e.key
             ));
         }
@@ -384,6 +387,14 @@ mod tests {
         p.groups.push("system:masters".into());
         assert!(impersonation(&p, &policy).is_err());
         let p = Principal::new("bob\r\nimpersonate-user: root");
+        assert!(impersonation(&p, &policy).is_err());
+        let mut p = Principal::new("carol");
+        p.extra.push(crate::plugin::types::Extra {
+            key: "authentication.kubernetes.io/pod-name".into(),
+            values: vec!["web-0".into()],
+        });
+        assert_eq!(impersonation(&p, &policy), Ok(()));
+        p.extra[0].key = "bad key".into();
         assert!(impersonation(&p, &policy).is_err());
     }
 }

@@ -206,11 +206,17 @@ impl Front {
             return Err(finish(phases, ctx, None, status.into()));
         }
         let candidates = self.candidates(&cluster, &live);
-        let order: Vec<u64> = match phases.route(&candidates).await {
-            Ok(Some(first)) => std::iter::once(first).chain(live.iter().copied().filter(|id| *id != first)).collect(),
-            Ok(None) => live,
+        let route = match phases.route(&candidates).await {
+            Ok(route) => route,
             Err(denial) => return Err(finish(phases, ctx, None, denial)),
         };
+        let order: Vec<u64> = match route.tunnel {
+            Some(first) => std::iter::once(first).chain(live.iter().copied().filter(|id| *id != first)).collect(),
+            None => live,
+        };
+        for (name, value) in route.headers {
+            parts.headers.insert(name, value);
+        }
 
         // Phase 5: forward.
         let uri = format!("http://{cluster}{}", ctx.path_and_query);

@@ -19,13 +19,13 @@ const HOP_BY_HOP: [&str; 9] = [
 ];
 
 /// Prefix of headers Hawser uses between hub and agent; never accepted from a client.
-pub const INTERNAL_PREFIX: &str = "x-hawser-";
+pub const INTERNAL_PREFIX: &str = "x-hawser-tunnel-";
 
 /// Carries the client's `Upgrade` value across the tunnel (HTTP/2 has no upgrades).
-pub const TUNNEL_UPGRADE: &str = "x-hawser-upgrade";
+pub const TUNNEL_UPGRADE: &str = "x-hawser-tunnel-upgrade";
 
 /// Set by the agent on a tunnel response when the API server switched protocols.
-pub const TUNNEL_UPGRADED: &str = "x-hawser-upgraded";
+pub const TUNNEL_UPGRADED: &str = "x-hawser-tunnel-upgraded";
 
 /// The request ID that joins hub, agent and API-server audit records.
 pub const AUDIT_ID: &str = "audit-id";

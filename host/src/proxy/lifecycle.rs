@@ -206,15 +206,30 @@ impl Phases {
         Ok(lines)
     }
 
-    /// Phase 4 (hub): which tunnel, given `(tunnel id, candidate)` pairs. `None`
-    /// keeps the host's round-robin order; a choice always names a candidate.
-    pub async fn route(&mut self, candidates: &[(u64, Candidate)]) -> Result<Option<u64>, Denial> {
-        let Some(chain) = &self.chain else { return Ok(None) };
+    /// Phase 4 (hub): which tunnel, given `(tunnel id, candidate)` pairs, and the
+    /// headers the choice adds upstream. `None` keeps the host's round-robin order;
+    /// the chain has already checked that a choice names a candidate and sets only
+    /// headers its stage policy allows.
+    pub async fn route(&mut self, candidates: &[(u64, Candidate)]) -> Result<Route, Denial> {
+        let Some(chain) = &self.chain else { return Ok(Route::default()) };
         let list: Vec<Candidate> = candidates.iter().map(|(_, c)| c.clone()).collect();
-        let choice = chain.route(&self.head, self.principal.as_ref(), &list).await?;
-        Ok(choice.and_then(|c| {
-            candidates.iter().find(|(_, cand)| cand.cluster == c.cluster && cand.endpoint == c.endpoint).map(|(id, _)| *id)
-        }))
+        let Some(choice) = chain.route(&self.head, self.principal.as_ref(), &list).await? else {
+            return Ok(Route::default());
+        };
+        let tunnel = candidates
+            .iter()
+            .find(|(_, cand)| cand.cluster == choice.cluster && cand.endpoint == choice.endpoint)
+            .map(|(id, _)| *id);
+        let mut headers = Vec::new();
+        for h in &choice.set_headers {
+            let name = HeaderName::from_bytes(h.name.as_bytes());
+            let value = HeaderValue::from_str(&h.value);
+            match (name, value) {
+                (Ok(n), Ok(v)) => headers.push((n, v)),
+                _ => return Err(Denial::new(Status::internal(format!("routing stage set an illegal header `{}`", h.name)))),
+            }
+        }
+        Ok(Route { tunnel, headers })
     }
 
     /// Phase 7: record the outcome (after audit stages decided to keep, redact or
@@ -265,6 +280,15 @@ impl Phases {
             "request"
         );
     }
+}
+
+/// What the routing phase decided.
+#[derive(Debug, Default)]
+pub struct Route {
+    /// The chosen tunnel; `None` keeps round-robin.
+    pub tunnel: Option<u64>,
+    /// Headers to add to the upstream request.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// The endpoint name routing stages see for a tunnel.

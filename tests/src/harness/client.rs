@@ -82,8 +82,13 @@ pub async fn raw_exchange(front: SocketAddr, ca_pem: &str, request: &[u8], timeo
 
 /// A plain HTTP GET (admin endpoints); the body on 2xx.
 pub async fn plain_get(addr: SocketAddr, path: &str) -> Option<String> {
+    plain_request(addr, "GET", path).await
+}
+
+/// A plain HTTP request without a body (admin endpoints); the body on 2xx.
+pub async fn plain_request(addr: SocketAddr, method: &str, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(addr).await.ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.ok()?;
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.ok()?.ok()?;

@@ -51,6 +51,8 @@ pub struct HubOpts {
     pub tunnel_extra: String,
     /// Extra lines for `[front]`.
     pub front_extra: String,
+    /// Top-level lines (for example `plugins = "..."`).
+    pub top_extra: String,
 }
 
 impl Default for HubOpts {
@@ -60,6 +62,7 @@ impl Default for HubOpts {
             front: "127.0.0.1:0".into(),
             tunnel_extra: "keepalive_interval = \"500ms\"\nkeepalive_timeout = \"1s\"\n".into(),
             front_extra: String::new(),
+            top_extra: String::new(),
         }
     }
 }
@@ -110,8 +113,8 @@ impl HubProc {
     pub async fn start(dir: &Path, opts: &HubOpts) -> HubProc {
         std::fs::create_dir_all(dir).unwrap();
         let config = format!(
-            "state_dir = \"state\"\nregistry_poll = \"100ms\"\n[tunnel]\nlisten = \"{}\"\nadvertise = \"127.0.0.1:8443\"\n{}\n[front]\nlisten = \"{}\"\nserver_names = [\"127.0.0.1\", \"localhost\"]\n{}\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-            opts.tunnel, opts.tunnel_extra, opts.front, opts.front_extra
+            "{}state_dir = \"state\"\nregistry_poll = \"100ms\"\n[tunnel]\nlisten = \"{}\"\nadvertise = \"127.0.0.1:8443\"\n{}\n[front]\nlisten = \"{}\"\nserver_names = [\"127.0.0.1\", \"localhost\"]\n{}\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            opts.top_extra, opts.tunnel, opts.tunnel_extra, opts.front, opts.front_extra
         );
         std::fs::write(dir.join("hub.toml"), config).unwrap();
         let cfg = dir.join("hub.toml");
