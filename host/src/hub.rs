@@ -31,6 +31,9 @@ pub enum HubError {
     /// TLS setup failed.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The credential issuer could not be opened.
+    #[error("credentials: {0}")]
+    Credentials(#[from] crate::credential::settings::SetupError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -96,7 +99,19 @@ pub async fn start(cfg: HubConfig, pipeline: Pipeline, shutdown: CancellationTok
     };
     tasks.spawn(serve_agents(tunnel_listener, agents, shutdown.clone()).instrument(tracing::info_span!("tunnel_listener", addr = %tunnel_addr)));
     let plugins = pipeline.plugins().cloned();
-    let front = Arc::new(Front { pool: pool.clone(), registry: registry.clone(), cfg: cfg.front.clone(), pipeline });
+    // The refresh endpoint for kubectl's exec plugin; key rotations and revocations
+    // are picked up by polling, without a restart.
+    let refresher = Arc::new(cfg.credentials.open(&cfg.state_dir)?);
+    let verifier = refresher.verifier().clone();
+    let (every, stop) = (cfg.credentials.reload_interval, shutdown.clone());
+    tasks.spawn(async move { verifier.watch(every, stop).await }.instrument(tracing::info_span!("credential_watch")));
+    let front = Arc::new(Front {
+        pool: pool.clone(),
+        registry: registry.clone(),
+        cfg: cfg.front.clone(),
+        pipeline,
+        refresher: Some(refresher),
+    });
     tasks.spawn(
         serve_front(front_listener, TlsAcceptor::from(Arc::new(front_tls)), front, shutdown.clone())
             .instrument(tracing::info_span!("front_listener", addr = %front_addr)),

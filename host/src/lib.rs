@@ -19,6 +19,7 @@ pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod credential;
+pub mod credential_cmd;
 pub mod hub;
 pub mod pki;
 pub mod plugin;

@@ -18,6 +18,8 @@ struct Raw {
     registry_poll: Duration,
     #[serde(default)]
     plugins: Option<PathBuf>,
+    #[serde(default)]
+    credentials: crate::credential::settings::HubCredentialSettings,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +88,8 @@ pub struct HubConfig {
     pub registry_poll: Duration,
     /// The plugin chain file (`role = "hub"`), if stages are configured.
     pub plugins: Option<PathBuf>,
+    /// User credentials: issuer name, refresh-token lifetime, reload interval.
+    pub credentials: crate::credential::settings::HubCredentialSettings,
 }
 
 /// The hub's tunnel listener.
@@ -179,6 +183,7 @@ impl HubConfig {
             admin_listen,
             registry_poll: raw.registry_poll,
             plugins: raw.plugins.map(|p| v.path(&p)),
+            credentials: raw.credentials,
         })
     }
 }

@@ -9,6 +9,7 @@ use super::route::{self, PathError};
 use super::status::Status;
 use super::upgrade;
 use crate::config::FrontConfig;
+use crate::credential::{handle_refresh, Refresher, REFRESH_PATH};
 use crate::plugin::{Candidate, Health, Locality};
 use crate::registry::Registry;
 use crate::tunnel::{SendError, TunnelPool};
@@ -35,6 +36,8 @@ pub struct Front {
     pub cfg: FrontConfig,
     /// The phases, with the plugin chain if one is configured.
     pub pipeline: Pipeline,
+    /// Mints access tokens for kubectl's exec plugin at [`REFRESH_PATH`].
+    pub refresher: Option<Arc<Refresher>>,
 }
 
 /// Serves the front listener until `shutdown` fires.
@@ -149,6 +152,9 @@ impl Front {
             ))));
         }
         let path = req.uri().path().to_string();
+        if let (Some(refresher), REFRESH_PATH) = (&self.refresher, path.as_str()) {
+            return Ok(handle_refresh(refresher, req).await);
+        }
         let target = route::split(&path).map_err(|e| match e {
             PathError::NotClusterPath => Denial::new(Status::path_not_found(&path)),
             other => Denial::new(Status::bad_request(other.to_string())),
