@@ -194,6 +194,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = HubConfig::load(&config)?;
             let shutdown = CancellationToken::new();
             let (pipeline, _watch) = pipeline(Role::Hub, cfg.plugins.as_deref()).await?;
+            let pipeline = with_audit(pipeline, cfg.audit.as_ref(), &shutdown)?;
+            let audit = pipeline.audit_log().cloned();
             let hub = crate::hub::start(cfg, pipeline, shutdown.clone()).await?;
             announce(serde_json::json!({
                 "role": "hub",
@@ -203,16 +205,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }));
             cancel_on_signal(shutdown).await;
             hub.wait().await;
+            if let Some(log) = audit {
+                log.drained().await;
+            }
             Ok(())
         }
         Command::Agent { config } => {
             let cfg = AgentConfig::load(&config)?;
             let shutdown = CancellationToken::new();
             let (pipeline, _watch) = pipeline(Role::Agent, cfg.plugins.as_deref()).await?;
+            let pipeline = with_audit(pipeline, cfg.audit.as_ref(), &shutdown)?;
+            let audit = pipeline.audit_log().cloned();
             let agent = crate::agent::start(cfg, pipeline, shutdown.clone()).await?;
             announce(serde_json::json!({"role": "agent", "admin": agent.admin_addr.map(|a| a.to_string())}));
             cancel_on_signal(shutdown).await;
             agent.wait().await;
+            if let Some(log) = audit {
+                log.drained().await;
+            }
             Ok(())
         }
         Command::Credential { op } => crate::credential_cmd::run(op).await,
@@ -232,6 +242,14 @@ async fn pipeline(role: Role, file: Option<&std::path::Path>) -> anyhow::Result<
     let host: Arc<PluginHost> = PluginHost::load(file, role).await?;
     let watcher = plugin::watch(&host, plugin::WatchOptions::default())?;
     Ok((Pipeline::with_plugins(role, host), Some(watcher)))
+}
+
+/// Adds the audit log when `[audit]` is configured; its sinks flush on shutdown.
+fn with_audit(pipeline: Pipeline, settings: Option<&crate::audit::AuditSettings>, shutdown: &CancellationToken) -> anyhow::Result<Pipeline> {
+    Ok(match settings {
+        Some(s) => pipeline.with_audit(crate::audit::AuditLog::start(s, shutdown.clone())?),
+        None => pipeline,
+    })
 }
 
 /// One machine-readable line on stdout saying where the listeners are (useful with

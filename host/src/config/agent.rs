@@ -26,6 +26,8 @@ struct Raw {
     admin: Option<RawAdmin>,
     #[serde(default)]
     plugins: Option<PathBuf>,
+    #[serde(default)]
+    audit: Option<crate::audit::AuditConfig>,
 }
 
 #[derive(Deserialize)]
@@ -122,6 +124,8 @@ pub struct AgentConfig {
     pub admin_listen: Option<SocketAddr>,
     /// The plugin chain file (`role = "agent"`), if stages are configured.
     pub plugins: Option<PathBuf>,
+    /// Kubernetes audit events (policy and sinks), if configured.
+    pub audit: Option<crate::audit::AuditSettings>,
 }
 
 /// The hub as the agent sees it.
@@ -221,6 +225,7 @@ impl AgentConfig {
             apiserver,
             admin_listen,
             plugins: raw.plugins.map(|p| v.path(&p)),
+            audit: raw.audit.map(|a| a.validate(file)).transpose()?,
         })
     }
 }

@@ -20,6 +20,8 @@ struct Raw {
     plugins: Option<PathBuf>,
     #[serde(default)]
     credentials: crate::credential::settings::HubCredentialSettings,
+    #[serde(default)]
+    audit: Option<crate::audit::AuditConfig>,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +92,8 @@ pub struct HubConfig {
     pub plugins: Option<PathBuf>,
     /// User credentials: issuer name, refresh-token lifetime, reload interval.
     pub credentials: crate::credential::settings::HubCredentialSettings,
+    /// Kubernetes audit events (policy and sinks), if configured.
+    pub audit: Option<crate::audit::AuditSettings>,
 }
 
 /// The hub's tunnel listener.
@@ -184,6 +188,7 @@ impl HubConfig {
             registry_poll: raw.registry_poll,
             plugins: raw.plugins.map(|p| v.path(&p)),
             credentials: raw.credentials,
+            audit: raw.audit.map(|a| a.validate(file)).transpose()?,
         })
     }
 }

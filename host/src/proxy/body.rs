@@ -56,3 +56,49 @@ impl hyper::body::Body for ChannelBody {
         self.rx.poll_recv(cx)
     }
 }
+
+/// Wraps `body` so the returned receiver fires when the body has ended, failed or
+/// been dropped (the client went away): the moment a response is complete.
+pub fn on_end(body: Body) -> (Body, tokio::sync::oneshot::Receiver<()>) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    (BoxBody::new(EndNotify { inner: body, done: Some(tx) }), rx)
+}
+
+struct EndNotify {
+    inner: Body,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl hyper::body::Body for EndNotify {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(poll, std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_)))) {
+            if let Some(tx) = self.done.take() {
+                let _ = tx.send(());
+            }
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for EndNotify {
+    fn drop(&mut self) {
+        if let Some(tx) = self.done.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -131,6 +131,11 @@ impl Forwarder {
 
         // Phase 6: respond.
         let code = resp.status();
+        if let Err(denial) = phases.response_started(code.as_u16()).await {
+            return Err(finish(phases, ctx, denial));
+        }
+        let span = tracing::info_span!("respond", audit_id = %ctx.audit_id);
+        let outcome = Outcome::code(code.as_u16(), None);
         let mut result = match tunnel_in {
             Some(tunnel_in) if code == StatusCode::SWITCHING_PROTOCOLS => {
                 let on_upgrade = hyper::upgrade::on(&mut resp);
@@ -143,13 +148,13 @@ impl Forwarder {
                     rparts.headers.insert(TUNNEL_UPGRADE, p);
                 }
                 let (tx, relay) = upgrade::relay_body();
-                let span = tracing::info_span!("upgraded", audit_id = %ctx.audit_id);
                 tokio::spawn(
                     async move {
                         match on_upgrade.await {
                             Ok(upgraded) => upgrade::splice(upgraded, tunnel_in, tx).await,
                             Err(e) => tracing::warn!(error = %e, "API server upgrade failed"),
                         }
+                        phases.audit(&ctx, &outcome).await;
                     }
                     .instrument(span),
                 );
@@ -158,20 +163,26 @@ impl Forwarder {
             _ => {
                 let (mut rparts, rbody) = resp.into_parts();
                 headers::remove_hop_by_hop(&mut rparts.headers);
-                Response::from_parts(rparts, boxed(rbody))
+                // Phase 7 once the body has been delivered.
+                let (body, ended) = super::body::on_end(boxed(rbody));
+                tokio::spawn(
+                    async move {
+                        let _ = ended.await;
+                        phases.audit(&ctx, &outcome).await;
+                    }
+                    .instrument(span),
+                );
+                Response::from_parts(rparts, body)
             }
         };
         result.headers_mut().entry(headers::AUDIT_ID).or_insert(audit_id);
-        spawn_audit(phases, ctx, Outcome::code(code.as_u16(), None));
         Ok(result)
     }
 }
 
 /// Audits a refused request and hands back its denial.
 fn finish(phases: Phases, ctx: RequestCtx, denial: Denial) -> Denial {
-    let status = denial.status();
-    let outcome = Outcome { code: status.code, tunnel: None, message: status.message.clone() };
-    spawn_audit(phases, ctx, outcome);
+    spawn_audit(phases, ctx, Outcome::denied(&denial, None));
     denial
 }
 

@@ -276,6 +276,9 @@ impl Front {
                 rparts.status = StatusCode::SWITCHING_PROTOCOLS;
                 rparts.headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
                 rparts.headers.insert(header::UPGRADE, value);
+                if let Err(denial) = phases.response_started(101).await {
+                    return Err(finish(phases, ctx, Some(tunnel), denial));
+                }
                 let span = tracing::info_span!("upgraded", cluster = %cluster, audit_id = %ctx.audit_id, tunnel);
                 tokio::spawn(
                     async move {
@@ -283,10 +286,12 @@ impl Front {
                             Ok(upgraded) => upgrade::splice(upgraded, rbody, client_tx).await,
                             Err(e) => tracing::debug!(error = %e, "client upgrade failed"),
                         }
+                        // The session is over: phase 7.
+                        phases.audit(&ctx, &Outcome::code(101, Some(tunnel))).await;
                     }
                     .instrument(span),
                 );
-                Response::from_parts(rparts, super::body::empty())
+                return Ok(with_audit_id(Response::from_parts(rparts, super::body::empty()), audit_id));
             }
             // An upgrade the API server refused (>= 400) is relayed as is, then the
             // connection is closed, as kube-apiserver's upgrade-aware proxy does.
@@ -297,9 +302,22 @@ impl Front {
                 Response::from_parts(rparts, boxed(rbody))
             }
         };
-        resp.headers_mut().entry(AUDIT_ID).or_insert(audit_id);
-        spawn_audit(phases, ctx, Outcome::code(resp.status().as_u16(), Some(tunnel)));
-        Ok(resp)
+        let code = resp.status().as_u16();
+        if let Err(denial) = phases.response_started(code).await {
+            return Err(finish(phases, ctx, Some(tunnel), denial));
+        }
+        // Phase 7 when the body has been delivered (or the client left).
+        let (parts, body) = resp.into_parts();
+        let (body, ended) = super::body::on_end(body);
+        let span = tracing::debug_span!("audit", audit_id = %ctx.audit_id);
+        tokio::spawn(
+            async move {
+                let _ = ended.await;
+                phases.audit(&ctx, &Outcome::code(code, Some(tunnel))).await;
+            }
+            .instrument(span),
+        );
+        Ok(with_audit_id(Response::from_parts(parts, body), audit_id))
     }
 
     /// Live tunnels as routing candidates, with the cluster's registered locality.
@@ -326,11 +344,14 @@ impl Front {
     }
 }
 
+fn with_audit_id(mut resp: Response<Body>, audit_id: HeaderValue) -> Response<Body> {
+    resp.headers_mut().entry(AUDIT_ID).or_insert(audit_id);
+    resp
+}
+
 /// Audits a refused request and hands back its denial.
 fn finish(phases: Phases, ctx: RequestCtx, tunnel: Option<u64>, denial: Denial) -> Denial {
-    let status = denial.status();
-    let outcome = Outcome { code: status.code, tunnel, message: status.message.clone() };
-    spawn_audit(phases, ctx, outcome);
+    spawn_audit(phases, ctx, Outcome::denied(&denial, tunnel));
     denial
 }
 

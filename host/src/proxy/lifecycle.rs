@@ -20,7 +20,9 @@
 //! stage that refuses a request yields a [`Denial`]; the host answers it with a
 //! Kubernetes Status and forwards nothing.
 
+use super::audit_trail::AuditTrail;
 use super::request_info::RequestInfo;
+use crate::audit::AuditLog;
 use super::status::Status;
 use crate::plugin::{self, AuditEvent, AuditPhase, Candidate, Chain, PluginHost, Principal, RequestHead, Rejection};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -101,14 +103,19 @@ pub struct Outcome {
     pub code: u16,
     /// Which tunnel carried it (hub only).
     pub tunnel: Option<u64>,
-    /// The denial or failure message, if any.
-    pub message: String,
+    /// The Status the host answered with, when it refused the request itself.
+    pub failure: Option<Status>,
 }
 
 impl Outcome {
     /// An outcome with a status code only.
     pub fn code(code: u16, tunnel: Option<u64>) -> Outcome {
-        Outcome { code, tunnel, message: String::new() }
+        Outcome { code, tunnel, failure: None }
+    }
+
+    /// A request the host refused with `denial`.
+    pub fn denied(denial: &Denial, tunnel: Option<u64>) -> Outcome {
+        Outcome { code: denial.status().code, tunnel, failure: Some(denial.status().clone()) }
     }
 }
 
@@ -117,18 +124,30 @@ impl Outcome {
 pub struct Pipeline {
     role: Role,
     plugins: Option<Arc<PluginHost>>,
+    audit: Option<AuditLog>,
 }
 
 impl Pipeline {
     /// No plugins: no credential check, the agent forwards with its own credential,
     /// round-robin over live tunnels, access log only.
     pub fn builtin(role: Role) -> Pipeline {
-        Pipeline { role, plugins: None }
+        Pipeline { role, plugins: None, audit: None }
     }
 
     /// Phases backed by a hot-swappable plugin chain.
     pub fn with_plugins(role: Role, plugins: Arc<PluginHost>) -> Pipeline {
-        Pipeline { role, plugins: Some(plugins) }
+        Pipeline { role, plugins: Some(plugins), audit: None }
+    }
+
+    /// Adds Kubernetes audit events written to `log`.
+    pub fn with_audit(mut self, log: AuditLog) -> Pipeline {
+        self.audit = Some(log);
+        self
+    }
+
+    /// The audit log, if any (for metrics and draining at shutdown).
+    pub fn audit_log(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
     }
 
     /// The plugin host, if any (for admin routes).
@@ -152,7 +171,8 @@ impl Pipeline {
             client_addr: ctx.peer.to_string(),
             cluster: ctx.cluster.clone(),
         };
-        Phases { chain: self.plugins.as_ref().map(|p| p.chain()), head, principal: None, impersonated: None }
+        let trail = self.audit.clone().map(|log| AuditTrail::new(log, ctx, headers));
+        Phases { chain: self.plugins.as_ref().map(|p| p.chain()), head, principal: None, impersonated: None, trail }
     }
 }
 
@@ -173,6 +193,7 @@ pub struct Phases {
     head: RequestHead,
     principal: Option<Principal>,
     impersonated: Option<Principal>,
+    trail: Option<AuditTrail>,
 }
 
 impl Phases {
@@ -186,12 +207,25 @@ impl Phases {
         self.principal.as_ref()
     }
 
-    /// Phase 2: check the caller's credential.
+    /// Phase 2: check the caller's credential; with audit configured, the
+    /// `RequestReceived` event is written now (refusing the request if a fail-closed
+    /// sink cannot take it).
     pub async fn credential(&mut self) -> Result<(), Denial> {
         if let Some(chain) = &self.chain {
             self.principal = chain.check_credential(&self.head).await?;
         }
+        if let Some(trail) = self.trail.as_mut() {
+            trail.received(self.principal.as_ref()).await?;
+        }
         Ok(())
+    }
+
+    /// The response head is out (phase 6): `ResponseStarted` for long-running requests.
+    pub async fn response_started(&mut self, code: u16) -> Result<(), Denial> {
+        match self.trail.as_mut() {
+            Some(trail) => trail.started(code).await,
+            None => Ok(()),
+        }
     }
 
     /// Phase 3 (agent): the `Impersonate-*` header lines for the API server. With a
@@ -202,6 +236,9 @@ impl Phases {
         let target = chain.impersonate(who, &self.head).await?.unwrap_or_else(|| who.clone());
         let lines = impersonation_headers(&target)
             .map_err(|e| Denial::new(Status::internal(format!("cannot impersonate: {e}"))))?;
+        if let Some(trail) = self.trail.as_mut() {
+            trail.impersonating(&target);
+        }
         self.impersonated = Some(target);
         Ok(lines)
     }
@@ -235,7 +272,10 @@ impl Phases {
     /// Phase 7: record the outcome (after audit stages decided to keep, redact or
     /// drop it). Audit stages are usually fail-open; a fail-closed one that fails is
     /// logged, since the response has already gone.
-    pub async fn audit(&self, ctx: &RequestCtx, outcome: &Outcome) {
+    pub async fn audit(mut self, ctx: &RequestCtx, outcome: &Outcome) {
+        if let Some(trail) = self.trail.take() {
+            trail.completed(outcome.code, outcome.failure.as_ref()).await;
+        }
         let mut event = AuditEvent {
             request_id: ctx.audit_id.clone(),
             phase: AuditPhase::ResponseComplete,
@@ -251,7 +291,7 @@ impl Phases {
             route: outcome.tunnel.map(|t| plugin::RouteTarget { cluster: ctx.cluster.clone(), endpoint: endpoint_name(t) }),
             status: outcome.code,
             latency_us: ctx.received.elapsed().as_micros() as u64,
-            message: outcome.message.clone(),
+            message: outcome.failure.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
         };
         if let Some(chain) = &self.chain {
             match chain.audit(event).await {

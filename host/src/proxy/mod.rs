@@ -1,6 +1,7 @@
 //! The request path: lifecycle phases, forwarding rules, and the listeners that run
 //! them (the hub's front listener and the agent's tunnel handler).
 
+pub mod audit_trail;
 pub mod body;
 pub mod forward;
 pub mod framing;
