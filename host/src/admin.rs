@@ -39,11 +39,15 @@ pub async fn serve_admin(
             async move {
                 let path = req.uri().path();
                 let plugin_answer = match &plugins {
-                    Some(host) if path.starts_with("/plugins/") => host.admin(req.method(), path).await,
+                    Some(host) if path.starts_with("/plugins/") => {
+                        host.admin(req.method(), path).await
+                    }
                     _ => None,
                 };
                 let (code, ctype, text) = match plugin_answer {
-                    Some((code, text)) if path.ends_with("/metrics") => (code, "text/plain; version=0.0.4", text),
+                    Some((code, text)) if path.ends_with("/metrics") => {
+                        (code, "text/plain; version=0.0.4", text)
+                    }
                     Some((code, text)) => (code, "application/json", text),
                     None => routes(path),
                 };

@@ -63,14 +63,25 @@ impl Agent {
 }
 
 /// Starts the agent; it runs until `shutdown` fires.
-pub async fn start(cfg: AgentConfig, pipeline: Pipeline, shutdown: CancellationToken) -> Result<Agent, AgentError> {
+pub async fn start(
+    cfg: AgentConfig,
+    pipeline: Pipeline,
+    shutdown: CancellationToken,
+) -> Result<Agent, AgentError> {
     let cert_pem = tls::read_pem(&cfg.hub.cert_file)?;
     let cert_cluster = cluster_of_cert(&first_cert_der_from_pem(&cert_pem)?)?;
     if cert_cluster != cfg.cluster {
-        return Err(AgentError::WrongCluster { cert: cert_cluster, config: cfg.cluster.clone() });
+        return Err(AgentError::WrongCluster {
+            cert: cert_cluster,
+            config: cfg.cluster.clone(),
+        });
     }
     // Check the rest of the TLS material now rather than on the first dial.
-    tls::agent_tunnel_client(&tls::read_pem(&cfg.hub.ca_file)?, &cert_pem, &tls::read_pem(&cfg.hub.key_file)?)?;
+    tls::agent_tunnel_client(
+        &tls::read_pem(&cfg.hub.ca_file)?,
+        &cert_pem,
+        &tls::read_pem(&cfg.hub.key_file)?,
+    )?;
     let upstream = Upstream::new(&cfg.apiserver)?;
     let plugins = pipeline.plugins().cloned();
     let forwarder = Forwarder::new(cfg.cluster.clone(), upstream, pipeline);
@@ -78,11 +89,18 @@ pub async fn start(cfg: AgentConfig, pipeline: Pipeline, shutdown: CancellationT
     let mut tasks = JoinSet::new();
     let admin_addr = match cfg.admin_listen {
         Some(addr) => {
-            let listener = TcpListener::bind(addr).await.map_err(|source| AgentError::Bind { addr, source })?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Bind { addr, source })?;
             let bound = listener.local_addr().unwrap_or(addr);
             tasks.spawn(
-                admin::serve_admin(listener, agent_routes(state.clone()), plugins, shutdown.clone())
-                    .instrument(tracing::info_span!("admin_listener", addr = %bound)),
+                admin::serve_admin(
+                    listener,
+                    agent_routes(state.clone()),
+                    plugins,
+                    shutdown.clone(),
+                )
+                .instrument(tracing::info_span!("admin_listener", addr = %bound)),
             );
             Some(bound)
         }
@@ -94,11 +112,16 @@ pub async fn start(cfg: AgentConfig, pipeline: Pipeline, shutdown: CancellationT
         run_agent_tunnels(cfg.clone(), forwarder, state.clone(), shutdown)
             .instrument(tracing::info_span!("agent", cluster = %cfg.cluster)),
     );
-    Ok(Agent { state, admin_addr, tasks })
+    Ok(Agent {
+        state,
+        admin_addr,
+        tasks,
+    })
 }
 
 fn agent_routes(state: Arc<AgentTunnelState>) -> AdminRoutes {
-    Arc::new(move |path| match path {
+    Arc::new(move |path| {
+        match path {
         "/livez" => (StatusCode::OK, "text/plain", "ok\n".into()),
         // Ready once at least one tunnel is up, so a rollout waits for a connected pod.
         "/readyz" if state.live() > 0 => (StatusCode::OK, "text/plain", "ok\n".into()),
@@ -113,5 +136,6 @@ fn agent_routes(state: Arc<AgentTunnelState>) -> AdminRoutes {
             ),
         ),
         _ => admin::not_found(),
+    }
     })
 }

@@ -217,7 +217,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let pipeline = with_audit(pipeline, cfg.audit.as_ref(), &shutdown)?;
             let audit = pipeline.audit_log().cloned();
             let agent = crate::agent::start(cfg, pipeline, shutdown.clone()).await?;
-            announce(serde_json::json!({"role": "agent", "admin": agent.admin_addr.map(|a| a.to_string())}));
+            announce(
+                serde_json::json!({"role": "agent", "admin": agent.admin_addr.map(|a| a.to_string())}),
+            );
             cancel_on_signal(shutdown).await;
             agent.wait().await;
             if let Some(log) = audit {
@@ -237,15 +239,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// The role's phases: built in, or backed by the plugin chain in `file` (loaded and
 /// self-checked now, refusing to start on any error; then watched for changes and
 /// SIGHUP while the returned watcher lives).
-async fn pipeline(role: Role, file: Option<&std::path::Path>) -> anyhow::Result<(Pipeline, Option<plugin::Watcher>)> {
-    let Some(file) = file else { return Ok((Pipeline::builtin(role), None)) };
+async fn pipeline(
+    role: Role,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<(Pipeline, Option<plugin::Watcher>)> {
+    let Some(file) = file else {
+        return Ok((Pipeline::builtin(role), None));
+    };
     let host: Arc<PluginHost> = PluginHost::load(file, role).await?;
     let watcher = plugin::watch(&host, plugin::WatchOptions::default())?;
     Ok((Pipeline::with_plugins(role, host), Some(watcher)))
 }
 
 /// Adds the audit log when `[audit]` is configured; its sinks flush on shutdown.
-fn with_audit(pipeline: Pipeline, settings: Option<&crate::audit::AuditSettings>, shutdown: &CancellationToken) -> anyhow::Result<Pipeline> {
+fn with_audit(
+    pipeline: Pipeline,
+    settings: Option<&crate::audit::AuditSettings>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Pipeline> {
     Ok(match settings {
         Some(s) => pipeline.with_audit(crate::audit::AuditLog::start(s, shutdown.clone())?),
         None => pipeline,
@@ -260,7 +271,15 @@ fn announce(value: serde_json::Value) {
 
 fn cluster(cfg: HubConfig, op: ClusterOp) -> anyhow::Result<()> {
     match op {
-        ClusterOp::Register { name, region, zone, out, image, validity_days, namespace } => {
+        ClusterOp::Register {
+            name,
+            region,
+            zone,
+            out,
+            image,
+            validity_days,
+            namespace,
+        } => {
             let out_dir = out.unwrap_or_else(|| PathBuf::from(format!("hawser-{name}")));
             let req = RegisterRequest {
                 state_dir: cfg.state_dir.clone(),
@@ -275,11 +294,23 @@ fn cluster(cfg: HubConfig, op: ClusterOp) -> anyhow::Result<()> {
                 namespace,
             };
             let outcome = bundle::register_cluster(&req)?;
-            println!("registered cluster {} (certificate {})", outcome.record.name, outcome.record.certs.first().map(|f| f.to_string()).unwrap_or_default());
+            println!(
+                "registered cluster {} (certificate {})",
+                outcome.record.name,
+                outcome
+                    .record
+                    .certs
+                    .first()
+                    .map(|f| f.to_string())
+                    .unwrap_or_default()
+            );
             for f in &outcome.files {
                 println!("  wrote {}", f.display());
             }
-            println!("deploy it with: kubectl apply -f {}", req.out_dir.join("manifest.yaml").display());
+            println!(
+                "deploy it with: kubectl apply -f {}",
+                req.out_dir.join("manifest.yaml").display()
+            );
             Ok(())
         }
         ClusterOp::List => {
@@ -301,7 +332,10 @@ fn cluster(cfg: HubConfig, op: ClusterOp) -> anyhow::Result<()> {
         }
         ClusterOp::Remove { name } => {
             let rec = bundle::remove_cluster(&cfg.state_dir, &name)?;
-            println!("removed cluster {}; its tunnels close within a second", rec.name);
+            println!(
+                "removed cluster {}; its tunnels close within a second",
+                rec.name
+            );
             Ok(())
         }
     }

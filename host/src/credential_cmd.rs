@@ -9,7 +9,20 @@ use std::path::Path;
 /// Runs one credential operation.
 pub async fn run(op: CredentialOp) -> anyhow::Result<()> {
     match op {
-        CredentialOp::Issue { config, user, groups, extra, clusters, uid, ttl, exec, allow_system_names, kubeconfig, hub_url, refresh_file } => {
+        CredentialOp::Issue {
+            config,
+            user,
+            groups,
+            extra,
+            clusters,
+            uid,
+            ttl,
+            exec,
+            allow_system_names,
+            kubeconfig,
+            hub_url,
+            refresh_file,
+        } => {
             let cfg = HubConfig::load(&config)?;
             let registry = crate::registry::Registry::load(&cfg.state_dir)?;
             for c in &clusters {
@@ -17,36 +30,64 @@ pub async fn run(op: CredentialOp) -> anyhow::Result<()> {
                     eprintln!("warning: cluster `{c}` is not registered (yet)");
                 }
             }
-            let req = IssueRequest { user: user.clone(), groups, extra, clusters: clusters.clone(), ttl, exec, uid, allow_system_names };
+            let req = IssueRequest {
+                user: user.clone(),
+                groups,
+                extra,
+                clusters: clusters.clone(),
+                ttl,
+                exec,
+                uid,
+                allow_system_names,
+            };
             let issued = credential::issue(&cfg.state_dir, &cfg.credentials.issuer, &req)?;
             let expires = humantime::format_rfc3339_seconds(issued.expires_at);
-            eprintln!("issued credential {} for {user}, expires {expires}", issued.id);
+            eprintln!(
+                "issued credential {} for {user}, expires {expires}",
+                issued.id
+            );
             let Some(path) = kubeconfig else {
                 println!("{}", issued.token.expose());
                 return Ok(());
             };
             let hub_url = hub_url.unwrap_or_else(|| {
-                let host = cfg.front.server_names.first().cloned().unwrap_or_else(|| "127.0.0.1".into());
+                let host = cfg
+                    .front
+                    .server_names
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "127.0.0.1".into());
                 format!("https://{host}:{}", cfg.front.listen.port())
             });
             let ca_file = cfg.state_dir.join("ca.crt");
-            let ca_pem = std::fs::read_to_string(&ca_file).with_context(|| format!("reading {}", ca_file.display()))?;
+            let ca_pem = std::fs::read_to_string(&ca_file)
+                .with_context(|| format!("reading {}", ca_file.display()))?;
             let auth = if exec {
                 let refresh = refresh_file.unwrap_or_else(|| path.with_extension("refresh"));
                 write_private(&refresh, issued.token.expose())?;
                 let command = std::env::current_exe().context("locating the hawser binary")?;
-                KubeconfigAuth::Exec { command, refresh_file: refresh, ca_file }
+                KubeconfigAuth::Exec {
+                    command,
+                    refresh_file: refresh,
+                    ca_file,
+                }
             } else {
                 KubeconfigAuth::Token(issued.token)
             };
-            write_private(&path, &credential::kubeconfig(&hub_url, &ca_pem, &user, &clusters, auth))?;
+            write_private(
+                &path,
+                &credential::kubeconfig(&hub_url, &ca_pem, &user, &clusters, auth),
+            )?;
             eprintln!("wrote {}", path.display());
             Ok(())
         }
         CredentialOp::Revoke { config, id } => {
             let cfg = HubConfig::load(&config)?;
             if credential::revoke(&cfg.state_dir, &id, None)? {
-                println!("revoked {id}; the hub refuses it within {}", humantime::format_duration(cfg.credentials.reload_interval));
+                println!(
+                    "revoked {id}; the hub refuses it within {}",
+                    humantime::format_duration(cfg.credentials.reload_interval)
+                );
             } else {
                 println!("{id} was already revoked");
             }
@@ -56,21 +97,39 @@ pub async fn run(op: CredentialOp) -> anyhow::Result<()> {
             let cfg = HubConfig::load(&config)?;
             let mut keys = IssuerKeys::load_or_create(&cfg.state_dir)?;
             let kid = keys.rotate(overlap)?;
-            println!("new issuer key {kid}; the previous key verifies for another {}", humantime::format_duration(overlap));
+            println!(
+                "new issuer key {kid}; the previous key verifies for another {}",
+                humantime::format_duration(overlap)
+            );
             Ok(())
         }
         CredentialOp::ExportKeys { config, out_dir } => {
             let cfg = HubConfig::load(&config)?;
-            std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("creating {}", out_dir.display()))?;
             let keys = IssuerKeys::load_or_create(&cfg.state_dir)?;
             keys.export_public(&out_dir.join("credential-keys.toml"))?;
             credential::revocation::export(&cfg.state_dir, &out_dir.join("revoked.toml"))?;
-            println!("wrote {} and {}", out_dir.join("credential-keys.toml").display(), out_dir.join("revoked.toml").display());
+            println!(
+                "wrote {} and {}",
+                out_dir.join("credential-keys.toml").display(),
+                out_dir.join("revoked.toml").display()
+            );
             Ok(())
         }
-        CredentialOp::Exec { hub, ca_file, refresh_file } => {
+        CredentialOp::Exec {
+            hub,
+            ca_file,
+            refresh_file,
+        } => {
             let exec_info = std::env::var("KUBERNETES_EXEC_INFO").ok();
-            let out = credential::exec_command(&ExecArgs { hub, ca_file, refresh_file, exec_info }).await?;
+            let out = credential::exec_command(&ExecArgs {
+                hub,
+                ca_file,
+                refresh_file,
+                exec_info,
+            })
+            .await?;
             println!("{out}");
             Ok(())
         }
@@ -88,5 +147,6 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -67,11 +67,17 @@ impl Hub {
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, HubError> {
-    TcpListener::bind(addr).await.map_err(|source| HubError::Bind { what, addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| HubError::Bind { what, addr, source })
 }
 
 /// Starts the hub; it runs until `shutdown` fires.
-pub async fn start(cfg: HubConfig, pipeline: Pipeline, shutdown: CancellationToken) -> Result<Hub, HubError> {
+pub async fn start(
+    cfg: HubConfig,
+    pipeline: Pipeline,
+    shutdown: CancellationToken,
+) -> Result<Hub, HubError> {
     let ca = HubCa::load_or_create(&cfg.state_dir)?;
     let mut names = cfg.front.server_names.clone();
     let advertised = cfg.tunnel.advertise_host().to_string();
@@ -83,7 +89,12 @@ pub async fn start(cfg: HubConfig, pipeline: Pipeline, shutdown: CancellationTok
     let registry = Arc::new(ArcSwap::from_pointee(Registry::load(&cfg.state_dir)?));
     let pool = Arc::new(TunnelPool::new());
 
-    let tunnel_tls = tls::hub_tunnel_server(ca.cert_pem(), &serving.cert_pem, serving.key_pem.expose(), registry.clone())?;
+    let tunnel_tls = tls::hub_tunnel_server(
+        ca.cert_pem(),
+        &serving.cert_pem,
+        serving.key_pem.expose(),
+        registry.clone(),
+    )?;
     let front_tls = tls::front_server(&serving.cert_pem, serving.key_pem.expose())?;
     let tunnel_listener = bind("tunnel", cfg.tunnel.listen).await?;
     let front_listener = bind("front", cfg.front.listen).await?;
@@ -97,14 +108,20 @@ pub async fn start(cfg: HubConfig, pipeline: Pipeline, shutdown: CancellationTok
         keepalive: cfg.tunnel.keepalive,
         handshake_timeout: cfg.tunnel.handshake_timeout,
     };
-    tasks.spawn(serve_agents(tunnel_listener, agents, shutdown.clone()).instrument(tracing::info_span!("tunnel_listener", addr = %tunnel_addr)));
+    tasks.spawn(
+        serve_agents(tunnel_listener, agents, shutdown.clone())
+            .instrument(tracing::info_span!("tunnel_listener", addr = %tunnel_addr)),
+    );
     let plugins = pipeline.plugins().cloned();
     // The refresh endpoint for kubectl's exec plugin; key rotations and revocations
     // are picked up by polling, without a restart.
     let refresher = Arc::new(cfg.credentials.open(&cfg.state_dir)?);
     let verifier = refresher.verifier().clone();
     let (every, stop) = (cfg.credentials.reload_interval, shutdown.clone());
-    tasks.spawn(async move { verifier.watch(every, stop).await }.instrument(tracing::info_span!("credential_watch")));
+    tasks.spawn(
+        async move { verifier.watch(every, stop).await }
+            .instrument(tracing::info_span!("credential_watch")),
+    );
     let front = Arc::new(Front {
         pool: pool.clone(),
         registry: registry.clone(),
@@ -113,27 +130,49 @@ pub async fn start(cfg: HubConfig, pipeline: Pipeline, shutdown: CancellationTok
         refresher: Some(refresher),
     });
     tasks.spawn(
-        serve_front(front_listener, TlsAcceptor::from(Arc::new(front_tls)), front, shutdown.clone())
-            .instrument(tracing::info_span!("front_listener", addr = %front_addr)),
+        serve_front(
+            front_listener,
+            TlsAcceptor::from(Arc::new(front_tls)),
+            front,
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("front_listener", addr = %front_addr)),
     );
     tasks.spawn(
-        watch_registry(cfg.state_dir.clone(), cfg.registry_poll, registry.clone(), pool.clone(), shutdown.clone())
-            .instrument(tracing::info_span!("registry_watch")),
+        watch_registry(
+            cfg.state_dir.clone(),
+            cfg.registry_poll,
+            registry.clone(),
+            pool.clone(),
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("registry_watch")),
     );
     let admin_addr = match cfg.admin_listen {
         Some(addr) => {
             let listener = bind("admin", addr).await?;
             let bound = local(&listener, addr);
             tasks.spawn(
-                admin::serve_admin(listener, hub_routes(pool.clone(), registry.clone()), plugins, shutdown.clone())
-                    .instrument(tracing::info_span!("admin_listener", addr = %bound)),
+                admin::serve_admin(
+                    listener,
+                    hub_routes(pool.clone(), registry.clone()),
+                    plugins,
+                    shutdown.clone(),
+                )
+                .instrument(tracing::info_span!("admin_listener", addr = %bound)),
             );
             Some(bound)
         }
         None => None,
     };
     tracing::info!(%front_addr, %tunnel_addr, ?admin_addr, clusters = registry.load().clusters().count(), "hub started");
-    Ok(Hub { front_addr, tunnel_addr, admin_addr, pool, tasks })
+    Ok(Hub {
+        front_addr,
+        tunnel_addr,
+        admin_addr,
+        pool,
+        tasks,
+    })
 }
 
 fn local(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {
@@ -164,11 +203,17 @@ async fn watch_registry(
         match Registry::load(&state_dir) {
             Ok(fresh) => {
                 let cut = pool.enforce(&fresh);
-                tracing::info!(clusters = fresh.clusters().count(), tunnels_cut = cut, "registry reloaded");
+                tracing::info!(
+                    clusters = fresh.clusters().count(),
+                    tunnels_cut = cut,
+                    "registry reloaded"
+                );
                 registry.store(Arc::new(fresh));
                 last = now;
             }
-            Err(e) => tracing::error!(error = %e, "registry file is invalid; keeping the previous registry"),
+            Err(e) => {
+                tracing::error!(error = %e, "registry file is invalid; keeping the previous registry")
+            }
         }
     }
 }
@@ -185,7 +230,11 @@ fn hub_routes(pool: Arc<TunnelPool>, registry: Arc<ArcSwap<Registry>>) -> AdminR
         "/metrics" => {
             let mut out = String::from("# HELP hawser_hub_tunnels_live Live agent tunnels per registered cluster.\n# TYPE hawser_hub_tunnels_live gauge\n");
             for rec in registry.load().clusters() {
-                out.push_str(&format!("hawser_hub_tunnels_live{{cluster=\"{}\"}} {}\n", rec.name, pool.live(&rec.name)));
+                out.push_str(&format!(
+                    "hawser_hub_tunnels_live{{cluster=\"{}\"}} {}\n",
+                    rec.name,
+                    pool.live(&rec.name)
+                ));
             }
             (StatusCode::OK, "text/plain; version=0.0.4", out)
         }

@@ -9,7 +9,10 @@ fn main() -> std::process::ExitCode {
     let filter = EnvFilter::try_from_env("HAWSER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only for a terminal: logs piped to files and collectors stay plain.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

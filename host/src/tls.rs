@@ -60,9 +60,15 @@ pub fn read_pem(path: &Path) -> Result<String, TlsError> {
 /// Parses every certificate in a PEM text.
 pub fn certs_from_pem(what: &str, pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut pem.as_bytes()).collect();
-    let certs = certs.map_err(|e| TlsError::Pem { what: what.into(), reason: e.to_string() })?;
+    let certs = certs.map_err(|e| TlsError::Pem {
+        what: what.into(),
+        reason: e.to_string(),
+    })?;
     if certs.is_empty() {
-        return Err(TlsError::Pem { what: what.into(), reason: "no certificate found".into() });
+        return Err(TlsError::Pem {
+            what: what.into(),
+            reason: "no certificate found".into(),
+        });
     }
     Ok(certs)
 }
@@ -70,8 +76,14 @@ pub fn certs_from_pem(what: &str, pem: &str) -> Result<Vec<CertificateDer<'stati
 /// Parses the first private key in a PEM text.
 pub fn key_from_pem(what: &str, pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
     rustls_pemfile::private_key(&mut pem.as_bytes())
-        .map_err(|e| TlsError::Pem { what: what.into(), reason: e.to_string() })?
-        .ok_or_else(|| TlsError::Pem { what: what.into(), reason: "no private key found".into() })
+        .map_err(|e| TlsError::Pem {
+            what: what.into(),
+            reason: e.to_string(),
+        })?
+        .ok_or_else(|| TlsError::Pem {
+            what: what.into(),
+            reason: "no private key found".into(),
+        })
 }
 
 /// A root store holding exactly the given CA certificates.
@@ -97,7 +109,10 @@ pub fn hub_tunnel_server(
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs_from_pem("hub certificate", cert_pem)?, key_from_pem("hub key", key_pem)?)?;
+        .with_single_cert(
+            certs_from_pem("hub certificate", cert_pem)?,
+            key_from_pem("hub key", key_pem)?,
+        )?;
     config.alpn_protocols = vec![TUNNEL_ALPN.to_vec()];
     Ok(config)
 }
@@ -107,18 +122,28 @@ pub fn front_server(cert_pem: &str, key_pem: &str) -> Result<ServerConfig, TlsEr
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs_from_pem("front certificate", cert_pem)?, key_from_pem("front key", key_pem)?)?;
+        .with_single_cert(
+            certs_from_pem("front certificate", cert_pem)?,
+            key_from_pem("front key", key_pem)?,
+        )?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 
 /// The agent's side of the tunnel: trusts only the pinned hub CA and presents the
 /// agent certificate.
-pub fn agent_tunnel_client(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<ClientConfig, TlsError> {
+pub fn agent_tunnel_client(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<ClientConfig, TlsError> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots_from_pem("pinned hub CA", ca_pem)?)
-        .with_client_auth_cert(certs_from_pem("agent certificate", cert_pem)?, key_from_pem("agent key", key_pem)?)?;
+        .with_client_auth_cert(
+            certs_from_pem("agent certificate", cert_pem)?,
+            key_from_pem("agent key", key_pem)?,
+        )?;
     config.alpn_protocols = vec![TUNNEL_ALPN.to_vec()];
     Ok(config)
 }
@@ -126,7 +151,10 @@ pub fn agent_tunnel_client(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Resul
 /// A client config for the API server, with an optional client certificate from a
 /// kubeconfig. ALPN is left to the connector, which offers only HTTP/1.1 (upgrades
 /// need it).
-pub fn apiserver_client(ca_pem: &str, client: Option<(&str, &str)>) -> Result<ClientConfig, TlsError> {
+pub fn apiserver_client(
+    ca_pem: &str,
+    client: Option<(&str, &str)>,
+) -> Result<ClientConfig, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots_from_pem("API server CA", ca_pem)?);
@@ -142,8 +170,10 @@ pub fn apiserver_client(ca_pem: &str, client: Option<(&str, &str)>) -> Result<Cl
 
 /// Parses a server name for a TLS client.
 pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
-    ServerName::try_from(name.to_string())
-        .map_err(|e| TlsError::Pem { what: format!("server name `{name}`"), reason: e.to_string() })
+    ServerName::try_from(name.to_string()).map_err(|e| TlsError::Pem {
+        what: format!("server name `{name}`"),
+        reason: e.to_string(),
+    })
 }
 
 /// The x509 whitelist: webpki chain and validity checks, then the registry.
@@ -169,7 +199,8 @@ impl ClientCertVerifier for RegisteredAgentVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)?;
         let refuse = |msg: String| {
             rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
                 Arc::new(NotRegistered(msg)),

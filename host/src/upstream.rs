@@ -72,7 +72,10 @@ struct TokenFile {
 
 impl TokenFile {
     fn header(&self) -> Result<HeaderValue, UpstreamError> {
-        let err = |reason: String| UpstreamError::Token { path: self.path.clone(), reason };
+        let err = |reason: String| UpstreamError::Token {
+            path: self.path.clone(),
+            reason,
+        };
         let meta = std::fs::metadata(&self.path).map_err(|e| err(e.to_string()))?;
         let stamp = (meta.modified().map_err(|e| err(e.to_string()))?, meta.len());
         let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
@@ -82,7 +85,8 @@ impl TokenFile {
             }
         }
         let token = std::fs::read_to_string(&self.path).map_err(|e| err(e.to_string()))?;
-        let value = bearer(token.trim()).map_err(|_| err("token is empty or not a valid header value".into()))?;
+        let value = bearer(token.trim())
+            .map_err(|_| err("token is empty or not a valid header value".into()))?;
         *cached = Some((stamp.0, stamp.1, value.clone()));
         Ok(value)
     }
@@ -107,7 +111,9 @@ pub struct Upstream {
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the credential.
-        f.debug_struct("Upstream").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("Upstream")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -115,14 +121,27 @@ impl Upstream {
     /// Builds the client from the agent's config.
     pub fn new(source: &ApiServerSource) -> Result<Upstream, UpstreamError> {
         let (base, ca_pem, client_cert, credential) = match source {
-            ApiServerSource::Token { server, ca_file, token_file } => {
-                let credential = Credential::TokenFile(TokenFile { path: token_file.clone(), cached: Mutex::new(None) });
+            ApiServerSource::Token {
+                server,
+                ca_file,
+                token_file,
+            } => {
+                let credential = Credential::TokenFile(TokenFile {
+                    path: token_file.clone(),
+                    cached: Mutex::new(None),
+                });
                 (server.clone(), tls::read_pem(ca_file)?, None, credential)
             }
             ApiServerSource::Kubeconfig(src) => from_kubeconfig(src)?,
         };
-        base.parse::<Uri>().map_err(|_| UpstreamError::Url(base.clone()))?;
-        let tls = tls::apiserver_client(&ca_pem, client_cert.as_ref().map(|(c, k): &(String, String)| (c.as_str(), k.as_str())))?;
+        base.parse::<Uri>()
+            .map_err(|_| UpstreamError::Url(base.clone()))?;
+        let tls = tls::apiserver_client(
+            &ca_pem,
+            client_cert
+                .as_ref()
+                .map(|(c, k): &(String, String)| (c.as_str(), k.as_str())),
+        )?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
@@ -131,7 +150,11 @@ impl Upstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
-        let up = Upstream { base: base.trim_end_matches('/').to_string(), credential, client };
+        let up = Upstream {
+            base: base.trim_end_matches('/').to_string(),
+            credential,
+            client,
+        };
         // Fail at start, not on the first request, when the token is unreadable.
         up.authorization()?;
         Ok(up)
@@ -162,12 +185,18 @@ type Material = (String, String, Option<(String, String)>, Credential);
 
 /// Reads server, CA and credential from a kubeconfig (token or client certificate).
 fn from_kubeconfig(src: &KubeconfigSource) -> Result<Material, UpstreamError> {
-    let err = |reason: String| UpstreamError::Kubeconfig { path: src.path.clone(), reason };
+    let err = |reason: String| UpstreamError::Kubeconfig {
+        path: src.path.clone(),
+        reason,
+    };
     let text = std::fs::read_to_string(&src.path).map_err(|e| err(e.to_string()))?;
     let doc: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
     let context_name = match &src.context {
         Some(c) => c.clone(),
-        None => doc["current-context"].as_str().ok_or_else(|| err("no current-context and no context configured".into()))?.to_string(),
+        None => doc["current-context"]
+            .as_str()
+            .ok_or_else(|| err("no current-context and no context configured".into()))?
+            .to_string(),
     };
     let find = |list: &str, name: &str| -> Result<serde_yaml::Value, UpstreamError> {
         doc[list]
@@ -177,44 +206,77 @@ fn from_kubeconfig(src: &KubeconfigSource) -> Result<Material, UpstreamError> {
             .ok_or_else(|| err(format!("{list}: no entry named `{name}`")))
     };
     let context = find("contexts", &context_name)?;
-    let cluster_name = context["context"]["cluster"].as_str().ok_or_else(|| err("context has no cluster".into()))?;
-    let user_name = context["context"]["user"].as_str().ok_or_else(|| err("context has no user".into()))?;
+    let cluster_name = context["context"]["cluster"]
+        .as_str()
+        .ok_or_else(|| err("context has no cluster".into()))?;
+    let user_name = context["context"]["user"]
+        .as_str()
+        .ok_or_else(|| err("context has no user".into()))?;
     let cluster = find("clusters", cluster_name)?;
     let user = find("users", user_name)?;
     let dir = src.path.parent().unwrap_or_else(|| Path::new("."));
-    let server = cluster["cluster"]["server"].as_str().ok_or_else(|| err("cluster has no server".into()))?.to_string();
+    let server = cluster["cluster"]["server"]
+        .as_str()
+        .ok_or_else(|| err("cluster has no server".into()))?
+        .to_string();
     if cluster["cluster"]["insecure-skip-tls-verify"].as_bool() == Some(true) {
-        return Err(err("insecure-skip-tls-verify is refused: the API server certificate must be verified".into()));
+        return Err(err(
+            "insecure-skip-tls-verify is refused: the API server certificate must be verified"
+                .into(),
+        ));
     }
-    let material = |obj: &serde_yaml::Value, data_key: &str, file_key: &str| -> Result<Option<String>, UpstreamError> {
+    let material = |obj: &serde_yaml::Value,
+                    data_key: &str,
+                    file_key: &str|
+     -> Result<Option<String>, UpstreamError> {
         if let Some(b64) = obj[data_key].as_str() {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| err(format!("{data_key}: {e}")))?;
-            return String::from_utf8(bytes).map(Some).map_err(|e| err(format!("{data_key}: {e}")));
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| err(format!("{data_key}: {e}")))?;
+            return String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|e| err(format!("{data_key}: {e}")));
         }
         match obj[file_key].as_str() {
-            Some(p) => std::fs::read_to_string(dir.join(p)).map(Some).map_err(|e| err(format!("{file_key} {p}: {e}"))),
+            Some(p) => std::fs::read_to_string(dir.join(p))
+                .map(Some)
+                .map_err(|e| err(format!("{file_key} {p}: {e}"))),
             None => Ok(None),
         }
     };
-    let ca = material(&cluster["cluster"], "certificate-authority-data", "certificate-authority")?
-        .ok_or_else(|| err("cluster has no certificate-authority(-data); the API server must be verified".into()))?;
+    let ca = material(
+        &cluster["cluster"],
+        "certificate-authority-data",
+        "certificate-authority",
+    )?
+    .ok_or_else(|| {
+        err("cluster has no certificate-authority(-data); the API server must be verified".into())
+    })?;
     let u = &user["user"];
     if !u["exec"].is_null() || !u["auth-provider"].is_null() {
-        return Err(err("exec and auth-provider users are not supported; use a token or a client certificate".into()));
+        return Err(err(
+            "exec and auth-provider users are not supported; use a token or a client certificate"
+                .into(),
+        ));
     }
     if let Some(token) = u["token"].as_str() {
         let v = bearer(token.trim()).map_err(|_| err("token is empty or invalid".into()))?;
         return Ok((server, ca, None, Credential::Token(v)));
     }
     if let Some(file) = u["tokenFile"].as_str() {
-        let credential = Credential::TokenFile(TokenFile { path: dir.join(file), cached: Mutex::new(None) });
+        let credential = Credential::TokenFile(TokenFile {
+            path: dir.join(file),
+            cached: Mutex::new(None),
+        });
         return Ok((server, ca, None, credential));
     }
     let cert = material(u, "client-certificate-data", "client-certificate")?;
     let key = material(u, "client-key-data", "client-key")?;
     match (cert, key) {
         (Some(c), Some(k)) => Ok((server, ca, Some((c, k)), Credential::ClientCertificate)),
-        _ => Err(err(format!("user `{user_name}` has neither a token nor a client certificate and key"))),
+        _ => Err(err(format!(
+            "user `{user_name}` has neither a token nor a client certificate and key"
+        ))),
     }
 }
 
@@ -227,7 +289,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         std::fs::write(&path, "first\n").unwrap();
-        let f = TokenFile { path: path.clone(), cached: Mutex::new(None) };
+        let f = TokenFile {
+            path: path.clone(),
+            cached: Mutex::new(None),
+        };
         assert_eq!(f.header().unwrap(), "Bearer first");
         // Rotation writes a new file (the kubelet swaps a symlink); size differs here
         // so the change is seen even within one mtime tick.
@@ -244,19 +309,24 @@ mod tests {
     }
 
     fn kubeconfig(dir: &Path, user: &str) -> KubeconfigSource {
-        let ca = base64::engine::general_purpose::STANDARD.encode("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+        let ca = base64::engine::general_purpose::STANDARD
+            .encode("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
         let text = format!(
             "apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: c\n  context: {{cluster: k, user: u}}\nclusters:\n- name: k\n  cluster:\n    server: https://127.0.0.1:6443\n    certificate-authority-data: {ca}\nusers:\n- name: u\n  user:\n{user}\n"
         );
         let path = dir.join("kubeconfig");
         std::fs::write(&path, text).unwrap();
-        KubeconfigSource { path, context: None }
+        KubeconfigSource {
+            path,
+            context: None,
+        }
     }
 
     #[test]
     fn kubeconfig_token_and_refusals() {
         let dir = tempfile::tempdir().unwrap();
-        let (server, ca, client, cred) = from_kubeconfig(&kubeconfig(dir.path(), "    token: abc")).unwrap();
+        let (server, ca, client, cred) =
+            from_kubeconfig(&kubeconfig(dir.path(), "    token: abc")).unwrap();
         assert_eq!(server, "https://127.0.0.1:6443");
         assert!(ca.contains("BEGIN CERTIFICATE"));
         assert!(client.is_none());
@@ -267,12 +337,22 @@ mod tests {
         let (_, _, _, cred) = from_kubeconfig(&kubeconfig(dir.path(), "    tokenFile: t")).unwrap();
         assert!(matches!(cred, Credential::TokenFile(_)));
 
-        let err = from_kubeconfig(&kubeconfig(dir.path(), "    exec: {command: x}")).unwrap_err().to_string();
+        let err = from_kubeconfig(&kubeconfig(dir.path(), "    exec: {command: x}"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("exec"), "{err}");
-        let err = from_kubeconfig(&kubeconfig(dir.path(), "    username: x")).unwrap_err().to_string();
-        assert!(err.contains("neither a token nor a client certificate"), "{err}");
+        let err = from_kubeconfig(&kubeconfig(dir.path(), "    username: x"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("neither a token nor a client certificate"),
+            "{err}"
+        );
         let mut src = kubeconfig(dir.path(), "    token: abc");
         src.context = Some("missing".into());
-        assert!(from_kubeconfig(&src).unwrap_err().to_string().contains("no entry named `missing`"));
+        assert!(from_kubeconfig(&src)
+            .unwrap_err()
+            .to_string()
+            .contains("no entry named `missing`"));
     }
 }

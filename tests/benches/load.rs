@@ -10,11 +10,11 @@
 //! Bounded in count and time; loopback only.
 
 use bytes::Bytes;
+use hawser_tests::harness::procs::HubOpts;
+use hawser_tests::harness::stack::{double_config, Stack, AGENT_TOKEN};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use hawser_tests::harness::procs::HubOpts;
-use hawser_tests::harness::stack::{double_config, Stack, AGENT_TOKEN};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,8 +22,14 @@ type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Byte
 
 fn client(ca_pem: &str) -> HttpsClient {
     let tls = hawser_tests::harness::client::tls_config(ca_pem, rustls::DEFAULT_VERSIONS);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
-    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build(connector)
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build(connector)
 }
 
 struct Target {
@@ -88,7 +94,12 @@ async fn fixed_rate(t: Arc<Target>, path: &'static str, rps: u32, secs: u64) -> 
     }
     let elapsed = start.elapsed().as_secs_f64();
     lat.sort();
-    Run { rate: lat.len() as f64 / elapsed, p50: percentile(&lat, 0.5), p99: percentile(&lat, 0.99), errors }
+    Run {
+        rate: lat.len() as f64 / elapsed,
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+        errors,
+    }
 }
 
 /// Closed loop with `conc` workers for `secs`: requests/s.
@@ -123,15 +134,26 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() {
-    let secs: u64 = std::env::var("LOAD_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let big_mib: usize = std::env::var("LOAD_BIG_MIB").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
+    let secs: u64 = std::env::var("LOAD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let big_mib: usize = std::env::var("LOAD_BIG_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
     let s = Stack::start(double_config(), HubOpts::default(), 1, 2).await;
     s.api.add_pod("default", "bench");
     let line = "x".repeat(1024 * 1024 - 1);
     for _ in 0..big_mib {
         s.api.append_log("default", "bench", &line);
     }
-    let direct = Arc::new(Target { name: "direct", client: client(&s.api.ca_pem()), base: s.api.url(), token: AGENT_TOKEN });
+    let direct = Arc::new(Target {
+        name: "direct",
+        client: client(&s.api.ca_pem()),
+        base: s.api.url(),
+        token: AGENT_TOKEN,
+    });
     let via = Arc::new(Target {
         name: "via hub",
         client: client(&s.hub.ca_pem()),
@@ -153,28 +175,54 @@ async fn main() {
         let mut p99s = Vec::new();
         for t in [&direct, &via] {
             let r = fixed_rate(t.clone(), small, rps, secs).await;
-            println!("| {rps} rps GET | {} | {:.0} | {} | {} | {} |", t.name, r.rate, ms(r.p50), ms(r.p99), r.errors);
+            println!(
+                "| {rps} rps GET | {} | {:.0} | {} | {} | {} |",
+                t.name,
+                r.rate,
+                ms(r.p50),
+                ms(r.p99),
+                r.errors
+            );
             p99s.push(r.p99);
         }
-        println!("| {rps} rps GET | added p99 | | | {} | |", ms(p99s[1].saturating_sub(p99s[0])));
+        println!(
+            "| {rps} rps GET | added p99 | | | {} | |",
+            ms(p99s[1].saturating_sub(p99s[0]))
+        );
     }
     let mut maxes = Vec::new();
     for t in [&direct, &via] {
         let (rate, errors) = max_rate(t.clone(), small, 32, secs).await;
-        println!("| closed loop, 32 conc | {} | {rate:.0} | | | {errors} |", t.name);
+        println!(
+            "| closed loop, 32 conc | {} | {rate:.0} | | | {errors} |",
+            t.name
+        );
         maxes.push(rate);
     }
-    println!("| closed loop ratio via/direct | | {:.2} | | | |", maxes[1] / maxes[0]);
+    println!(
+        "| closed loop ratio via/direct | | {:.2} | | | |",
+        maxes[1] / maxes[0]
+    );
     let mut tputs = Vec::new();
     for t in [&direct, &via] {
         let start = Instant::now();
         let n = one(t, big).await.expect("large body");
         let mibps = n as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64();
-        println!("| {big_mib} MiB body | {} | {mibps:.0} MiB/s | | | |", t.name);
+        println!(
+            "| {big_mib} MiB body | {} | {mibps:.0} MiB/s | | | |",
+            t.name
+        );
         tputs.push(mibps);
     }
-    println!("| large body ratio via/direct | | {:.2} | | | |", tputs[1] / tputs[0]);
+    println!(
+        "| large body ratio via/direct | | {:.2} | | | |",
+        tputs[1] / tputs[0]
+    );
     let hub_kib = hawser_tests::harness::peak_rss_kib(s.hub.pid()).unwrap_or(0);
     let agent_kib = hawser_tests::harness::peak_rss_kib(s.agents[0].pid()).unwrap_or(0);
-    println!("\npeak RSS: hub {} MiB, agent {} MiB", hub_kib / 1024, agent_kib / 1024);
+    println!(
+        "\npeak RSS: hub {} MiB, agent {} MiB",
+        hub_kib / 1024,
+        agent_kib / 1024
+    );
 }

@@ -11,7 +11,10 @@ use std::path::Path;
 use std::time::Duration;
 
 fn wasm(name: &str) -> String {
-    plugin_path(&format!("hawser_plugin_{}", name.replace('-', "_"))).unwrap_or_else(|e| panic!("{e}")).display().to_string()
+    plugin_path(&format!("hawser_plugin_{}", name.replace('-', "_")))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .display()
+        .to_string()
 }
 
 const TOKENS: &str = "[stage.config]\nheader = \"authorization\"\n[stage.config.tokens.alice-token]\nuser = \"alice\"\ngroups = [\"devs\"]\n";
@@ -19,11 +22,19 @@ const TOKENS: &str = "[stage.config]\nheader = \"authorization\"\n[stage.config.
 fn audit_section(dir: &Path, name: &str) -> String {
     let policy = dir.join("policy.yaml");
     std::fs::write(&policy, "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: []\nrules:\n- level: None\n  nonResourceURLs: [\"/version\"]\n- level: Metadata\n").unwrap();
-    format!("\n[audit]\npolicy_file = \"{}\"\n[audit.file]\npath = \"{}\"\n", policy.display(), dir.join(format!("{name}-audit.log")).display())
+    format!(
+        "\n[audit]\npolicy_file = \"{}\"\n[audit.file]\npath = \"{}\"\n",
+        policy.display(),
+        dir.join(format!("{name}-audit.log")).display()
+    )
 }
 
 fn events(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,26 +61,63 @@ async fn hub_agent_and_api_server_records_join_by_audit_id() {
         ..HubOpts::default()
     };
     let mut s = Stack::start(api, opts, 0, 1).await;
-    let cfg = agent_config(&s.bundle, "audited", s.hub.tunnel, &s.api_target(), 1, FAST_TUNNEL);
+    let cfg = agent_config(
+        &s.bundle,
+        "audited",
+        s.hub.tunnel,
+        &s.api_target(),
+        1,
+        FAST_TUNNEL,
+    );
     let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, format!("plugins = \"{}\"\n{text}{}", agent_chain.display(), audit_section(d, "agent"))).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "plugins = \"{}\"\n{text}{}",
+            agent_chain.display(),
+            audit_section(d, "agent")
+        ),
+    )
+    .unwrap();
     s.agents.push(AgentProc::start(&cfg).await);
-    assert!(s.hub.wait_tunnels(CLUSTER, 1, Duration::from_secs(10)).await);
+    assert!(
+        s.hub
+            .wait_tunnels(CLUSTER, 1, Duration::from_secs(10))
+            .await
+    );
 
     let client = front_client(&s.hub.ca_pem());
-    let ok = get(&client, s.hub.front, &s.path("/api/v1/namespaces/default/pods"), &[("authorization", "Bearer alice-token")]).await;
+    let ok = get(
+        &client,
+        s.hub.front,
+        &s.path("/api/v1/namespaces/default/pods"),
+        &[("authorization", "Bearer alice-token")],
+    )
+    .await;
     assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
     let id = ok.headers["audit-id"].to_str().unwrap().to_string();
-    let denied = get(&client, s.hub.front, &s.path("/api/v1/namespaces/default/pods"), &[("authorization", "Bearer forged")]).await;
+    let denied = get(
+        &client,
+        s.hub.front,
+        &s.path("/api/v1/namespaces/default/pods"),
+        &[("authorization", "Bearer forged")],
+    )
+    .await;
     assert_eq!(denied.status, 401);
     let denied_id = denied.headers["audit-id"].to_str().unwrap().to_string();
 
     let (hub_log, agent_log) = (d.join("hub-audit.log"), d.join("agent-audit.log"));
     let complete = |path: &Path, id: &str| {
-        events(path).into_iter().find(|e| e["auditID"] == id && e["stage"] == "ResponseComplete")
+        events(path)
+            .into_iter()
+            .find(|e| e["auditID"] == id && e["stage"] == "ResponseComplete")
     };
     let found = hawser_tests::harness::eventually(Duration::from_secs(10), || async {
-        Some((complete(&hub_log, &id)?, complete(&agent_log, &id)?, complete(&hub_log, &denied_id)?))
+        Some((
+            complete(&hub_log, &id)?,
+            complete(&agent_log, &id)?,
+            complete(&hub_log, &denied_id)?,
+        ))
     })
     .await;
     let (hub_ev, agent_ev, denied_ev) = found.expect("audit events written");
@@ -82,22 +130,47 @@ async fn hub_agent_and_api_server_records_join_by_audit_id() {
         assert_eq!(e["objectRef"]["resource"], "pods");
         assert_eq!(e["responseStatus"]["code"], 200);
         let ts = e["stageTimestamp"].as_str().unwrap();
-        assert_eq!(ts.split('.').nth(1).unwrap().trim_end_matches('Z').len(), 6, "microseconds: {ts}");
+        assert_eq!(
+            ts.split('.').nth(1).unwrap().trim_end_matches('Z').len(),
+            6,
+            "microseconds: {ts}"
+        );
     }
     assert!(hub_ev["impersonatedUser"].is_null());
     assert_eq!(agent_ev["impersonatedUser"]["username"], "hawser:alice");
     assert_eq!(hub_ev["annotations"]["hawser.io/role"], "hub");
     assert_eq!(agent_ev["annotations"]["hawser.io/role"], "agent");
-    assert!(events(&hub_log).iter().any(|e| e["auditID"] == id.as_str() && e["stage"] == "RequestReceived"));
+    assert!(events(&hub_log)
+        .iter()
+        .any(|e| e["auditID"] == id.as_str() && e["stage"] == "RequestReceived"));
     assert_eq!(denied_ev["responseStatus"]["code"], 401);
-    assert!(events(&agent_log).iter().all(|e| e["auditID"] != denied_id.as_str()), "a refused request reached the agent");
+    assert!(
+        events(&agent_log)
+            .iter()
+            .all(|e| e["auditID"] != denied_id.as_str()),
+        "a refused request reached the agent"
+    );
 
     // The API server's own record carries the same ID: the agent's identity, impersonating.
     let upstream = s.api.audit_events();
-    let api_ev = upstream.iter().find(|e| e["auditID"] == id.as_str() && e["stage"] == "ResponseComplete").expect("API server event");
+    let api_ev = upstream
+        .iter()
+        .find(|e| e["auditID"] == id.as_str() && e["stage"] == "ResponseComplete")
+        .expect("API server event");
     assert_eq!(api_ev["impersonatedUser"]["username"], "hawser:alice");
-    assert!(api_ev["user"]["username"].as_str().unwrap().starts_with("system:serviceaccount:"));
+    assert!(api_ev["user"]["username"]
+        .as_str()
+        .unwrap()
+        .starts_with("system:serviceaccount:"));
     // The policy's None rule: /version is not recorded.
-    let _ = get(&client, s.hub.front, &s.path("/version"), &[("authorization", "Bearer alice-token")]).await;
-    assert!(events(&hub_log).iter().all(|e| e["requestURI"] != "/version"));
+    let _ = get(
+        &client,
+        s.hub.front,
+        &s.path("/version"),
+        &[("authorization", "Bearer alice-token")],
+    )
+    .await;
+    assert!(events(&hub_log)
+        .iter()
+        .all(|e| e["requestURI"] != "/version"));
 }

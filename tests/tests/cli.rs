@@ -7,7 +7,11 @@ use std::process::Command;
 
 fn run(args: &[&str]) -> (i32, String) {
     let out = Command::new(hawser_bin()).args(args).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -40,7 +44,13 @@ fn every_subcommand_has_help() {
 
 #[test]
 fn bad_usage_exits_non_zero() {
-    for args in [vec![], vec!["bogus"], vec!["hub"], vec!["cluster", "register"], vec!["hub", "--config"]] {
+    for args in [
+        vec![],
+        vec!["bogus"],
+        vec!["hub"],
+        vec!["cluster", "register"],
+        vec!["hub", "--config"],
+    ] {
         let (code, text) = run(&args);
         assert_eq!(code, 2, "{args:?}: {text}");
     }
@@ -56,12 +66,20 @@ fn bad_config_names_file_key_and_reason() {
     std::fs::write(&path, "state_dir = \"s\"\n[tunnel]\nlisten = \"nowhere\"\nadvertise = \"h:1\"\n[front]\nlisten = \"127.0.0.1:0\"\nserver_names = [\"h\"]\n").unwrap();
     let (code, text) = run(&["hub", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains(path.to_str().unwrap()) && text.contains("tunnel.listen") && text.contains("not an IP:port"), "{text}");
+    assert!(
+        text.contains(path.to_str().unwrap())
+            && text.contains("tunnel.listen")
+            && text.contains("not an IP:port"),
+        "{text}"
+    );
 
     std::fs::write(&path, "state_dir = \"s\"\ntypo = 1\n").unwrap();
     let (code, text) = run(&["hub", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(text.contains("unknown field") && text.contains("typo"), "{text}");
+    assert!(
+        text.contains("unknown field") && text.contains("typo"),
+        "{text}"
+    );
 
     let (code, text) = run(&["agent", "--config", "/nonexistent/agent.toml"]);
     assert_eq!(code, 1);
@@ -73,24 +91,71 @@ fn register_list_remove() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = hub_config(dir.path());
     let out = dir.path().join("bundle");
-    let (ok, text) = cluster_cmd(&cfg, &["register", "eu1", "--region", "eu-west", "--zone", "eu-west-1a", "--out", out.to_str().unwrap()]);
+    let (ok, text) = cluster_cmd(
+        &cfg,
+        &[
+            "register",
+            "eu1",
+            "--region",
+            "eu-west",
+            "--zone",
+            "eu-west-1a",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
     assert!(ok, "{text}");
-    for f in ["agent.toml", "agent.crt", "agent.key", "ca.crt", "manifest.yaml"] {
+    for f in [
+        "agent.toml",
+        "agent.crt",
+        "agent.key",
+        "ca.crt",
+        "manifest.yaml",
+    ] {
         assert!(out.join(f).exists(), "{f} missing");
     }
     let agent = std::fs::read_to_string(out.join("agent.toml")).unwrap();
-    assert!(agent.contains("address = \"hub.example.com:8443\"") && agent.contains("server_name = \"hub.example.com\""), "{agent}");
+    assert!(
+        agent.contains("address = \"hub.example.com:8443\"")
+            && agent.contains("server_name = \"hub.example.com\""),
+        "{agent}"
+    );
     let manifest = std::fs::read_to_string(out.join("manifest.yaml")).unwrap();
-    assert!(manifest.contains("replicas: 2") && manifest.contains("impersonate"), "{manifest}");
-    assert!(dir.path().join("state/ca.crt").exists(), "CA created on first use");
+    assert!(
+        manifest.contains("replicas: 2") && manifest.contains("impersonate"),
+        "{manifest}"
+    );
+    assert!(
+        dir.path().join("state/ca.crt").exists(),
+        "CA created on first use"
+    );
 
-    let (ok, text) = cluster_cmd(&cfg, &["register", "eu1", "--out", dir.path().join("again").to_str().unwrap()]);
+    let (ok, text) = cluster_cmd(
+        &cfg,
+        &[
+            "register",
+            "eu1",
+            "--out",
+            dir.path().join("again").to_str().unwrap(),
+        ],
+    );
     assert!(!ok, "duplicate name must be refused: {text}");
-    let (ok, text) = cluster_cmd(&cfg, &["register", "../evil", "--out", dir.path().join("x").to_str().unwrap()]);
+    let (ok, text) = cluster_cmd(
+        &cfg,
+        &[
+            "register",
+            "../evil",
+            "--out",
+            dir.path().join("x").to_str().unwrap(),
+        ],
+    );
     assert!(!ok, "{text}");
 
     let (ok, text) = cluster_cmd(&cfg, &["list"]);
-    assert!(ok && text.contains("eu1") && text.contains("region=eu-west"), "{text}");
+    assert!(
+        ok && text.contains("eu1") && text.contains("region=eu-west"),
+        "{text}"
+    );
     let (ok, text) = cluster_cmd(&cfg, &["remove", "eu1"]);
     assert!(ok, "{text}");
     let (ok, text) = cluster_cmd(&cfg, &["list"]);

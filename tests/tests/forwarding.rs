@@ -35,23 +35,53 @@ async fn request_reaches_the_api_server_with_the_agents_credential_only() {
         ],
     )
     .await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     assert_eq!(reply.json()["kind"], "PodList");
     let audit_id = reply.headers["audit-id"].to_str().unwrap().to_string();
 
     let seen = s.api.requests();
-    let req = seen.iter().find(|r| r.path == "/api/v1/namespaces/default/pods").expect("forwarded");
-    assert_eq!(req.header_values("authorization"), vec![format!("Bearer {AGENT_TOKEN}")]);
+    let req = seen
+        .iter()
+        .find(|r| r.path == "/api/v1/namespaces/default/pods")
+        .expect("forwarded");
+    assert_eq!(
+        req.header_values("authorization"),
+        vec![format!("Bearer {AGENT_TOKEN}")]
+    );
     for (name, _) in &req.headers {
-        assert!(!name.starts_with("impersonate-"), "{name} reached the API server");
-        assert!(!name.starts_with("x-remote-"), "{name} reached the API server");
-        assert!(!name.starts_with("x-hawser-tunnel-"), "{name} reached the API server");
-        assert!(!["connection", "te", "x-drop-me", "keep-alive", "upgrade"].contains(&name.as_str()), "hop-by-hop {name} forwarded");
+        assert!(
+            !name.starts_with("impersonate-"),
+            "{name} reached the API server"
+        );
+        assert!(
+            !name.starts_with("x-remote-"),
+            "{name} reached the API server"
+        );
+        assert!(
+            !name.starts_with("x-hawser-tunnel-"),
+            "{name} reached the API server"
+        );
+        assert!(
+            !["connection", "te", "x-drop-me", "keep-alive", "upgrade"].contains(&name.as_str()),
+            "hop-by-hop {name} forwarded"
+        );
     }
     assert_eq!(req.header("accept").as_deref(), Some("application/json"));
     assert_eq!(req.header("accept-encoding").as_deref(), Some("identity"));
-    assert_eq!(req.header("x-forwarded-for").as_deref(), Some("198.51.100.9, 127.0.0.1"));
-    assert_eq!(req.header("audit-id").as_deref(), Some(audit_id.as_str()), "Audit-ID set by the hub and returned");
+    assert_eq!(
+        req.header("x-forwarded-for").as_deref(),
+        Some("198.51.100.9, 127.0.0.1")
+    );
+    assert_eq!(
+        req.header("audit-id").as_deref(),
+        Some(audit_id.as_str()),
+        "Audit-ID set by the hub and returned"
+    );
     assert_eq!(req.query, "");
 }
 
@@ -59,10 +89,23 @@ async fn request_reaches_the_api_server_with_the_agents_credential_only() {
 async fn client_audit_id_is_kept_and_query_passes() {
     let s = stack().await;
     let client = front_client(&s.hub.ca_pem());
-    let reply = get(&client, s.hub.front, &s.path("/api/v1/namespaces/default/pods?limit=500"), &[("audit-id", "my-audit-id")]).await;
+    let reply = get(
+        &client,
+        s.hub.front,
+        &s.path("/api/v1/namespaces/default/pods?limit=500"),
+        &[("audit-id", "my-audit-id")],
+    )
+    .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.headers["audit-id"], "my-audit-id");
-    let req = s.api.wait_for_request(|r| r.header("audit-id").as_deref() == Some("my-audit-id"), Duration::from_secs(5)).await.unwrap();
+    let req = s
+        .api
+        .wait_for_request(
+            |r| r.header("audit-id").as_deref() == Some("my-audit-id"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
     assert_eq!(req.query, "limit=500");
 }
 
@@ -74,17 +117,39 @@ async fn unknown_unavailable_and_tricky_clusters_get_status_bodies() {
     let r = get(&client, s.hub.front, "/clusters/nowhere/api", &[]).await;
     assert_eq!(r.status, 404);
     let v = r.json();
-    assert_eq!((v["kind"].as_str(), v["apiVersion"].as_str(), v["status"].as_str()), (Some("Status"), Some("v1"), Some("Failure")));
-    assert_eq!((v["reason"].as_str(), v["code"].as_i64()), (Some("NotFound"), Some(404)));
+    assert_eq!(
+        (
+            v["kind"].as_str(),
+            v["apiVersion"].as_str(),
+            v["status"].as_str()
+        ),
+        (Some("Status"), Some("v1"), Some("Failure"))
+    );
+    assert_eq!(
+        (v["reason"].as_str(), v["code"].as_i64()),
+        (Some("NotFound"), Some(404))
+    );
     assert!(v["message"].as_str().unwrap().contains("nowhere"));
 
     // Registered, but no agent connected.
-    let r = get(&client, s.hub.front, &format!("/clusters/{CLUSTER}/api"), &[]).await;
+    let r = get(
+        &client,
+        s.hub.front,
+        &format!("/clusters/{CLUSTER}/api"),
+        &[],
+    )
+    .await;
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["reason"], "ServiceUnavailable");
     assert_eq!(r.json()["code"], 503);
 
-    for path in ["/clusters//api", "/clusters/..%2feu1/api", "/clusters/eu1%2Fapi/x", "/clusters/eu1/../eu2/api", "/clusters/eu1/api/%2e%2e/x"] {
+    for path in [
+        "/clusters//api",
+        "/clusters/..%2feu1/api",
+        "/clusters/eu1%2Fapi/x",
+        "/clusters/eu1/../eu2/api",
+        "/clusters/eu1/api/%2e%2e/x",
+    ] {
         let r = get(&client, s.hub.front, path, &[]).await;
         assert_eq!(r.status, 400, "{path}");
         assert_eq!(r.json()["reason"], "BadRequest", "{path}");
@@ -97,30 +162,67 @@ async fn unknown_unavailable_and_tricky_clusters_get_status_bodies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_requests_are_refused_before_forwarding() {
-    let s = Stack::start(double_config(), HubOpts { front_extra: "max_header_bytes = 4096\n".into(), ..HubOpts::default() }, 1, 1).await;
+    let s = Stack::start(
+        double_config(),
+        HubOpts {
+            front_extra: "max_header_bytes = 4096\n".into(),
+            ..HubOpts::default()
+        },
+        1,
+        1,
+    )
+    .await;
     let ca = s.hub.ca_pem();
     let pods = s.path("/api/v1/namespaces/default/pods");
     let t = Duration::from_secs(5);
 
     let conflicting = format!("POST {pods} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
     let reply = raw_exchange(s.hub.front, &ca, conflicting.as_bytes(), t).await;
-    assert!(reply.starts_with("HTTP/1.1 400"), "conflicting CL/TE: {reply}");
+    assert!(
+        reply.starts_with("HTTP/1.1 400"),
+        "conflicting CL/TE: {reply}"
+    );
 
-    let garbage = raw_exchange(s.hub.front, &ca, b"GET /clusters/eu1/api HTTP/1.1\r\nHost x\r\n\r\n", t).await;
-    assert!(garbage.starts_with("HTTP/1.1 400"), "malformed header line: {garbage}");
+    let garbage = raw_exchange(
+        s.hub.front,
+        &ca,
+        b"GET /clusters/eu1/api HTTP/1.1\r\nHost x\r\n\r\n",
+        t,
+    )
+    .await;
+    assert!(
+        garbage.starts_with("HTTP/1.1 400"),
+        "malformed header line: {garbage}"
+    );
 
     let big = "a".repeat(5000);
-    let oversized = format!("GET {pods} HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\nConnection: close\r\n\r\n");
+    let oversized =
+        format!("GET {pods} HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\nConnection: close\r\n\r\n");
     let reply = raw_exchange(s.hub.front, &ca, oversized.as_bytes(), t).await;
-    assert!(reply.starts_with("HTTP/1.1 400"), "oversized headers: {reply}");
-    assert!(reply.contains("\"kind\":\"Status\"") && reply.contains("exceeds the limit of 4096"), "{reply}");
+    assert!(
+        reply.starts_with("HTTP/1.1 400"),
+        "oversized headers: {reply}"
+    );
+    assert!(
+        reply.contains("\"kind\":\"Status\"") && reply.contains("exceeds the limit of 4096"),
+        "{reply}"
+    );
 
     // Sanity: a proper request on the same hub goes through, and only it arrived.
     let ok = format!("GET {pods} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let reply = raw_exchange(s.hub.front, &ca, ok.as_bytes(), t).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    let forwarded: Vec<_> = s.api.requests().into_iter().filter(|r| r.path.contains("/pods")).collect();
-    assert_eq!(forwarded.len(), 1, "only the valid request may be forwarded: {forwarded:?}");
+    let forwarded: Vec<_> = s
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/pods"))
+        .collect();
+    assert_eq!(
+        forwarded.len(),
+        1,
+        "only the valid request may be forwarded: {forwarded:?}"
+    );
     assert_eq!(forwarded[0].method, "GET");
 }
 
@@ -128,18 +230,37 @@ async fn malformed_and_oversized_requests_are_refused_before_forwarding() {
 async fn short_requests_time_out_but_watches_do_not() {
     let mut api = double_config();
     api.response_delay = Some(Duration::from_secs(3));
-    let s = Stack::start(api, HubOpts { front_extra: "request_timeout = \"700ms\"\n".into(), ..HubOpts::default() }, 1, 1).await;
+    let s = Stack::start(
+        api,
+        HubOpts {
+            front_extra: "request_timeout = \"700ms\"\n".into(),
+            ..HubOpts::default()
+        },
+        1,
+        1,
+    )
+    .await;
     let client = front_client(&s.hub.ca_pem());
     use http_body_util::BodyExt;
-    let req = http::Request::get(format!("https://127.0.0.1:{}{}", s.hub.front.port(), s.path("/api/v1/namespaces/default/pods?watch=1")))
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
+    let req = http::Request::get(format!(
+        "https://127.0.0.1:{}{}",
+        s.hub.front.port(),
+        s.path("/api/v1/namespaces/default/pods?watch=1")
+    ))
+    .body(http_body_util::Full::new(bytes::Bytes::new()))
+    .unwrap();
     let resp = client.request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
 
     // While the watch is open, a short request runs into the hub's timeout...
-    let r = get(&client, s.hub.front, &s.path("/api/v1/namespaces/default/pods/slow"), &[]).await;
+    let r = get(
+        &client,
+        s.hub.front,
+        &s.path("/api/v1/namespaces/default/pods/slow"),
+        &[],
+    )
+    .await;
     assert_eq!(r.status, 504);
     assert_eq!(r.json()["reason"], "Timeout");
 
@@ -172,8 +293,15 @@ async fn an_upgrade_the_api_server_refuses_is_relayed_as_is() {
     let req = format!("POST {exec} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nContent-Length: 0\r\n\r\n");
     let reply = raw_exchange(s.hub.front, &ca, req.as_bytes(), Duration::from_secs(5)).await;
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
-    assert!(reply.contains("X-Stream-Protocol-Version"), "the API server's own message is relayed: {reply}");
-    let upstream = s.api.wait_for_request(|r| r.path.ends_with("/exec"), Duration::from_secs(5)).await.unwrap();
+    assert!(
+        reply.contains("X-Stream-Protocol-Version"),
+        "the API server's own message is relayed: {reply}"
+    );
+    let upstream = s
+        .api
+        .wait_for_request(|r| r.path.ends_with("/exec"), Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(upstream.status, 400);
     assert_eq!(upstream.header("upgrade").as_deref(), Some("SPDY/3.1"));
     assert_eq!(upstream.header("connection").as_deref(), Some("Upgrade"));

@@ -11,12 +11,22 @@ async fn stack_with_pods(cfg: hawser_tests::apiserver::DoubleConfig) -> (Stack, 
     let s = Stack::start(cfg, HubOpts::default(), 1, 2).await;
     s.api.add_pod("default", "web-0");
     s.api.add_pod("default", "web-1");
-    let k = Kubectl::new(s.dir.path(), s.hub.front, CLUSTER, &s.hub.ca_pem(), "user-token");
+    let k = Kubectl::new(
+        s.dir.path(),
+        s.hub.front,
+        CLUSTER,
+        &s.hub.ca_pem(),
+        "user-token",
+    );
     (s, k)
 }
 
 /// Reads lines from `reader` until one contains `needle` (bounded).
-async fn line_with<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut tokio::io::Lines<R>, needle: &str, timeout: Duration) -> String {
+async fn line_with<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    needle: &str,
+    timeout: Duration,
+) -> String {
     tokio::time::timeout(timeout, async {
         loop {
             match lines.next_line().await {
@@ -35,13 +45,27 @@ async fn kubectl_get_pods() {
     let (s, k) = stack_with_pods(double_config()).await;
     let (code, out, err) = k.run(&["get", "pods"]).await;
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("NAME") && out.contains("web-0") && out.contains("web-1"), "{out}");
+    assert!(
+        out.contains("NAME") && out.contains("web-0") && out.contains("web-1"),
+        "{out}"
+    );
     let (code, out, err) = k.run(&["get", "pod", "web-0", "-o", "json"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"name\": \"web-0\""), "{out}");
     // The Table request kept kubectl's Accept header across the tunnel.
-    let table = s.api.requests().into_iter().find(|r| r.path == "/api/v1/namespaces/default/pods").unwrap();
-    assert!(table.header("accept").unwrap_or_default().contains("as=Table"), "{table:?}");
+    let table = s
+        .api
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/api/v1/namespaces/default/pods")
+        .unwrap();
+    assert!(
+        table
+            .header("accept")
+            .unwrap_or_default()
+            .contains("as=Table"),
+        "{table:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,12 +74,18 @@ async fn kubectl_get_watch_streams_events_promptly() {
     let mut child = k.spawn(&["get", "pods", "-w", "--output-watch-events"], &[]);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     line_with(&mut lines, "web-1", Duration::from_secs(30)).await;
-    s.api.wait_for_request(|r| r.query.contains("watch"), Duration::from_secs(20)).await.expect("watch request");
+    s.api
+        .wait_for_request(|r| r.query.contains("watch"), Duration::from_secs(20))
+        .await
+        .expect("watch request");
     for name in ["new-a", "new-b", "new-c"] {
         let emitted = s.api.emit_watch_event("ADDED", "default", name);
         line_with(&mut lines, name, Duration::from_secs(5)).await;
         let lag = emitted.elapsed();
-        assert!(lag < Duration::from_secs(1), "{name} arrived {lag:?} after it was emitted");
+        assert!(
+            lag < Duration::from_secs(1),
+            "{name} arrived {lag:?} after it was emitted"
+        );
     }
     let _ = child.kill().await;
 }
@@ -79,43 +109,96 @@ async fn kubectl_logs_follow() {
 async fn exec_roundtrip(k: &Kubectl, env: &[(&str, &str)]) {
     let mut child = k.spawn(&["exec", "-i", "web-0", "--", "cat"], env);
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"hello through the tunnel\n").await.unwrap();
+    stdin
+        .write_all(b"hello through the tunnel\n")
+        .await
+        .unwrap();
     drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.expect("exec timed out").unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello through the tunnel\n");
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("exec timed out")
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello through the tunnel\n"
+    );
 
     let (code, out, _) = {
-        let o = tokio::time::timeout(Duration::from_secs(30), k.command(&["exec", "web-0", "--", "echo", "hi", "there"]).envs(env.iter().copied()).output())
-            .await
-            .unwrap()
-            .unwrap();
-        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), ())
-    };
-    assert_eq!((code, out.as_str()), (Some(0), "hi there\n"));
-
-    let o = tokio::time::timeout(Duration::from_secs(30), k.command(&["exec", "web-0", "--", "sh", "-c", "exit 3"]).envs(env.iter().copied()).output())
+        let o = tokio::time::timeout(
+            Duration::from_secs(30),
+            k.command(&["exec", "web-0", "--", "echo", "hi", "there"])
+                .envs(env.iter().copied())
+                .output(),
+        )
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(o.status.code(), Some(3), "exit code must cross the tunnel: {}", String::from_utf8_lossy(&o.stderr));
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            (),
+        )
+    };
+    assert_eq!((code, out.as_str()), (Some(0), "hi there\n"));
+
+    let o = tokio::time::timeout(
+        Duration::from_secs(30),
+        k.command(&["exec", "web-0", "--", "sh", "-c", "exit 3"])
+            .envs(env.iter().copied())
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "exit code must cross the tunnel: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_exec_over_websocket() {
     let (s, k) = stack_with_pods(double_config()).await;
     exec_roundtrip(&k, &[]).await;
-    let ws = s.api.requests().into_iter().filter(|r| r.path.ends_with("/exec")).collect::<Vec<_>>();
-    assert!(ws.iter().all(|r| r.method == "GET" && r.header("upgrade").unwrap_or_default().eq_ignore_ascii_case("websocket")), "{ws:?}");
+    let ws = s
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/exec"))
+        .collect::<Vec<_>>();
+    assert!(
+        ws.iter().all(|r| r.method == "GET"
+            && r.header("upgrade")
+                .unwrap_or_default()
+                .eq_ignore_ascii_case("websocket")),
+        "{ws:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_exec_over_spdy() {
     let (s, k) = stack_with_pods(double_config()).await;
     exec_roundtrip(&k, &[("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")]).await;
-    let spdy = s.api.requests().into_iter().filter(|r| r.path.ends_with("/exec")).collect::<Vec<_>>();
+    let spdy = s
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/exec"))
+        .collect::<Vec<_>>();
     assert!(!spdy.is_empty());
-    assert!(spdy.iter().all(|r| r.method == "POST" && r.header("upgrade").as_deref() == Some("SPDY/3.1")), "{spdy:?}");
+    assert!(
+        spdy.iter()
+            .all(|r| r.method == "POST" && r.header("upgrade").as_deref() == Some("SPDY/3.1")),
+        "{spdy:?}"
+    );
 }
 
 async fn echo_server() -> std::net::SocketAddr {
@@ -142,14 +225,32 @@ async fn port_forward_roundtrip(env: &[(&str, &str)]) {
     let (_s, k) = stack_with_pods(cfg).await;
     let mut child = k.spawn(&["port-forward", "pod/web-0", ":8080"], env);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = line_with(&mut lines, "Forwarding from 127.0.0.1:", Duration::from_secs(30)).await;
-    let port: u16 = line.split("127.0.0.1:").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let line = line_with(
+        &mut lines,
+        "Forwarding from 127.0.0.1:",
+        Duration::from_secs(30),
+    )
+    .await;
+    let port: u16 = line
+        .split("127.0.0.1:")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     for round in 0..2 {
-        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
         let msg = format!("ping {round} both ways");
         conn.write_all(msg.as_bytes()).await.unwrap();
         let mut got = vec![0u8; msg.len()];
-        tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut got)).await.expect("echo timed out").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut got))
+            .await
+            .expect("echo timed out")
+            .unwrap();
         assert_eq!(String::from_utf8_lossy(&got), msg.to_uppercase());
     }
     let _ = child.kill().await;
@@ -192,8 +293,13 @@ async fn a_100_mib_response_streams_with_bounded_memory() {
     assert!(status.success());
     assert_eq!(total, 100 * 1024 * 1024, "every byte arrived");
     let hub_growth = peak_rss_kib(hub_pid).unwrap().saturating_sub(hub_before) / 1024;
-    let agent_growth = peak_rss_kib(agent_pid).unwrap().saturating_sub(agent_before) / 1024;
-    eprintln!("peak RSS growth while streaming 100 MiB: hub {hub_growth} MiB, agent {agent_growth} MiB");
+    let agent_growth = peak_rss_kib(agent_pid)
+        .unwrap()
+        .saturating_sub(agent_before)
+        / 1024;
+    eprintln!(
+        "peak RSS growth while streaming 100 MiB: hub {hub_growth} MiB, agent {agent_growth} MiB"
+    );
     // Flow control bounds what sits in memory to a few windows, far below the body.
     assert!(hub_growth < 40, "hub grew {hub_growth} MiB");
     assert!(agent_growth < 40, "agent grew {agent_growth} MiB");

@@ -20,8 +20,18 @@ async fn a_stalled_large_stream_does_not_block_other_requests_on_the_same_tunnel
         s.api.append_log("default", "big", &line);
     }
     let client = front_client(&s.hub.ca_pem());
-    let url = format!("https://127.0.0.1:{}/clusters/{CLUSTER}/api/v1/namespaces/default/pods/big/log", s.hub.front.port());
-    let stalled = client.request(http::Request::get(url).body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}/clusters/{CLUSTER}/api/v1/namespaces/default/pods/big/log",
+        s.hub.front.port()
+    );
+    let stalled = client
+        .request(
+            http::Request::get(url)
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
     assert_eq!(stalled.status(), 200);
     let mut stalled = stalled.into_body();
     // Read one frame so the stream is certainly flowing, then stop reading it.
@@ -57,5 +67,8 @@ async fn a_stalled_large_stream_does_not_block_other_requests_on_the_same_tunnel
     })
     .await;
     assert!(drained.is_ok());
-    assert!(total >= (mib - 1) * 1024 * 1024, "only {total} bytes after the first frame");
+    assert!(
+        total >= (mib - 1) * 1024 * 1024,
+        "only {total} bytes after the first frame"
+    );
 }

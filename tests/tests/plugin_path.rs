@@ -2,15 +2,18 @@
 //! of freshly built WebAssembly stages and run them on every request.
 
 use hawser::plugin::testing::plugin_path;
+use hawser_tests::apiserver::Rule;
 use hawser_tests::harness::client::{front_client, get, plain_request};
 use hawser_tests::harness::procs::{agent_config, AgentProc, HubOpts, FAST_TUNNEL};
 use hawser_tests::harness::stack::{double_config, Stack, CLUSTER};
-use hawser_tests::apiserver::Rule;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn wasm(name: &str) -> String {
-    plugin_path(&format!("hawser_plugin_{}", name.replace('-', "_"))).unwrap_or_else(|e| panic!("{e}")).display().to_string()
+    plugin_path(&format!("hawser_plugin_{}", name.replace('-', "_")))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .display()
+        .to_string()
 }
 
 const TOKENS: &str = r#"
@@ -28,11 +31,24 @@ fn write(path: &Path, text: &str) -> PathBuf {
 
 /// Starts an agent whose config names `chain`.
 async fn agent_with_chain(s: &mut Stack, chain: &Path) {
-    let cfg = agent_config(&s.bundle, "with-plugins", s.hub.tunnel, &s.api_target(), 1, FAST_TUNNEL);
+    let cfg = agent_config(
+        &s.bundle,
+        "with-plugins",
+        s.hub.tunnel,
+        &s.api_target(),
+        1,
+        FAST_TUNNEL,
+    );
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, format!("plugins = \"{}\"\n{text}", chain.display())).unwrap();
     s.agents.push(AgentProc::start(&cfg).await);
-    assert!(s.hub.wait_tunnels(CLUSTER, 1, Duration::from_secs(10)).await, "{}", s.agents[0].logs.text());
+    assert!(
+        s.hub
+            .wait_tunnels(CLUSTER, 1, Duration::from_secs(10))
+            .await,
+        "{}",
+        s.agents[0].logs.text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,7 +68,10 @@ async fn credential_and_impersonation_stages_run_at_hub_and_agent() {
     );
     let mut api = double_config();
     api.rules.push(Rule::allow_all("user:alice"));
-    let opts = HubOpts { top_extra: format!("plugins = \"{}\"\n", hub_chain.display()), ..HubOpts::default() };
+    let opts = HubOpts {
+        top_extra: format!("plugins = \"{}\"\n", hub_chain.display()),
+        ..HubOpts::default()
+    };
     let mut s = Stack::start(api, opts, 0, 1).await;
     agent_with_chain(&mut s, &agent_chain).await;
     let client = front_client(&s.hub.ca_pem());
@@ -62,19 +81,55 @@ async fn credential_and_impersonation_stages_run_at_hub_and_agent() {
     let r = get(&client, s.hub.front, &pods, &[]).await;
     assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["kind"], "Status");
-    let r = get(&client, s.hub.front, &pods, &[("authorization", "Bearer wrong")]).await;
+    let r = get(
+        &client,
+        s.hub.front,
+        &pods,
+        &[("authorization", "Bearer wrong")],
+    )
+    .await;
     assert_eq!(r.status, 401);
-    assert!(s.api.requests().iter().all(|r| !r.path.contains("/pods")), "a refused request reached the API server");
+    assert!(
+        s.api.requests().iter().all(|r| !r.path.contains("/pods")),
+        "a refused request reached the API server"
+    );
 
     // A valid credential: checked at the hub, again at the agent, impersonated there.
-    let r = get(&client, s.hub.front, &pods, &[("authorization", "Bearer alice-token"), ("impersonate-user", "root")]).await;
+    let r = get(
+        &client,
+        s.hub.front,
+        &pods,
+        &[
+            ("authorization", "Bearer alice-token"),
+            ("impersonate-user", "root"),
+        ],
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let seen = s.api.wait_for_request(|r| r.path.ends_with("/pods"), Duration::from_secs(5)).await.unwrap();
+    let seen = s
+        .api
+        .wait_for_request(|r| r.path.ends_with("/pods"), Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(seen.header_values("impersonate-user"), vec!["alice"]);
-    assert_eq!(seen.header_values("impersonate-group"), vec!["devs", "a, b"], "one line per group");
-    assert_eq!(seen.header_values("impersonate-extra-acme.com%2fproject"), vec!["p1"]);
-    assert_eq!(seen.header_values("authorization"), vec!["Bearer agent-sa-token"]);
-    assert_eq!(seen.user.as_ref().map(|u| u.username.as_str()), Some("alice"), "the API server acted as alice");
+    assert_eq!(
+        seen.header_values("impersonate-group"),
+        vec!["devs", "a, b"],
+        "one line per group"
+    );
+    assert_eq!(
+        seen.header_values("impersonate-extra-acme.com%2fproject"),
+        vec!["p1"]
+    );
+    assert_eq!(
+        seen.header_values("authorization"),
+        vec!["Bearer agent-sa-token"]
+    );
+    assert_eq!(
+        seen.user.as_ref().map(|u| u.username.as_str()),
+        Some("alice"),
+        "the API server acted as alice"
+    );
 }
 
 fn misbehave_chain(dir: &Path, version: &str) -> PathBuf {
@@ -91,7 +146,10 @@ fn misbehave_chain(dir: &Path, version: &str) -> PathBuf {
 async fn a_trapping_stage_fails_that_request_closed_and_the_next_one_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let chain = misbehave_chain(dir.path(), "a");
-    let opts = HubOpts { top_extra: format!("plugins = \"{}\"\n", chain.display()), ..HubOpts::default() };
+    let opts = HubOpts {
+        top_extra: format!("plugins = \"{}\"\n", chain.display()),
+        ..HubOpts::default()
+    };
     let s = Stack::start(double_config(), opts, 1, 1).await;
     let client = front_client(&s.hub.ca_pem());
     let pods = s.path("/api/v1/namespaces/default/pods");
@@ -99,11 +157,21 @@ async fn a_trapping_stage_fails_that_request_closed_and_the_next_one_is_served()
     assert_eq!(r.status, 500, "{}", String::from_utf8_lossy(&r.body));
     let v = r.json();
     assert_eq!(v["reason"], "InternalError");
-    assert!(v["message"].as_str().unwrap().contains("fixture-credential"), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("fixture-credential"),
+        "{v}"
+    );
     let r = get(&client, s.hub.front, &pods, &[]).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     // The routing stage's header reached the API server.
-    let seen = s.api.wait_for_request(|r| r.path.ends_with("/pods"), Duration::from_secs(5)).await.unwrap();
+    let seen = s
+        .api
+        .wait_for_request(|r| r.path.ends_with("/pods"), Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(seen.header("x-hawser-version").as_deref(), Some("a"));
 }
 
@@ -111,9 +179,16 @@ async fn a_trapping_stage_fails_that_request_closed_and_the_next_one_is_served()
 async fn hot_swap_through_the_admin_endpoint_under_load_fails_no_request() {
     let dir = tempfile::tempdir().unwrap();
     let chain = misbehave_chain(dir.path(), "a");
-    let opts = HubOpts { top_extra: format!("plugins = \"{}\"\n", chain.display()), ..HubOpts::default() };
+    let opts = HubOpts {
+        top_extra: format!("plugins = \"{}\"\n", chain.display()),
+        ..HubOpts::default()
+    };
     let s = Stack::start(double_config(), opts, 1, 2).await;
-    let (front, ca, pods) = (s.hub.front, s.hub.ca_pem(), s.path("/api/v1/namespaces/default/pods"));
+    let (front, ca, pods) = (
+        s.hub.front,
+        s.hub.ca_pem(),
+        s.path("/api/v1/namespaces/default/pods"),
+    );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = tokio::task::JoinSet::new();
     for _ in 0..4 {
@@ -127,24 +202,50 @@ async fn hot_swap_through_the_admin_endpoint_under_load_fails_no_request() {
             codes
         });
     }
-    s.api.wait_for_request(|r| r.header("x-hawser-version").as_deref() == Some("a"), Duration::from_secs(10)).await.unwrap();
+    s.api
+        .wait_for_request(
+            |r| r.header("x-hawser-version").as_deref() == Some("a"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
     misbehave_chain(dir.path(), "b");
-    let reply = plain_request(s.hub.admin, "POST", "/plugins/reload").await.expect("reload accepted");
+    let reply = plain_request(s.hub.admin, "POST", "/plugins/reload")
+        .await
+        .expect("reload accepted");
     assert!(reply.contains("swapped"), "{reply}");
-    s.api.wait_for_request(|r| r.header("x-hawser-version").as_deref() == Some("b"), Duration::from_secs(10)).await.expect("new chain serves");
+    s.api
+        .wait_for_request(
+            |r| r.header("x-hawser-version").as_deref() == Some("b"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("new chain serves");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut total = 0;
     while let Some(codes) = load.join_next().await {
         let codes = codes.unwrap();
         total += codes.len();
-        assert!(codes.iter().all(|c| *c == 200), "a request failed during the swap: {codes:?}");
+        assert!(
+            codes.iter().all(|c| *c == 200),
+            "a request failed during the swap: {codes:?}"
+        );
     }
     assert!(total > 0);
-    let status = hawser_tests::harness::client::plain_get(s.hub.admin, "/plugins/status").await.unwrap();
+    let status = hawser_tests::harness::client::plain_get(s.hub.admin, "/plugins/status")
+        .await
+        .unwrap();
     assert!(status.contains("\"generation\""), "{status}");
     // Requests after the swap carry only the new version; none mixed versions (the
     // fixture denies a request whose stages disagree, which would have failed above).
-    let versions: std::collections::HashSet<String> =
-        s.api.requests().iter().filter_map(|r| r.header("x-hawser-version")).collect();
-    assert_eq!(versions, ["a".to_string(), "b".to_string()].into_iter().collect());
+    let versions: std::collections::HashSet<String> = s
+        .api
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("x-hawser-version"))
+        .collect();
+    assert_eq!(
+        versions,
+        ["a".to_string(), "b".to_string()].into_iter().collect()
+    );
 }

@@ -199,8 +199,11 @@ impl AgentConfig {
                 "backoff_initial must be above zero and backoff_max at least backoff_initial",
             ));
         }
-        let keepalive =
-            v.keepalive("tunnel.keepalive_interval", t.keepalive_interval, t.keepalive_timeout)?;
+        let keepalive = v.keepalive(
+            "tunnel.keepalive_interval",
+            t.keepalive_interval,
+            t.keepalive_timeout,
+        )?;
         let apiserver = api_source(&v, raw.apiserver, env)?;
         let admin_listen = match raw.admin {
             Some(a) => Some(v.socket_addr("admin.listen", &a.listen)?),
@@ -244,14 +247,24 @@ fn api_source(
         ));
     }
     if raw.context.is_some() && raw.kubeconfig.is_none() {
-        return Err(v.invalid("apiserver.context", "only meaningful with apiserver.kubeconfig"));
+        return Err(v.invalid(
+            "apiserver.context",
+            "only meaningful with apiserver.kubeconfig",
+        ));
     }
     if raw.in_cluster {
         let host = env("KUBERNETES_SERVICE_HOST").ok_or_else(|| {
-            v.invalid("apiserver.in_cluster", "KUBERNETES_SERVICE_HOST is not set: not running in a pod")
+            v.invalid(
+                "apiserver.in_cluster",
+                "KUBERNETES_SERVICE_HOST is not set: not running in a pod",
+            )
         })?;
         let port = env("KUBERNETES_SERVICE_PORT").unwrap_or_else(|| "443".into());
-        let host = if host.contains(':') { format!("[{host}]") } else { host };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
         return Ok(ApiServerSource::Token {
             server: format!("https://{host}:{port}"),
             ca_file: Path::new(SA_DIR).join("ca.crt"),
@@ -266,7 +279,10 @@ fn api_source(
     }
     let (Some(server), Some(ca_file), Some(token_file)) = (raw.server, raw.ca_file, raw.token_file)
     else {
-        return Err(v.invalid("apiserver", "server, ca_file and token_file must all be set"));
+        return Err(v.invalid(
+            "apiserver",
+            "server, ca_file and token_file must all be set",
+        ));
     };
     if !server.starts_with("https://") {
         return Err(v.invalid("apiserver.server", "must be an https:// URL"));

@@ -155,7 +155,10 @@ impl HubConfig {
             return Err(v.invalid("tunnel.advertise", "expected host:port that agents dial"));
         }
         if raw.front.server_names.is_empty() {
-            return Err(v.invalid("front.server_names", "at least one DNS name or IP is needed"));
+            return Err(v.invalid(
+                "front.server_names",
+                "at least one DNS name or IP is needed",
+            ));
         }
         if raw.front.max_header_bytes < 1024 {
             return Err(v.invalid("front.max_header_bytes", "must be at least 1024"));

@@ -88,7 +88,11 @@ impl Validator<'_> {
     }
 
     /// A listen address such as `0.0.0.0:8443` or `127.0.0.1:0`.
-    pub(crate) fn socket_addr(&self, key: &str, value: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    pub(crate) fn socket_addr(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<std::net::SocketAddr, ConfigError> {
         value
             .parse()
             .map_err(|_| self.invalid(key, format!("`{value}` is not an IP:port address")))

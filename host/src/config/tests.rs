@@ -4,7 +4,9 @@ use super::*;
 use std::io::Write;
 
 fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config")
+        .join(name)
 }
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
@@ -42,12 +44,18 @@ token_file = "token"
 fn example_configs_load() {
     let hub = HubConfig::load(&example("hub.toml")).unwrap();
     assert_eq!(hub.front.max_header_bytes, 32768);
-    assert_eq!(hub.tunnel.keepalive.detection_bound(), Duration::from_secs(30));
+    assert_eq!(
+        hub.tunnel.keepalive.detection_bound(),
+        Duration::from_secs(30)
+    );
     assert!(hub.state_dir.ends_with(".hawser/hub"));
     let agent = AgentConfig::load(&example("agent.toml")).unwrap();
     assert_eq!(agent.hub.connections, 2);
     assert_eq!(agent.backoff_initial, Duration::from_millis(100));
-    assert!(agent.hub.ca_file.is_absolute(), "relative paths resolve against the file");
+    assert!(
+        agent.hub.ca_file.is_absolute(),
+        "relative paths resolve against the file"
+    );
 }
 
 #[test]
@@ -61,7 +69,11 @@ fn defaults_and_relative_paths() {
     assert_eq!(agent.backoff_max, Duration::from_secs(30));
     assert_eq!(agent.keepalive.detection_bound(), Duration::from_secs(30));
     match agent.apiserver {
-        ApiServerSource::Token { token_file, ca_file, .. } => {
+        ApiServerSource::Token {
+            token_file,
+            ca_file,
+            ..
+        } => {
             assert_eq!(token_file, dir.path().join("token"));
             assert_eq!(ca_file, PathBuf::from("/etc/k8s/ca.crt"));
         }
@@ -84,28 +96,75 @@ fn in_cluster_reads_the_service_env() {
     };
     let agent = AgentConfig::load_with_env(&file, env).unwrap();
     match agent.apiserver {
-        ApiServerSource::Token { server, token_file, .. } => {
+        ApiServerSource::Token {
+            server, token_file, ..
+        } => {
             assert_eq!(server, "https://10.96.0.1:443");
             assert!(token_file.ends_with("serviceaccount/token"));
         }
         other => panic!("unexpected {other:?}"),
     }
-    let err = AgentConfig::load_with_env(&file, |_| None).unwrap_err().to_string();
-    assert!(err.contains("apiserver.in_cluster") && err.contains("KUBERNETES_SERVICE_HOST"), "{err}");
+    let err = AgentConfig::load_with_env(&file, |_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("apiserver.in_cluster") && err.contains("KUBERNETES_SERVICE_HOST"),
+        "{err}"
+    );
 }
 
 #[test]
 fn errors_name_file_key_and_reason() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&str, &str, &str, &str); 8] = [
-        ("hub", "state_dir = \"s\"\nbogus = 1\n", "bogus", "unknown field"),
-        ("hub", &HUB.replace("127.0.0.1:0\"\nadvertise", "nowhere\"\nadvertise"), "tunnel.listen", "not an IP:port"),
-        ("hub", &HUB.replace("hub.example.com:8443", "hub.example.com"), "tunnel.advertise", "host:port"),
-        ("hub", &HUB.replace("[\"hub.example.com\"]", "[]"), "front.server_names", "at least one"),
-        ("hub", &format!("registry_poll = \"5s\"\n{HUB}"), "registry_poll", "at most 1s"),
-        ("agent", &AGENT.replace("cluster = \"eu1\"", "cluster = \"EU/1\""), "cluster", "cluster name"),
-        ("agent", &AGENT.replace("[apiserver]", "[apiserver]\nin_cluster = true"), "apiserver", "exactly one"),
-        ("agent", &AGENT.replace("https://10.0.0.1:6443", "http://10.0.0.1:6443"), "apiserver.server", "https://"),
+        (
+            "hub",
+            "state_dir = \"s\"\nbogus = 1\n",
+            "bogus",
+            "unknown field",
+        ),
+        (
+            "hub",
+            &HUB.replace("127.0.0.1:0\"\nadvertise", "nowhere\"\nadvertise"),
+            "tunnel.listen",
+            "not an IP:port",
+        ),
+        (
+            "hub",
+            &HUB.replace("hub.example.com:8443", "hub.example.com"),
+            "tunnel.advertise",
+            "host:port",
+        ),
+        (
+            "hub",
+            &HUB.replace("[\"hub.example.com\"]", "[]"),
+            "front.server_names",
+            "at least one",
+        ),
+        (
+            "hub",
+            &format!("registry_poll = \"5s\"\n{HUB}"),
+            "registry_poll",
+            "at most 1s",
+        ),
+        (
+            "agent",
+            &AGENT.replace("cluster = \"eu1\"", "cluster = \"EU/1\""),
+            "cluster",
+            "cluster name",
+        ),
+        (
+            "agent",
+            &AGENT.replace("[apiserver]", "[apiserver]\nin_cluster = true"),
+            "apiserver",
+            "exactly one",
+        ),
+        (
+            "agent",
+            &AGENT.replace("https://10.0.0.1:6443", "http://10.0.0.1:6443"),
+            "apiserver.server",
+            "https://",
+        ),
     ];
     for (role, text, key, reason) in cases {
         let file = write(&dir, &format!("{role}.toml"), text);
@@ -113,14 +172,25 @@ fn errors_name_file_key_and_reason() {
             "hub" => HubConfig::load(&file).unwrap_err().to_string(),
             _ => AgentConfig::load(&file).unwrap_err().to_string(),
         };
-        assert!(err.contains(&file.display().to_string()), "no file in: {err}");
+        assert!(
+            err.contains(&file.display().to_string()),
+            "no file in: {err}"
+        );
         assert!(err.contains(key), "no key `{key}` in: {err}");
-        assert!(err.to_lowercase().contains(&reason.to_lowercase()), "no reason `{reason}` in: {err}");
+        assert!(
+            err.to_lowercase().contains(&reason.to_lowercase()),
+            "no reason `{reason}` in: {err}"
+        );
     }
 }
 
 #[test]
 fn missing_file_is_an_error() {
-    let err = HubConfig::load(Path::new("/nonexistent/hub.toml")).unwrap_err().to_string();
-    assert!(err.contains("/nonexistent/hub.toml") && err.contains("cannot read"), "{err}");
+    let err = HubConfig::load(Path::new("/nonexistent/hub.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/nonexistent/hub.toml") && err.contains("cannot read"),
+        "{err}"
+    );
 }

@@ -8,8 +8,8 @@ use super::lifecycle::{Denial, RequestCtx, Role};
 use super::request_info::RequestInfo;
 use super::status::Status;
 use crate::audit::{
-    source_ips, Attributes, AuditLog, EventContext, MicroTime, ObjectReference, RequestAudit, ResponseStatus,
-    Stage, UserInfo, ANNOTATION_CLUSTER, ANNOTATION_ROLE,
+    source_ips, Attributes, AuditLog, EventContext, MicroTime, ObjectReference, RequestAudit,
+    ResponseStatus, Stage, UserInfo, ANNOTATION_CLUSTER, ANNOTATION_ROLE,
 };
 use crate::plugin::Principal;
 use http::HeaderMap;
@@ -26,7 +26,11 @@ pub struct AuditTrail {
 
 /// kube-apiserver's name for a caller no stage identified.
 fn anonymous() -> UserInfo {
-    UserInfo { username: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()], ..UserInfo::default() }
+    UserInfo {
+        username: "system:anonymous".into(),
+        groups: vec!["system:unauthenticated".into()],
+        ..UserInfo::default()
+    }
 }
 
 /// A plugin principal as a Kubernetes `UserInfo`.
@@ -35,7 +39,11 @@ pub fn user_info(p: &Principal) -> UserInfo {
         username: p.user.clone(),
         uid: p.uid.clone(),
         groups: p.groups.clone(),
-        extra: p.extra.iter().map(|e| (e.key.clone(), e.values.clone())).collect(),
+        extra: p
+            .extra
+            .iter()
+            .map(|e| (e.key.clone(), e.values.clone()))
+            .collect(),
     }
 }
 
@@ -56,13 +64,27 @@ impl AuditTrail {
             user: anonymous(),
             impersonated_user: None,
             source_ips: source_ips(headers, ctx.peer.ip()),
-            user_agent: headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
+            user_agent: headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
             object_ref: ObjectReference::from_request_info(&ctx.info),
             request_received: MicroTime::now(),
             annotations,
         };
-        let path = ctx.path_and_query.split('?').next().unwrap_or("/").to_string();
-        AuditTrail { log, seed, info: ctx.info.clone(), path, request: None }
+        let path = ctx
+            .path_and_query
+            .split('?')
+            .next()
+            .unwrap_or("/")
+            .to_string();
+        AuditTrail {
+            log,
+            seed,
+            info: ctx.info.clone(),
+            path,
+            request: None,
+        }
     }
 
     fn decide(&mut self, user: UserInfo) -> &mut RequestAudit {
@@ -97,11 +119,20 @@ impl AuditTrail {
     /// Response headers are out: `ResponseStarted` for long-running requests.
     pub async fn started(&mut self, code: u16) -> Result<(), Denial> {
         let log = self.log.clone();
-        let Some(request) = self.request.as_ref() else { return Ok(()) };
+        let Some(request) = self.request.as_ref() else {
+            return Ok(());
+        };
         if !self.info.is_long_running() {
             return Ok(());
         }
-        request.record(&log, Stage::ResponseStarted, Some(ResponseStatus::code(code))).await.map_err(|e| Denial::new(e.status()))
+        request
+            .record(
+                &log,
+                Stage::ResponseStarted,
+                Some(ResponseStatus::code(code)),
+            )
+            .await
+            .map_err(|e| Denial::new(e.status()))
     }
 
     /// The response ended: `ResponseComplete` (the request was already answered, so
@@ -111,12 +142,17 @@ impl AuditTrail {
             // Refused before the caller was known (for example a 401).
             self.decide(anonymous());
         }
-        let Some(request) = self.request.as_ref() else { return };
+        let Some(request) = self.request.as_ref() else {
+            return;
+        };
         let status = match failure {
             Some(s) => ResponseStatus::from_status(s),
             None => ResponseStatus::code(code),
         };
-        if let Err(e) = request.record(&self.log, Stage::ResponseComplete, Some(status)).await {
+        if let Err(e) = request
+            .record(&self.log, Stage::ResponseComplete, Some(status))
+            .await
+        {
             tracing::error!(audit_id = %self.seed.audit_id, error = %e, "ResponseComplete audit event lost");
         }
     }

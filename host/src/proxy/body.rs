@@ -13,7 +13,9 @@ pub type Body = BoxBody<Bytes, BoxError>;
 
 /// A complete body.
 pub fn full(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into()).map_err(|never| match never {}).boxed()
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// An empty body.
@@ -61,7 +63,13 @@ impl hyper::body::Body for ChannelBody {
 /// been dropped (the client went away): the moment a response is complete.
 pub fn on_end(body: Body) -> (Body, tokio::sync::oneshot::Receiver<()>) {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    (BoxBody::new(EndNotify { inner: body, done: Some(tx) }), rx)
+    (
+        BoxBody::new(EndNotify {
+            inner: body,
+            done: Some(tx),
+        }),
+        rx,
+    )
 }
 
 struct EndNotify {
@@ -78,7 +86,10 @@ impl hyper::body::Body for EndNotify {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let poll = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(poll, std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_)))) {
+        if matches!(
+            poll,
+            std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_)))
+        ) {
             if let Some(tx) = self.done.take() {
                 let _ = tx.send(());
             }

@@ -30,7 +30,13 @@ struct Inner {
 impl Forwarder {
     /// A forwarder for `cluster` that reaches the API server through `upstream`.
     pub fn new(cluster: String, upstream: Upstream, pipeline: Pipeline) -> Forwarder {
-        Forwarder { inner: Arc::new(Inner { cluster, upstream, pipeline }) }
+        Forwarder {
+            inner: Arc::new(Inner {
+                cluster,
+                upstream,
+                pipeline,
+            }),
+        }
     }
 
     /// Runs the agent's phases for one request from the hub.
@@ -42,7 +48,12 @@ impl Forwarder {
         }
     }
 
-    async fn forward(&self, hub: SocketAddr, req: Request<Incoming>, received: Instant) -> Result<Response<Body>, Denial> {
+    async fn forward(
+        &self,
+        hub: SocketAddr,
+        req: Request<Incoming>,
+        received: Instant,
+    ) -> Result<Response<Body>, Denial> {
         let me = &self.inner;
         // Phase 1: receive. The hub addresses requests to the cluster it believes
         // this tunnel serves; anything else is a routing bug and is refused.
@@ -53,7 +64,12 @@ impl Forwarder {
                 format!("this agent serves cluster \"{}\"", me.cluster),
             )));
         }
-        let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
         let info = RequestInfo::parse(req.method(), req.uri().path(), req.uri().query());
         let (mut parts, body) = req.into_parts();
         let upgrade = parts.headers.remove(TUNNEL_UPGRADE);
@@ -91,17 +107,33 @@ impl Forwarder {
         // Phase 5: forward with the agent's own credential.
         let own = match me.upstream.authorization() {
             Ok(own) => own,
-            Err(e) => return Err(finish(phases, ctx, Status::internal(format!("agent credential unavailable: {e}")).into())),
+            Err(e) => {
+                return Err(finish(
+                    phases,
+                    ctx,
+                    Status::internal(format!("agent credential unavailable: {e}")).into(),
+                ))
+            }
         };
         if let Some(own) = &own {
             parts.headers.insert(header::AUTHORIZATION, own.clone());
         }
         if let Err(reason) = verify_identity_headers(&parts.headers, own.as_ref(), &impersonation) {
-            return Err(finish(phases, ctx, Status::internal(format!("refusing to forward: {reason}")).into()));
+            return Err(finish(
+                phases,
+                ctx,
+                Status::internal(format!("refusing to forward: {reason}")).into(),
+            ));
         }
         let uri = match me.upstream.uri(&ctx.path_and_query) {
             Ok(uri) => uri,
-            Err(e) => return Err(finish(phases, ctx, Status::bad_request(e.to_string()).into())),
+            Err(e) => {
+                return Err(finish(
+                    phases,
+                    ctx,
+                    Status::bad_request(e.to_string()).into(),
+                ))
+            }
         };
         let mut out = Request::builder().method(parts.method).uri(uri);
         if let Some(h) = out.headers_mut() {
@@ -118,7 +150,13 @@ impl Forwarder {
         };
         let out = match out.body(out_body) {
             Ok(out) => out,
-            Err(e) => return Err(finish(phases, ctx, Status::bad_request(format!("cannot forward request: {e}")).into())),
+            Err(e) => {
+                return Err(finish(
+                    phases,
+                    ctx,
+                    Status::bad_request(format!("cannot forward request: {e}")).into(),
+                ))
+            }
         };
         let mut resp = match me.upstream.send(out).await {
             Ok(resp) => resp,
@@ -143,7 +181,9 @@ impl Forwarder {
                 let protocol = rparts.headers.get(header::UPGRADE).cloned();
                 headers::remove_hop_by_hop(&mut rparts.headers);
                 rparts.status = StatusCode::OK;
-                rparts.headers.insert(TUNNEL_UPGRADED, HeaderValue::from_static("101"));
+                rparts
+                    .headers
+                    .insert(TUNNEL_UPGRADED, HeaderValue::from_static("101"));
                 if let Some(p) = protocol {
                     rparts.headers.insert(TUNNEL_UPGRADE, p);
                 }
@@ -175,7 +215,10 @@ impl Forwarder {
                 Response::from_parts(rparts, body)
             }
         };
-        result.headers_mut().entry(headers::AUDIT_ID).or_insert(audit_id);
+        result
+            .headers_mut()
+            .entry(headers::AUDIT_ID)
+            .or_insert(audit_id);
         Ok(result)
     }
 }
@@ -211,8 +254,12 @@ pub fn verify_identity_headers(
         if n.starts_with("x-remote-") {
             return Err(format!("header `{n}` survived"));
         }
-        if n.starts_with("impersonate-") && !impersonation.iter().any(|(k, v)| k == name && v == value) {
-            return Err(format!("header `{n}` was not set by the impersonation stage"));
+        if n.starts_with("impersonate-")
+            && !impersonation.iter().any(|(k, v)| k == name && v == value)
+        {
+            return Err(format!(
+                "header `{n}` was not set by the impersonation stage"
+            ));
         }
     }
     Ok(())
@@ -228,13 +275,19 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, own.clone());
         assert!(verify_identity_headers(&h, Some(&own), &[]).is_ok());
-        h.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer client"));
+        h.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer client"),
+        );
         assert!(verify_identity_headers(&h, Some(&own), &[]).is_err());
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, own.clone());
         h.insert("impersonate-user", HeaderValue::from_static("root"));
         assert!(verify_identity_headers(&h, Some(&own), &[]).is_err());
-        let stage = [(HeaderName::from_static("impersonate-user"), HeaderValue::from_static("root"))];
+        let stage = [(
+            HeaderName::from_static("impersonate-user"),
+            HeaderValue::from_static("root"),
+        )];
         assert!(verify_identity_headers(&h, Some(&own), &stage).is_ok());
         h.insert("x-remote-user", HeaderValue::from_static("root"));
         assert!(verify_identity_headers(&h, Some(&own), &stage).is_err());

@@ -60,7 +60,13 @@ impl<S> FramingGuard<S> {
     /// Wraps `inner`; heads larger than `max_head` stop the tracking (hyper refuses them).
     pub fn new(inner: S, max_head: usize) -> (FramingGuard<S>, Conflicts) {
         let conflicts = Conflicts::default();
-        let guard = FramingGuard { inner, state: State::Head(Vec::new()), requests: 0, conflicts: conflicts.clone(), max_head };
+        let guard = FramingGuard {
+            inner,
+            state: State::Head(Vec::new()),
+            requests: 0,
+            conflicts: conflicts.clone(),
+            max_head,
+        };
         (guard, conflicts)
     }
 
@@ -84,7 +90,11 @@ impl<S> FramingGuard<S> {
                     let (consumed, done) = take_until(&mut buf, data, b"\r\n\r\n");
                     data = &data[consumed..];
                     if !done {
-                        if buf.len() > self.max_head { State::Off } else { State::Head(buf) }
+                        if buf.len() > self.max_head {
+                            State::Off
+                        } else {
+                            State::Head(buf)
+                        }
                     } else if buf == b"\r\n\r\n" || buf.starts_with(b"\r\n") {
                         // Stray CRLF between requests is tolerated by hyper; skip it.
                         State::Head(buf.split_off(2))
@@ -96,7 +106,11 @@ impl<S> FramingGuard<S> {
                     let (consumed, done) = take_until(&mut buf, data, b"\r\n");
                     data = &data[consumed..];
                     if !done {
-                        if buf.len() > 1024 { State::Off } else { State::ChunkSize(buf) }
+                        if buf.len() > 1024 {
+                            State::Off
+                        } else {
+                            State::ChunkSize(buf)
+                        }
                     } else {
                         let line = String::from_utf8_lossy(&buf[..buf.len() - 2]).into_owned();
                         let hex = line.split(';').next().unwrap_or("").trim();
@@ -171,7 +185,11 @@ fn take_until(buf: &mut Vec<u8>, data: &[u8], delim: &[u8]) -> (usize, bool) {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = poll {
@@ -183,7 +201,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, data)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -192,7 +214,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -227,14 +253,18 @@ mod tests {
     fn flags_both_framings_by_position() {
         let stream = b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\nPOST /bad HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
         assert_eq!(run(&[stream]), (2, vec![1]));
-        let reversed = b"POST /bad HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
+        let reversed =
+            b"POST /bad HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
         assert_eq!(run(&[reversed]), (1, vec![0]));
     }
 
     #[test]
     fn body_bytes_that_look_like_requests_are_not_heads() {
         let inner = "POST /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let outer = format!("POST /a HTTP/1.1\r\nContent-Length: {}\r\n\r\n{inner}", inner.len());
+        let outer = format!(
+            "POST /a HTTP/1.1\r\nContent-Length: {}\r\n\r\n{inner}",
+            inner.len()
+        );
         assert_eq!(run(&[outer.as_bytes()]), (1, vec![]));
     }
 }

@@ -41,7 +41,12 @@ pub struct Front {
 }
 
 /// Serves the front listener until `shutdown` fires.
-pub async fn serve_front(listener: TcpListener, acceptor: TlsAcceptor, front: Arc<Front>, shutdown: CancellationToken) {
+pub async fn serve_front(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    front: Arc<Front>,
+    shutdown: CancellationToken,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -58,17 +63,25 @@ pub async fn serve_front(listener: TcpListener, acceptor: TlsAcceptor, front: Ar
         tokio::spawn(
             async move {
                 let _ = stream.set_nodelay(true);
-                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => return tracing::debug!(error = %e, "client TLS handshake failed"),
-                    Err(_) => return tracing::debug!("client TLS handshake timed out"),
-                };
+                let tls =
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            return tracing::debug!(error = %e, "client TLS handshake failed")
+                        }
+                        Err(_) => return tracing::debug!("client TLS handshake timed out"),
+                    };
                 // HTTP/1.1 connections get the framing guard; HTTP/2 frames its own.
                 if tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) {
                     front.serve_connection(tls, peer, shutdown, None).await;
                 } else {
-                    let (guarded, conflicts) = FramingGuard::new(tls, front.cfg.max_header_bytes * 2 + 16 * 1024);
-                    front.serve_connection(guarded, peer, shutdown, Some(conflicts)).await;
+                    let (guarded, conflicts) =
+                        FramingGuard::new(tls, front.cfg.max_header_bytes * 2 + 16 * 1024);
+                    front
+                        .serve_connection(guarded, peer, shutdown, Some(conflicts))
+                        .await;
                 }
             }
             .instrument(span),
@@ -77,8 +90,13 @@ pub async fn serve_front(listener: TcpListener, acceptor: TlsAcceptor, front: Ar
 }
 
 impl Front {
-    async fn serve_connection<S>(self: Arc<Self>, io: S, peer: SocketAddr, shutdown: CancellationToken, conflicts: Option<Conflicts>)
-    where
+    async fn serve_connection<S>(
+        self: Arc<Self>,
+        io: S,
+        peer: SocketAddr,
+        shutdown: CancellationToken,
+        conflicts: Option<Conflicts>,
+    ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let this = self.clone();
@@ -91,7 +109,9 @@ impl Front {
             let smuggled = conflicts.as_ref().is_some_and(|c| c.contains(index));
             async move {
                 if smuggled {
-                    let status = Status::bad_request("request has both Content-Length and Transfer-Encoding");
+                    let status = Status::bad_request(
+                        "request has both Content-Length and Transfer-Encoding",
+                    );
                     return Ok::<_, std::convert::Infallible>(status.into_response());
                 }
                 Ok(this.handle(peer, req).await)
@@ -165,7 +185,9 @@ impl Front {
         }
         let upgrade = headers::upgrade_request(req.headers());
         if upgrade.is_some() && req.version() != Version::HTTP_11 {
-            return Err(Denial::new(Status::bad_request("protocol upgrades need HTTP/1.1")));
+            return Err(Denial::new(Status::bad_request(
+                "protocol upgrades need HTTP/1.1",
+            )));
         }
         let on_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let query = req.uri().query().map(str::to_string);
@@ -208,7 +230,8 @@ impl Front {
         // Phase 4: route among live tunnels; a stage may pick one, never add one.
         let live = self.pool.candidates(&cluster);
         if live.is_empty() {
-            let status = Status::unavailable(format!("cluster \"{cluster}\" has no connected agent"));
+            let status =
+                Status::unavailable(format!("cluster \"{cluster}\" has no connected agent"));
             return Err(finish(phases, ctx, None, status.into()));
         }
         let candidates = self.candidates(&cluster, &live);
@@ -217,7 +240,9 @@ impl Front {
             Err(denial) => return Err(finish(phases, ctx, None, denial)),
         };
         let order: Vec<u64> = match route.tunnel {
-            Some(first) => std::iter::once(first).chain(live.iter().copied().filter(|id| *id != first)).collect(),
+            Some(first) => std::iter::once(first)
+                .chain(live.iter().copied().filter(|id| *id != first))
+                .collect(),
             None => live,
         };
         for (name, value) in route.headers {
@@ -242,23 +267,42 @@ impl Front {
         } else {
             (None, boxed(body))
         };
-        let out = out
-            .body(out_body)
-            .map_err(|e| Denial::new(Status::bad_request(format!("cannot forward request: {e}"))))?;
+        let out = out.body(out_body).map_err(|e| {
+            Denial::new(Status::bad_request(format!("cannot forward request: {e}")))
+        })?;
         let send = self.pool.send(&cluster, &order, out);
         let sent = if ctx.long_running() {
             send.await
         } else {
             match tokio::time::timeout(self.cfg.request_timeout, send).await {
                 Ok(r) => r,
-                Err(_) => return Err(finish(phases, ctx, None, Status::timeout(self.cfg.request_timeout).into())),
+                Err(_) => {
+                    return Err(finish(
+                        phases,
+                        ctx,
+                        None,
+                        Status::timeout(self.cfg.request_timeout).into(),
+                    ))
+                }
             }
         };
         let (tunnel, resp) = match sent {
             Ok(pair) => pair,
-            Err(e @ SendError::NoTunnel(_)) => return Err(finish(phases, ctx, None, Status::unavailable(e.to_string()).into())),
+            Err(e @ SendError::NoTunnel(_)) => {
+                return Err(finish(
+                    phases,
+                    ctx,
+                    None,
+                    Status::unavailable(e.to_string()).into(),
+                ))
+            }
             Err(e @ SendError::Tunnel { tunnel, .. }) => {
-                return Err(finish(phases, ctx, Some(tunnel), Status::unavailable(e.to_string()).into()))
+                return Err(finish(
+                    phases,
+                    ctx,
+                    Some(tunnel),
+                    Status::unavailable(e.to_string()).into(),
+                ))
             }
         };
 
@@ -270,11 +314,15 @@ impl Front {
         let upgrade_value = rparts.headers.remove(TUNNEL_UPGRADE);
         headers::remove_hop_by_hop(&mut rparts.headers);
         headers::strip_internal(&mut rparts.headers);
-        let mut resp = match (switched, on_upgrade, client_tx) {
+        let resp = match (switched, on_upgrade, client_tx) {
             (true, Some(on_upgrade), Some(client_tx)) => {
-                let value = upgrade_value.or(upgrade).unwrap_or_else(|| HeaderValue::from_static("websocket"));
+                let value = upgrade_value
+                    .or(upgrade)
+                    .unwrap_or_else(|| HeaderValue::from_static("websocket"));
                 rparts.status = StatusCode::SWITCHING_PROTOCOLS;
-                rparts.headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+                rparts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
                 rparts.headers.insert(header::UPGRADE, value);
                 if let Err(denial) = phases.response_started(101).await {
                     return Err(finish(phases, ctx, Some(tunnel), denial));
@@ -291,13 +339,18 @@ impl Front {
                     }
                     .instrument(span),
                 );
-                return Ok(with_audit_id(Response::from_parts(rparts, super::body::empty()), audit_id));
+                return Ok(with_audit_id(
+                    Response::from_parts(rparts, super::body::empty()),
+                    audit_id,
+                ));
             }
             // An upgrade the API server refused (>= 400) is relayed as is, then the
             // connection is closed, as kube-apiserver's upgrade-aware proxy does.
             (_, on_upgrade, _) => {
                 if on_upgrade.is_some() {
-                    rparts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    rparts
+                        .headers
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
                 Response::from_parts(rparts, boxed(rbody))
             }

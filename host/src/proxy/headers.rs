@@ -106,12 +106,18 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
 
 /// The size of a header block as sent on the wire (name, ": ", value, CRLF).
 pub fn block_size(headers: &HeaderMap) -> usize {
-    headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum()
 }
 
 /// The request's `Audit-ID`, or a new one set on it.
 pub fn ensure_audit_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(AUDIT_ID).filter(|v| !v.is_empty() && v.len() <= 128) {
+    if let Some(v) = headers
+        .get(AUDIT_ID)
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+    {
         return v.clone();
     }
     let id = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
@@ -127,7 +133,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -152,9 +161,17 @@ mod tests {
 
     #[test]
     fn upgrade_detection_is_token_based() {
-        assert!(upgrade_request(&map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "SPDY/3.1")])).is_some());
+        assert!(upgrade_request(&map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "SPDY/3.1")
+        ]))
+        .is_some());
         assert!(upgrade_request(&map(&[("upgrade", "websocket")])).is_none());
-        assert!(upgrade_request(&map(&[("connection", "upgraded"), ("upgrade", "websocket")])).is_none());
+        assert!(upgrade_request(&map(&[
+            ("connection", "upgraded"),
+            ("upgrade", "websocket")
+        ]))
+        .is_none());
     }
 
     #[test]

@@ -22,9 +22,11 @@
 
 use super::audit_trail::AuditTrail;
 use super::request_info::RequestInfo;
-use crate::audit::AuditLog;
 use super::status::Status;
-use crate::plugin::{self, AuditEvent, AuditPhase, Candidate, Chain, PluginHost, Principal, RequestHead, Rejection};
+use crate::audit::AuditLog;
+use crate::plugin::{
+    self, AuditEvent, AuditPhase, Candidate, Chain, PluginHost, Principal, Rejection, RequestHead,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -87,9 +89,12 @@ impl From<Status> for Denial {
 
 impl From<Rejection> for Denial {
     fn from(rejection: Rejection) -> Denial {
-        let code = StatusCode::from_u16(rejection.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let code = StatusCode::from_u16(rejection.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let status = match &rejection {
-            Rejection::Denied { denial, .. } => Status::new(code, denial.reason(), denial.message.clone()),
+            Rejection::Denied { denial, .. } => {
+                Status::new(code, denial.reason(), denial.message.clone())
+            }
             Rejection::Failed(failure) => Status::new(code, failure.reason(), failure.message()),
         };
         Denial::new(status)
@@ -110,12 +115,20 @@ pub struct Outcome {
 impl Outcome {
     /// An outcome with a status code only.
     pub fn code(code: u16, tunnel: Option<u64>) -> Outcome {
-        Outcome { code, tunnel, failure: None }
+        Outcome {
+            code,
+            tunnel,
+            failure: None,
+        }
     }
 
     /// A request the host refused with `denial`.
     pub fn denied(denial: &Denial, tunnel: Option<u64>) -> Outcome {
-        Outcome { code: denial.status().code, tunnel, failure: Some(denial.status().clone()) }
+        Outcome {
+            code: denial.status().code,
+            tunnel,
+            failure: Some(denial.status().clone()),
+        }
     }
 }
 
@@ -131,12 +144,20 @@ impl Pipeline {
     /// No plugins: no credential check, the agent forwards with its own credential,
     /// round-robin over live tunnels, access log only.
     pub fn builtin(role: Role) -> Pipeline {
-        Pipeline { role, plugins: None, audit: None }
+        Pipeline {
+            role,
+            plugins: None,
+            audit: None,
+        }
     }
 
     /// Phases backed by a hot-swappable plugin chain.
     pub fn with_plugins(role: Role, plugins: Arc<PluginHost>) -> Pipeline {
-        Pipeline { role, plugins: Some(plugins), audit: None }
+        Pipeline {
+            role,
+            plugins: Some(plugins),
+            audit: None,
+        }
     }
 
     /// Adds Kubernetes audit events written to `log`.
@@ -171,8 +192,17 @@ impl Pipeline {
             client_addr: ctx.peer.to_string(),
             cluster: ctx.cluster.clone(),
         };
-        let trail = self.audit.clone().map(|log| AuditTrail::new(log, ctx, headers));
-        Phases { chain: self.plugins.as_ref().map(|p| p.chain()), head, principal: None, impersonated: None, trail }
+        let trail = self
+            .audit
+            .clone()
+            .map(|log| AuditTrail::new(log, ctx, headers));
+        Phases {
+            chain: self.plugins.as_ref().map(|p| p.chain()),
+            head,
+            principal: None,
+            impersonated: None,
+            trail,
+        }
     }
 }
 
@@ -182,7 +212,10 @@ fn plugin_headers(headers: &HeaderMap) -> Vec<plugin::Header> {
         .iter()
         .filter_map(|(n, v)| {
             let value = v.to_str().ok()?;
-            Some(plugin::Header { name: n.as_str().to_string(), value: value.to_string() })
+            Some(plugin::Header {
+                name: n.as_str().to_string(),
+                value: value.to_string(),
+            })
         })
         .collect()
 }
@@ -232,8 +265,13 @@ impl Phases {
     /// verified caller and no impersonation stage the caller itself is impersonated,
     /// so a user's request never runs as the agent's own identity.
     pub async fn impersonate(&mut self) -> Result<Vec<(HeaderName, HeaderValue)>, Denial> {
-        let (Some(chain), Some(who)) = (&self.chain, &self.principal) else { return Ok(Vec::new()) };
-        let target = chain.impersonate(who, &self.head).await?.unwrap_or_else(|| who.clone());
+        let (Some(chain), Some(who)) = (&self.chain, &self.principal) else {
+            return Ok(Vec::new());
+        };
+        let target = chain
+            .impersonate(who, &self.head)
+            .await?
+            .unwrap_or_else(|| who.clone());
         let lines = impersonation_headers(&target)
             .map_err(|e| Denial::new(Status::internal(format!("cannot impersonate: {e}"))))?;
         if let Some(trail) = self.trail.as_mut() {
@@ -248,9 +286,14 @@ impl Phases {
     /// the chain has already checked that a choice names a candidate and sets only
     /// headers its stage policy allows.
     pub async fn route(&mut self, candidates: &[(u64, Candidate)]) -> Result<Route, Denial> {
-        let Some(chain) = &self.chain else { return Ok(Route::default()) };
+        let Some(chain) = &self.chain else {
+            return Ok(Route::default());
+        };
         let list: Vec<Candidate> = candidates.iter().map(|(_, c)| c.clone()).collect();
-        let Some(choice) = chain.route(&self.head, self.principal.as_ref(), &list).await? else {
+        let Some(choice) = chain
+            .route(&self.head, self.principal.as_ref(), &list)
+            .await?
+        else {
             return Ok(Route::default());
         };
         let tunnel = candidates
@@ -263,7 +306,12 @@ impl Phases {
             let value = HeaderValue::from_str(&h.value);
             match (name, value) {
                 (Ok(n), Ok(v)) => headers.push((n, v)),
-                _ => return Err(Denial::new(Status::internal(format!("routing stage set an illegal header `{}`", h.name)))),
+                _ => {
+                    return Err(Denial::new(Status::internal(format!(
+                        "routing stage set an illegal header `{}`",
+                        h.name
+                    ))))
+                }
             }
         }
         Ok(Route { tunnel, headers })
@@ -274,12 +322,17 @@ impl Phases {
     /// logged, since the response has already gone.
     pub async fn audit(mut self, ctx: &RequestCtx, outcome: &Outcome) {
         if let Some(trail) = self.trail.take() {
-            trail.completed(outcome.code, outcome.failure.as_ref()).await;
+            trail
+                .completed(outcome.code, outcome.failure.as_ref())
+                .await;
         }
         let mut event = AuditEvent {
             request_id: ctx.audit_id.clone(),
             phase: AuditPhase::ResponseComplete,
-            timestamp_ms: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            timestamp_ms: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
             role: self.head.role,
             method: self.head.method.clone(),
             path: self.head.path.clone(),
@@ -288,10 +341,17 @@ impl Phases {
             client_addr: self.head.client_addr.clone(),
             principal: self.principal.clone(),
             impersonated: self.impersonated.clone(),
-            route: outcome.tunnel.map(|t| plugin::RouteTarget { cluster: ctx.cluster.clone(), endpoint: endpoint_name(t) }),
+            route: outcome.tunnel.map(|t| plugin::RouteTarget {
+                cluster: ctx.cluster.clone(),
+                endpoint: endpoint_name(t),
+            }),
             status: outcome.code,
             latency_us: ctx.received.elapsed().as_micros() as u64,
-            message: outcome.failure.as_ref().map(|s| s.message.clone()).unwrap_or_default(),
+            message: outcome
+                .failure
+                .as_ref()
+                .map(|s| s.message.clone())
+                .unwrap_or_default(),
         };
         if let Some(chain) = &self.chain {
             match chain.audit(event).await {
@@ -341,9 +401,10 @@ fn masked(headers: &[plugin::Header]) -> Vec<plugin::Header> {
     headers
         .iter()
         .map(|h| match h.name.as_str() {
-            "authorization" | "cookie" | "proxy-authorization" => {
-                plugin::Header { name: h.name.clone(), value: "[MASKED]".into() }
-            }
+            "authorization" | "cookie" | "proxy-authorization" => plugin::Header {
+                name: h.name.clone(),
+                value: "[MASKED]".into(),
+            },
             _ => h.clone(),
         })
         .collect()
@@ -353,8 +414,13 @@ fn masked(headers: &[plugin::Header]) -> Vec<plugin::Header> {
 /// `Impersonate-Group` line per group, one `Impersonate-Extra-<key>` line per
 /// value with the key lower-cased and escaped.
 pub fn impersonation_headers(who: &Principal) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-    let value = |v: &str| HeaderValue::from_str(v).map_err(|_| format!("`{v}` is not a legal header value"));
-    let mut out = vec![(HeaderName::from_static("impersonate-user"), value(&who.user)?)];
+    let value = |v: &str| {
+        HeaderValue::from_str(v).map_err(|_| format!("`{v}` is not a legal header value"))
+    };
+    let mut out = vec![(
+        HeaderName::from_static("impersonate-user"),
+        value(&who.user)?,
+    )];
     if !who.uid.is_empty() {
         out.push((HeaderName::from_static("impersonate-uid"), value(&who.uid)?));
     }
@@ -362,8 +428,12 @@ pub fn impersonation_headers(who: &Principal) -> Result<Vec<(HeaderName, HeaderV
         out.push((HeaderName::from_static("impersonate-group"), value(g)?));
     }
     for extra in &who.extra {
-        let name = format!("impersonate-extra-{}", escape_extra_key(&extra.key.to_ascii_lowercase()));
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("extra key `{}` cannot be a header", extra.key))?;
+        let name = format!(
+            "impersonate-extra-{}",
+            escape_extra_key(&extra.key.to_ascii_lowercase())
+        );
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("extra key `{}` cannot be a header", extra.key))?;
         for v in &extra.values {
             out.push((name.clone(), value(v)?));
         }
@@ -375,7 +445,15 @@ pub fn impersonation_headers(who: &Principal) -> Result<Vec<(HeaderName, HeaderV
 /// `%` itself, become upper-case `%XX`.
 pub fn escape_extra_key(key: &str) -> String {
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$&'*+-.^_`|~".contains(&b);
-    key.bytes().map(|b| if token(b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    key.bytes()
+        .map(|b| {
+            if token(b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -395,7 +473,10 @@ mod tests {
             user: "alice".into(),
             uid: "u-1".into(),
             groups: vec!["devs".into(), "a, b".into()],
-            extra: vec![plugin::Extra { key: "Acme.com/Project".into(), values: vec!["x".into(), "y".into()] }],
+            extra: vec![plugin::Extra {
+                key: "Acme.com/Project".into(),
+                values: vec!["x".into(), "y".into()],
+            }],
         };
         let lines: Vec<(String, String)> = impersonation_headers(&who)
             .unwrap()
@@ -410,7 +491,10 @@ mod tests {
             ("impersonate-extra-acme.com%2fproject", "x"),
             ("impersonate-extra-acme.com%2fproject", "y"),
         ];
-        let expect: Vec<(String, String)> = expect.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let expect: Vec<(String, String)> = expect
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         assert_eq!(lines, expect);
     }
 }

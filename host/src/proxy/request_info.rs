@@ -32,8 +32,15 @@ const LONG_RUNNING_SUBRESOURCES: [&str; 5] = ["attach", "exec", "proxy", "log", 
 impl RequestInfo {
     /// Parses a path (without the `/clusters/<name>` prefix) and query.
     pub fn parse(method: &http::Method, path: &str, query: Option<&str>) -> RequestInfo {
-        let parts: Vec<&str> = path.trim_matches('/').split('/').filter(|p| !p.is_empty()).collect();
-        let mut info = RequestInfo { verb: method.as_str().to_ascii_lowercase(), ..Default::default() };
+        let parts: Vec<&str> = path
+            .trim_matches('/')
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .collect();
+        let mut info = RequestInfo {
+            verb: method.as_str().to_ascii_lowercase(),
+            ..Default::default()
+        };
         let rest = match parts.as_slice() {
             ["api", version, rest @ ..] => {
                 info.api_version = (*version).to_string();
@@ -74,9 +81,12 @@ impl RequestInfo {
         }
         info.verb = match (explicit_verb, method.as_str()) {
             (Some(v), _) => v.to_string(),
-            (None, "GET" | "HEAD") if info.name.is_empty() => {
-                if watch_requested(query) { "watch" } else { "list" }.to_string()
+            (None, "GET" | "HEAD") if info.name.is_empty() => if watch_requested(query) {
+                "watch"
+            } else {
+                "list"
             }
+            .to_string(),
             (None, "GET" | "HEAD") => "get".into(),
             (None, "POST") => "create".into(),
             (None, "PUT") => "update".into(),
@@ -117,18 +127,84 @@ mod tests {
     #[test]
     fn verbs_and_long_running() {
         let cases = [
-            (Method::GET, "/api/v1/namespaces/default/pods", None, "list", false),
-            (Method::GET, "/api/v1/namespaces/default/pods", Some("watch=1"), "watch", true),
-            (Method::GET, "/api/v1/pods", Some("watch=true&resourceVersion=5"), "watch", true),
+            (
+                Method::GET,
+                "/api/v1/namespaces/default/pods",
+                None,
+                "list",
+                false,
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/default/pods",
+                Some("watch=1"),
+                "watch",
+                true,
+            ),
+            (
+                Method::GET,
+                "/api/v1/pods",
+                Some("watch=true&resourceVersion=5"),
+                "watch",
+                true,
+            ),
             (Method::GET, "/api/v1/watch/pods", None, "watch", true),
-            (Method::GET, "/api/v1/namespaces/default/pods/p", None, "get", false),
-            (Method::GET, "/api/v1/namespaces/default/pods/p/log", Some("follow=true"), "get", true),
-            (Method::POST, "/api/v1/namespaces/default/pods/p/exec", None, "create", true),
-            (Method::GET, "/api/v1/namespaces/default/pods/p/exec", None, "get", true),
-            (Method::POST, "/api/v1/namespaces/default/pods/p/portforward", None, "create", true),
-            (Method::POST, "/api/v1/namespaces/default/pods/p/attach", None, "create", true),
-            (Method::DELETE, "/apis/apps/v1/namespaces/x/deployments", None, "deletecollection", false),
-            (Method::PATCH, "/apis/apps/v1/namespaces/x/deployments/d", None, "patch", false),
+            (
+                Method::GET,
+                "/api/v1/namespaces/default/pods/p",
+                None,
+                "get",
+                false,
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/default/pods/p/log",
+                Some("follow=true"),
+                "get",
+                true,
+            ),
+            (
+                Method::POST,
+                "/api/v1/namespaces/default/pods/p/exec",
+                None,
+                "create",
+                true,
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/default/pods/p/exec",
+                None,
+                "get",
+                true,
+            ),
+            (
+                Method::POST,
+                "/api/v1/namespaces/default/pods/p/portforward",
+                None,
+                "create",
+                true,
+            ),
+            (
+                Method::POST,
+                "/api/v1/namespaces/default/pods/p/attach",
+                None,
+                "create",
+                true,
+            ),
+            (
+                Method::DELETE,
+                "/apis/apps/v1/namespaces/x/deployments",
+                None,
+                "deletecollection",
+                false,
+            ),
+            (
+                Method::PATCH,
+                "/apis/apps/v1/namespaces/x/deployments/d",
+                None,
+                "patch",
+                false,
+            ),
             (Method::GET, "/version", None, "get", false),
             (Method::GET, "/api", None, "get", false),
         ];
@@ -141,11 +217,24 @@ mod tests {
 
     #[test]
     fn resource_fields() {
-        let i = parse(Method::GET, "/apis/apps/v1/namespaces/ns/deployments/d/scale", None);
-        assert_eq!((i.api_group.as_str(), i.api_version.as_str()), ("apps", "v1"));
-        assert_eq!((i.namespace.as_str(), i.resource.as_str()), ("ns", "deployments"));
+        let i = parse(
+            Method::GET,
+            "/apis/apps/v1/namespaces/ns/deployments/d/scale",
+            None,
+        );
+        assert_eq!(
+            (i.api_group.as_str(), i.api_version.as_str()),
+            ("apps", "v1")
+        );
+        assert_eq!(
+            (i.namespace.as_str(), i.resource.as_str()),
+            ("ns", "deployments")
+        );
         assert_eq!((i.name.as_str(), i.subresource.as_str()), ("d", "scale"));
         let i = parse(Method::GET, "/api/v1/namespaces/kube-system", None);
-        assert_eq!((i.resource.as_str(), i.name.as_str()), ("namespaces", "kube-system"));
+        assert_eq!(
+            (i.resource.as_str(), i.name.as_str()),
+            ("namespaces", "kube-system")
+        );
     }
 }

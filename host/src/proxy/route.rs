@@ -27,13 +27,17 @@ pub enum PathError {
 
 /// Splits a raw (still percent-encoded) request path.
 pub fn split(path: &str) -> Result<ClusterPath<'_>, PathError> {
-    let after = path.strip_prefix("/clusters/").ok_or(PathError::NotClusterPath)?;
+    let after = path
+        .strip_prefix("/clusters/")
+        .ok_or(PathError::NotClusterPath)?;
     let (cluster, rest) = match after.find('/') {
         Some(i) => (&after[..i], &after[i..]),
         None => (after, "/"),
     };
     if cluster.contains('%') {
-        return Err(PathError::BadCluster("percent-encoding is not allowed in cluster names".into()));
+        return Err(PathError::BadCluster(
+            "percent-encoding is not allowed in cluster names".into(),
+        ));
     }
     validate_cluster_name(cluster).map_err(|e| PathError::BadCluster(e.to_string()))?;
     let lower = rest.to_ascii_lowercase();
@@ -56,20 +60,50 @@ mod tests {
 
     #[test]
     fn splits_cluster_and_rest() {
-        assert_eq!(split("/clusters/eu1/api/v1/pods").unwrap(), ClusterPath { cluster: "eu1", rest: "/api/v1/pods" });
-        assert_eq!(split("/clusters/eu1").unwrap(), ClusterPath { cluster: "eu1", rest: "/" });
+        assert_eq!(
+            split("/clusters/eu1/api/v1/pods").unwrap(),
+            ClusterPath {
+                cluster: "eu1",
+                rest: "/api/v1/pods"
+            }
+        );
+        assert_eq!(
+            split("/clusters/eu1").unwrap(),
+            ClusterPath {
+                cluster: "eu1",
+                rest: "/"
+            }
+        );
         assert_eq!(split("/clusters/eu1/").unwrap().rest, "/");
     }
 
     #[test]
     fn refuses_tricks() {
         assert_eq!(split("/api/v1/pods"), Err(PathError::NotClusterPath));
-        assert!(matches!(split("/clusters//api"), Err(PathError::BadCluster(_))));
-        assert!(matches!(split("/clusters/../api"), Err(PathError::BadCluster(_))));
-        assert!(matches!(split("/clusters/./api"), Err(PathError::BadCluster(_))));
-        assert!(matches!(split("/clusters/eu1%2Fapi/x"), Err(PathError::BadCluster(_))));
-        assert!(matches!(split("/clusters/EU1/api"), Err(PathError::BadCluster(_))));
-        assert_eq!(split("/clusters/eu1/api/%2e%2e/x"), Err(PathError::Traversal));
+        assert!(matches!(
+            split("/clusters//api"),
+            Err(PathError::BadCluster(_))
+        ));
+        assert!(matches!(
+            split("/clusters/../api"),
+            Err(PathError::BadCluster(_))
+        ));
+        assert!(matches!(
+            split("/clusters/./api"),
+            Err(PathError::BadCluster(_))
+        ));
+        assert!(matches!(
+            split("/clusters/eu1%2Fapi/x"),
+            Err(PathError::BadCluster(_))
+        ));
+        assert!(matches!(
+            split("/clusters/EU1/api"),
+            Err(PathError::BadCluster(_))
+        ));
+        assert_eq!(
+            split("/clusters/eu1/api/%2e%2e/x"),
+            Err(PathError::Traversal)
+        );
         assert_eq!(split("/clusters/eu1/../eu2/api"), Err(PathError::Traversal));
         assert_eq!(split("/clusters/eu1/api%2fv1"), Err(PathError::Traversal));
     }

@@ -53,8 +53,12 @@ impl Status {
 
     /// 404 NotFound for an unknown cluster.
     pub fn cluster_not_found(name: &str) -> Status {
-        Status::new(StatusCode::NOT_FOUND, "NotFound", format!("clusters \"{name}\" not found"))
-            .with_details(serde_json::json!({"name": name, "kind": "clusters"}))
+        Status::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("clusters \"{name}\" not found"),
+        )
+        .with_details(serde_json::json!({"name": name, "kind": "clusters"}))
     }
 
     /// 404 NotFound for a path outside `/clusters/<name>/`.
@@ -68,7 +72,11 @@ impl Status {
 
     /// 503 ServiceUnavailable.
     pub fn unavailable(message: impl Into<String>) -> Status {
-        Status::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message)
+        Status::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            message,
+        )
     }
 
     /// 504 Timeout, as kube-apiserver sends when a request runs out of time.
@@ -76,7 +84,10 @@ impl Status {
         Status::new(
             StatusCode::GATEWAY_TIMEOUT,
             "Timeout",
-            format!("Timeout: request did not complete within the hub's timeout of {}", humantime::format_duration(limit)),
+            format!(
+                "Timeout: request did not complete within the hub's timeout of {}",
+                humantime::format_duration(limit)
+            ),
         )
     }
 
@@ -99,8 +110,14 @@ impl Status {
         let mut resp = Response::new(full(format!("{}\n", self.to_json())));
         *resp.status_mut() = code;
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
         resp
     }
 }
@@ -121,7 +138,8 @@ mod tests {
     #[tokio::test]
     async fn body_ends_with_a_newline_like_kube_apiserver() {
         use http_body_util::BodyExt;
-        let resp = Status::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized").into_response();
+        let resp =
+            Status::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized").into_response();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body.len(), 129);
         assert!(body.ends_with(b"}\n"));
@@ -129,7 +147,8 @@ mod tests {
 
     #[test]
     fn not_found_names_the_cluster() {
-        let v: serde_json::Value = serde_json::from_str(&Status::cluster_not_found("eu1").to_json()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&Status::cluster_not_found("eu1").to_json()).unwrap();
         assert_eq!(v["code"], 404);
         assert_eq!(v["reason"], "NotFound");
         assert_eq!(v["details"]["name"], "eu1");

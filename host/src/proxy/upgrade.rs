@@ -94,5 +94,9 @@ where
 /// upgrade requests, which are small).
 pub async fn collect_limited(body: Body, limit: usize) -> Result<Bytes, String> {
     let limited = http_body_util::Limited::new(body, limit);
-    limited.collect().await.map(|c| c.to_bytes()).map_err(|e| e.to_string())
+    limited
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| e.to_string())
 }

@@ -40,7 +40,10 @@ enum DialError {
     #[error("reading the agent's TLS files: {0}")]
     Tls(#[from] tls::TlsError),
     #[error("connecting to {address}: {source}")]
-    Connect { address: String, source: std::io::Error },
+    Connect {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("TLS handshake with the hub: {0}")]
     Handshake(std::io::Error),
     #[error("timed out connecting to the hub")]
@@ -58,7 +61,13 @@ pub async fn run_agent_tunnels(
     for slot in 0..cfg.hub.connections {
         let span = tracing::info_span!("tunnel", slot, hub = %cfg.hub.address);
         loops.spawn(
-            tunnel_loop(cfg.clone(), forwarder.clone(), state.clone(), shutdown.clone()).instrument(span),
+            tunnel_loop(
+                cfg.clone(),
+                forwarder.clone(),
+                state.clone(),
+                shutdown.clone(),
+            )
+            .instrument(span),
         );
     }
     while loops.join_next().await.is_some() {}
@@ -73,7 +82,10 @@ async fn tunnel_loop(
     let mut backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max);
     // A tunnel that stayed up this long counts as healthy and resets the backoff; a
     // hub that refuses us right after the handshake keeps the delays growing.
-    let healthy_after = cfg.backoff_max.min(Duration::from_secs(5)).max(cfg.keepalive.interval);
+    let healthy_after = cfg
+        .backoff_max
+        .min(Duration::from_secs(5))
+        .max(cfg.keepalive.interval);
     while !shutdown.is_cancelled() {
         match dial(&cfg).await {
             Ok(tls) => {
@@ -91,7 +103,10 @@ async fn tunnel_loop(
             Err(e) => tracing::warn!(error = %e, "cannot reach the hub"),
         }
         let delay = backoff.next_delay();
-        tracing::debug!(delay_ms = delay.as_millis() as u64, "reconnecting after backoff");
+        tracing::debug!(
+            delay_ms = delay.as_millis() as u64,
+            "reconnecting after backoff"
+        );
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
@@ -112,7 +127,10 @@ async fn dial(cfg: &AgentConfig) -> Result<tokio_rustls::client::TlsStream<TcpSt
     let attempt = async {
         let tcp = TcpStream::connect(&hub.address)
             .await
-            .map_err(|source| DialError::Connect { address: hub.address.clone(), source })?;
+            .map_err(|source| DialError::Connect {
+                address: hub.address.clone(),
+                source,
+            })?;
         let _ = tcp.set_nodelay(true);
         TlsConnector::from(Arc::new(client))
             .connect(name, tcp)

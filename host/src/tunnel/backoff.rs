@@ -18,7 +18,11 @@ pub struct Backoff {
 impl Backoff {
     /// A backoff starting at `initial` and capped at `max`.
     pub fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff { initial, max: max.max(initial), attempt: 0 }
+        Backoff {
+            initial,
+            max: max.max(initial),
+            attempt: 0,
+        }
     }
 
     /// The ceiling for the next delay.

@@ -28,7 +28,11 @@ pub struct AgentListener {
 }
 
 /// Accepts agents until `shutdown` fires.
-pub async fn serve_agents(listener: TcpListener, agents: AgentListener, shutdown: CancellationToken) {
+pub async fn serve_agents(
+    listener: TcpListener,
+    agents: AgentListener,
+    shutdown: CancellationToken,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -51,7 +55,9 @@ pub async fn serve_agents(listener: TcpListener, agents: AgentListener, shutdown
 impl AgentListener {
     async fn handle(self, stream: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
         let _ = stream.set_nodelay(true);
-        let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream)).await {
+        let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream))
+            .await
+        {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 tracing::warn!(reason = %refusal_reason(&e), "agent refused");
@@ -99,7 +105,9 @@ impl AgentListener {
             }
         };
         let cancel = shutdown.child_token();
-        let id = self.pool.insert(&cluster, peer, fingerprint, sender, cancel.clone());
+        let id = self
+            .pool
+            .insert(&cluster, peer, fingerprint, sender, cancel.clone());
         tracing::Span::current().record("tunnel", id);
         tracing::info!(?version, %fingerprint, live = self.pool.live(&cluster), "agent connected");
         let reason = tokio::select! {
@@ -116,7 +124,9 @@ impl AgentListener {
 
 /// The handshake failure in words, unwrapping the registry verifier's own message.
 fn refusal_reason(e: &std::io::Error) -> String {
-    let rustls_error = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let rustls_error = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
     match rustls_error {
         Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) => {
             format!("invalid peer certificate: {}", other.0)

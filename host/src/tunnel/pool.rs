@@ -95,8 +95,15 @@ impl TunnelPool {
             fingerprint: fingerprint.to_string(),
             connected_at,
         };
-        let tunnel = Arc::new(Tunnel { info, sender, cancel });
-        self.lock().entry(cluster.to_string()).or_default().push(tunnel);
+        let tunnel = Arc::new(Tunnel {
+            info,
+            sender,
+            cancel,
+        });
+        self.lock()
+            .entry(cluster.to_string())
+            .or_default()
+            .push(tunnel);
         id
     }
 
@@ -121,8 +128,12 @@ impl TunnelPool {
 
     /// Every live tunnel, for admin views.
     pub fn snapshot(&self) -> Vec<TunnelInfo> {
-        let mut all: Vec<TunnelInfo> =
-            self.lock().values().flatten().map(|t| t.info.clone()).collect();
+        let mut all: Vec<TunnelInfo> = self
+            .lock()
+            .values()
+            .flatten()
+            .map(|t| t.info.clone())
+            .collect();
         all.sort_by_key(|t| t.id);
         all
     }
@@ -150,7 +161,9 @@ impl TunnelPool {
     /// Live tunnel ids of a cluster, starting at the next one in round-robin order.
     pub fn candidates(&self, cluster: &str) -> Vec<u64> {
         let map = self.lock();
-        let Some(list) = map.get(cluster) else { return Vec::new() };
+        let Some(list) = map.get(cluster) else {
+            return Vec::new();
+        };
         let live: Vec<u64> = list
             .iter()
             .filter(|t| !t.sender.is_closed() && !t.cancel.is_cancelled())
@@ -160,11 +173,19 @@ impl TunnelPool {
             return live;
         }
         let start = self.turn.fetch_add(1, Ordering::Relaxed) % live.len();
-        live[start..].iter().chain(&live[..start]).copied().collect()
+        live[start..]
+            .iter()
+            .chain(&live[..start])
+            .copied()
+            .collect()
     }
 
     fn get(&self, cluster: &str, id: u64) -> Option<Arc<Tunnel>> {
-        self.lock().get(cluster)?.iter().find(|t| t.info.id == id).cloned()
+        self.lock()
+            .get(cluster)?
+            .iter()
+            .find(|t| t.info.id == id)
+            .cloned()
     }
 
     /// Sends a request over the first tunnel in `order` that takes it. A tunnel that
@@ -177,7 +198,9 @@ impl TunnelPool {
         mut req: Request<Body>,
     ) -> Result<(u64, Response<Incoming>), SendError> {
         for &id in order {
-            let Some(tunnel) = self.get(cluster, id) else { continue };
+            let Some(tunnel) = self.get(cluster, id) else {
+                continue;
+            };
             let mut sender = tunnel.sender.clone();
             if sender.ready().await.is_err() {
                 continue;

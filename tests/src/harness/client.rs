@@ -13,7 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A rustls client config trusting exactly `ca_pem`.
-pub fn tls_config(ca_pem: &str, versions: &[&'static rustls::SupportedProtocolVersion]) -> rustls::ClientConfig {
+pub fn tls_config(
+    ca_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ClientConfig {
     let roots = hawser::tls::roots_from_pem("hub CA", ca_pem).unwrap();
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_protocol_versions(versions)
@@ -28,7 +31,11 @@ pub type FrontClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<
 /// A pooled HTTPS client trusting the hub CA.
 pub fn front_client(ca_pem: &str) -> FrontClient {
     let tls = tls_config(ca_pem, rustls::DEFAULT_VERSIONS);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
     Client::builder(TokioExecutor::new()).build(connector)
 }
 
@@ -46,20 +53,33 @@ pub struct Reply {
 impl Reply {
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 }
 
 /// Sends a request and reads the whole reply.
 pub async fn send(client: &FrontClient, req: Request<Full<Bytes>>) -> Reply {
-    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req)).await.expect("request timed out").expect("request failed");
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
-    Reply { status: parts.status, headers: parts.headers, body }
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 /// GET `https://127.0.0.1:PORT{path}` with extra headers.
-pub async fn get(client: &FrontClient, front: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+pub async fn get(
+    client: &FrontClient,
+    front: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
     let mut req = Request::get(format!("https://127.0.0.1:{}{path}", front.port()));
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -69,8 +89,14 @@ pub async fn get(client: &FrontClient, front: SocketAddr, path: &str, headers: &
 
 /// Writes raw bytes over TLS to the front listener and reads until the server
 /// closes or `timeout` passes; returns what came back.
-pub async fn raw_exchange(front: SocketAddr, ca_pem: &str, request: &[u8], timeout: Duration) -> String {
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(tls_config(ca_pem, rustls::DEFAULT_VERSIONS)));
+pub async fn raw_exchange(
+    front: SocketAddr,
+    ca_pem: &str,
+    request: &[u8],
+    timeout: Duration,
+) -> String {
+    let tls =
+        tokio_rustls::TlsConnector::from(Arc::new(tls_config(ca_pem, rustls::DEFAULT_VERSIONS)));
     let tcp = TcpStream::connect(front).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let mut stream = tls.connect(name, tcp).await.unwrap();
@@ -91,7 +117,10 @@ pub async fn plain_request(addr: SocketAddr, method: &str, path: &str) -> Option
     let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.ok()?;
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.ok()?.ok()?;
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .ok()?
+        .ok()?;
     let text = String::from_utf8_lossy(&out).into_owned();
     let (head, body) = text.split_once("\r\n\r\n")?;
     head.starts_with("HTTP/1.1 2").then(|| body.to_string())

@@ -16,7 +16,13 @@ pub struct Kubectl {
 
 impl Kubectl {
     /// Writes a kubeconfig whose server is `https://127.0.0.1:PORT/clusters/<cluster>`.
-    pub fn new(dir: &Path, front: std::net::SocketAddr, cluster: &str, ca_pem: &str, token: &str) -> Kubectl {
+    pub fn new(
+        dir: &Path,
+        front: std::net::SocketAddr,
+        cluster: &str,
+        ca_pem: &str,
+        token: &str,
+    ) -> Kubectl {
         let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
         let config = serde_json::json!({
             "apiVersion": "v1",
@@ -31,7 +37,10 @@ impl Kubectl {
         let kubeconfig = dir.join(format!("kubeconfig-{cluster}"));
         std::fs::write(&kubeconfig, serde_json::to_string_pretty(&config).unwrap()).unwrap();
         let cache_dir = dir.join(format!("kube-cache-{cluster}"));
-        Kubectl { kubeconfig, cache_dir }
+        Kubectl {
+            kubeconfig,
+            cache_dir,
+        }
     }
 
     /// A kubectl command with the kubeconfig and cache dir set.

@@ -19,7 +19,11 @@ pub fn hawser_bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let bin = target.join("debug/hawser");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p hawser` (scripts/test.sh does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p hawser` (scripts/test.sh does)",
+        bin.display()
+    );
     bin
 }
 

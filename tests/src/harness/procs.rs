@@ -21,10 +21,18 @@ impl Logs {
 
     /// Waits until the logs contain `needle`.
     pub async fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
-        eventually(timeout, || async { self.text().contains(needle).then_some(()) }).await.is_some()
+        eventually(timeout, || async {
+            self.text().contains(needle).then_some(())
+        })
+        .await
+        .is_some()
     }
 
-    fn follow(&self, stream: impl tokio::io::AsyncRead + Unpin + Send + 'static, echo: &'static str) {
+    fn follow(
+        &self,
+        stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+        echo: &'static str,
+    ) {
         let logs = self.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stream).lines();
@@ -83,13 +91,20 @@ pub struct HubProc {
 }
 
 fn announce_addr(v: &serde_json::Value, key: &str) -> SocketAddr {
-    v[key].as_str().unwrap_or_default().parse().unwrap_or_else(|_| panic!("no `{key}` in {v}"))
+    v[key]
+        .as_str()
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or_else(|_| panic!("no `{key}` in {v}"))
 }
 
 async fn spawn(args: &[&str]) -> (Child, serde_json::Value, Logs) {
     let mut child = Command::new(hawser_bin())
         .args(args)
-        .env("HAWSER_LOG", std::env::var("HAWSER_TEST_LOG").unwrap_or_else(|_| "info,hawser=debug".into()))
+        .env(
+            "HAWSER_LOG",
+            std::env::var("HAWSER_TEST_LOG").unwrap_or_else(|_| "info,hawser=debug".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -102,7 +117,10 @@ async fn spawn(args: &[&str]) -> (Child, serde_json::Value, Logs) {
     let line = tokio::time::timeout(Duration::from_secs(20), stdout.next_line()).await;
     let line = match line {
         Ok(Ok(Some(line))) => line,
-        other => panic!("hawser {args:?} did not announce its listeners: {other:?}\n{}", logs.text()),
+        other => panic!(
+            "hawser {args:?} did not announce its listeners: {other:?}\n{}",
+            logs.text()
+        ),
     };
     let v: serde_json::Value = serde_json::from_str(&line).expect("announce line is JSON");
     (child, v, logs)
@@ -147,7 +165,16 @@ impl HubProc {
     /// Registers a cluster; returns its bundle directory.
     pub async fn register(&self, name: &str) -> PathBuf {
         let out = self.dir.join(format!("bundle-{name}"));
-        let (ok, text) = self.cluster_cmd(&["register", name, "--region", "eu-west", "--zone", "eu-west-1a", "--out", out.to_str().unwrap()]);
+        let (ok, text) = self.cluster_cmd(&[
+            "register",
+            name,
+            "--region",
+            "eu-west",
+            "--zone",
+            "eu-west-1a",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
         assert!(ok, "register failed: {text}");
         self.wait_registered(name).await;
         out
@@ -158,10 +185,18 @@ impl HubProc {
         let client = super::client::front_client(&self.ca_pem());
         let path = format!("/clusters/{name}/version");
         let loaded = eventually(Duration::from_secs(10), || async {
-            (super::client::get(&client, self.front, &path, &[]).await.status != 404).then_some(())
+            (super::client::get(&client, self.front, &path, &[])
+                .await
+                .status
+                != 404)
+                .then_some(())
         })
         .await;
-        assert!(loaded.is_some(), "hub never picked up cluster {name}: {}", self.logs.text());
+        assert!(
+            loaded.is_some(),
+            "hub never picked up cluster {name}: {}",
+            self.logs.text()
+        );
     }
 
     /// The process id.
@@ -171,14 +206,21 @@ impl HubProc {
 
     /// Live tunnels as the hub's admin endpoint reports them.
     pub async fn tunnels(&self) -> Vec<serde_json::Value> {
-        let body = super::client::plain_get(self.admin, "/tunnels").await.unwrap_or_default();
+        let body = super::client::plain_get(self.admin, "/tunnels")
+            .await
+            .unwrap_or_default();
         serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap_or_default()
     }
 
     /// Waits until the hub has exactly `n` tunnels for `cluster`.
     pub async fn wait_tunnels(&self, cluster: &str, n: usize, timeout: Duration) -> bool {
         eventually(timeout, || async {
-            let count = self.tunnels().await.iter().filter(|t| t["cluster"] == cluster).count();
+            let count = self
+                .tunnels()
+                .await
+                .iter()
+                .filter(|t| t["cluster"] == cluster)
+                .count();
             (count == n).then_some(())
         })
         .await
@@ -200,7 +242,11 @@ pub fn cluster_cmd(config: &Path, args: &[&str]) -> (bool, String) {
         .arg(config)
         .output()
         .expect("run hawser cluster");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -227,7 +273,14 @@ pub struct AgentProc {
 
 /// Rewrites a bundle's agent.toml for a test: the hub address, the API server, and
 /// fast tunnel timings; `extra_tunnel` overrides `[tunnel]` lines.
-pub fn agent_config(bundle: &Path, name: &str, hub_tunnel: SocketAddr, api: &ApiTarget, connections: usize, tunnel: &str) -> PathBuf {
+pub fn agent_config(
+    bundle: &Path,
+    name: &str,
+    hub_tunnel: SocketAddr,
+    api: &ApiTarget,
+    connections: usize,
+    tunnel: &str,
+) -> PathBuf {
     let generated = std::fs::read_to_string(bundle.join("agent.toml")).unwrap();
     let dir = bundle.join(name);
     std::fs::create_dir_all(&dir).unwrap();
@@ -247,9 +300,17 @@ pub fn agent_config(bundle: &Path, name: &str, hub_tunnel: SocketAddr, api: &Api
         }
         match section.as_str() {
             "" => out.push_str(&format!("{line}\n")),
-            "[hub]" if t.starts_with("address") => out.push_str(&format!("address = \"{hub_tunnel}\"\n")),
-            "[hub]" if t.starts_with("connections") => out.push_str(&format!("connections = {connections}\n")),
-            "[hub]" if t.starts_with("ca_file") || t.starts_with("cert_file") || t.starts_with("key_file") => {
+            "[hub]" if t.starts_with("address") => {
+                out.push_str(&format!("address = \"{hub_tunnel}\"\n"))
+            }
+            "[hub]" if t.starts_with("connections") => {
+                out.push_str(&format!("connections = {connections}\n"))
+            }
+            "[hub]"
+                if t.starts_with("ca_file")
+                    || t.starts_with("cert_file")
+                    || t.starts_with("key_file") =>
+            {
                 let (k, v) = t.split_once('=').unwrap();
                 let file = v.split('#').next().unwrap().trim().trim_matches('"');
                 out.push_str(&format!("{} = \"../{file}\"\n", k.trim()));
@@ -275,7 +336,12 @@ impl AgentProc {
     /// Starts an agent from a config file.
     pub async fn start(config: &Path) -> AgentProc {
         let (child, v, logs) = spawn(&["agent", "--config", config.to_str().unwrap()]).await;
-        AgentProc { child, admin: announce_addr(&v, "admin"), logs, config: config.to_path_buf() }
+        AgentProc {
+            child,
+            admin: announce_addr(&v, "admin"),
+            logs,
+            config: config.to_path_buf(),
+        }
     }
 
     /// The process id.

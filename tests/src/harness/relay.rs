@@ -24,7 +24,9 @@ impl Relay {
         let f = frozen.clone();
         let task = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
-                let Ok(outbound) = TcpStream::connect(target).await else { continue };
+                let Ok(outbound) = TcpStream::connect(target).await else {
+                    continue;
+                };
                 let (ri, wi) = inbound.into_split();
                 let (ro, wo) = outbound.into_split();
                 tokio::spawn(pipe(ri, wo, f.clone()));
@@ -47,7 +49,11 @@ impl Drop for Relay {
     }
 }
 
-async fn pipe(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, frozen: Arc<AtomicBool>) {
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     let born_frozen = frozen.load(Ordering::SeqCst);
     loop {

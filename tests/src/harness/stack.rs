@@ -34,27 +34,49 @@ pub fn double_config() -> DoubleConfig {
     let mut cfg = DoubleConfig::default();
     cfg.tokens.insert(
         AGENT_TOKEN.into(),
-        UserInfo { username: AGENT_USER.into(), uid: "agent-uid".into(), groups: vec!["system:serviceaccounts".into()], extra: BTreeMap::new() },
+        UserInfo {
+            username: AGENT_USER.into(),
+            uid: "agent-uid".into(),
+            groups: vec!["system:serviceaccounts".into()],
+            extra: BTreeMap::new(),
+        },
     );
-    cfg.rules.push(Rule::allow_all(&format!("user:{AGENT_USER}")));
+    cfg.rules
+        .push(Rule::allow_all(&format!("user:{AGENT_USER}")));
     cfg
 }
 
 impl Stack {
     /// Starts the double, a hub, registers `eu1`, and starts `agents` agent
     /// processes with `connections` tunnels each.
-    pub async fn start(api: DoubleConfig, hub: HubOpts, agents: usize, connections: usize) -> Stack {
+    pub async fn start(
+        api: DoubleConfig,
+        hub: HubOpts,
+        agents: usize,
+        connections: usize,
+    ) -> Stack {
         let dir = tempfile::tempdir().unwrap();
-        let api = ApiServerDouble::start(api).await.expect("start apiserver double");
+        let api = ApiServerDouble::start(api)
+            .await
+            .expect("start apiserver double");
         let hub = HubProc::start(&dir.path().join("hub"), &hub).await;
         let bundle = hub.register(CLUSTER).await;
-        let mut stack = Stack { dir, api, hub, bundle, agents: Vec::new() };
+        let mut stack = Stack {
+            dir,
+            api,
+            hub,
+            bundle,
+            agents: Vec::new(),
+        };
         for _ in 0..agents {
             stack.add_agent(connections, FAST_TUNNEL).await;
         }
         if agents > 0 {
             assert!(
-                stack.hub.wait_tunnels(CLUSTER, agents * connections, Duration::from_secs(15)).await,
+                stack
+                    .hub
+                    .wait_tunnels(CLUSTER, agents * connections, Duration::from_secs(15))
+                    .await,
                 "agents did not connect: {}",
                 stack.hub.logs.text()
             );
@@ -64,13 +86,24 @@ impl Stack {
 
     /// Where agents reach the double.
     pub fn api_target(&self) -> ApiTarget {
-        ApiTarget { url: self.api.url(), ca_pem: self.api.ca_pem(), token: AGENT_TOKEN.into() }
+        ApiTarget {
+            url: self.api.url(),
+            ca_pem: self.api.ca_pem(),
+            token: AGENT_TOKEN.into(),
+        }
     }
 
     /// Starts one more agent replica.
     pub async fn add_agent(&mut self, connections: usize, tunnel: &str) -> &AgentProc {
         let name = format!("replica-{}", self.agents.len());
-        let cfg = agent_config(&self.bundle, &name, self.hub.tunnel, &self.api_target(), connections, tunnel);
+        let cfg = agent_config(
+            &self.bundle,
+            &name,
+            self.hub.tunnel,
+            &self.api_target(),
+            connections,
+            tunnel,
+        );
         self.agents.push(AgentProc::start(&cfg).await);
         self.agents.last().unwrap()
     }
