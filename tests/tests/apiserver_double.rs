@@ -476,28 +476,10 @@ async fn kubectl_exec_over_spdy() {
     .await;
 }
 
-/// An echo server answering in upper case (so direction is visible).
-async fn echo_server() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 || s.write_all(&buf[..n].to_ascii_uppercase()).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 async fn port_forward_roundtrip(env: &[(&str, &str)]) -> ApiServerDouble {
     let mut cfg = config();
-    cfg.port_targets.insert(8080, echo_server().await);
+    cfg.port_targets
+        .insert(8080, hawser_tests::harness::upper_echo_server().await);
     let api = start(cfg).await;
     let k = Kubectl::new(&api, ADMIN);
     let (mut child, mut lines) = k.spawn(&["port-forward", "pod/web-0", ":8080"], env);

@@ -201,27 +201,10 @@ async fn kubectl_exec_over_spdy() {
     );
 }
 
-async fn echo_server() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 || s.write_all(&buf[..n].to_ascii_uppercase()).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 async fn port_forward_roundtrip(env: &[(&str, &str)]) {
     let mut cfg = double_config();
-    cfg.port_targets.insert(8080, echo_server().await);
+    cfg.port_targets
+        .insert(8080, hawser_tests::harness::upper_echo_server().await);
     let (_s, k) = stack_with_pods(cfg).await;
     let mut child = k.spawn(&["port-forward", "pod/web-0", ":8080"], env);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

@@ -1,0 +1,640 @@
+//! The JWT credential plugin (`plugins/jwt-credential`) in the real host runtime,
+//! against real Hawser credentials: tokens come from `hawser::credential` (issue,
+//! rotate, revoke), and every decision is cross-checked against the host's built-in
+//! `Verifier`, so the plugin and the built-in check agree.
+
+mod plugin_support;
+
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+
+use hawser::credential::issue::{claims_for, issue_with};
+use hawser::credential::revocation::{revocations_path, RevocationList};
+use hawser::credential::{
+    self, sign, HubKeys, IssueRequest, Issued, IssuerKeys, KeySource, KeyState, Revocations,
+    Verifier, UNAUTHORIZED_BODY,
+};
+use hawser::plugin::testing::{self, request};
+use hawser::plugin::{
+    DenialKind, PluginHost, Principal, Rejection, ReloadOutcome, ReloadTrigger, Role,
+};
+use hawser::proxy::lifecycle;
+use plugin_support::Fixture;
+
+const ISSUER: &str = "hawser-hub";
+const PLUGIN: &str = "hawser-plugin-jwt-credential";
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// A hub's credential state: issuer keys and revocations in a temp dir, and the
+/// host's own verifier over them.
+struct Hub {
+    dir: tempfile::TempDir,
+    verifier: Verifier,
+}
+
+fn hub() -> Hub {
+    let dir = tempfile::tempdir().expect("tempdir");
+    IssuerKeys::load_or_create(dir.path()).expect("issuer keys");
+    let keys = HubKeys::open(IssuerKeys::manifest_path(dir.path())).expect("watch keys");
+    let revocations = Revocations::open(revocations_path(dir.path())).expect("revocations");
+    let verifier = Verifier::new(
+        KeySource::Issuer(Arc::new(keys)),
+        Arc::new(revocations),
+        ISSUER,
+    );
+    Hub { dir, verifier }
+}
+
+impl Hub {
+    fn state(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn keys(&self) -> IssuerKeys {
+        IssuerKeys::load(self.state()).expect("load issuer keys")
+    }
+
+    fn issue(&self, req: &IssueRequest) -> Issued {
+        credential::issue(self.state(), ISSUER, req).expect("issue")
+    }
+
+    /// A `[[stage]]` running the plugin with this hub's trust bundle (the keys that
+    /// still verify, retiring ones with their `retire_after`) and `config` lines.
+    fn stage(&self, instances: &str, config: &str) -> String {
+        let mut keys = String::new();
+        for r in self.keys().records() {
+            let public = STANDARD.encode(r.public_key);
+            match (r.state, r.retire_after) {
+                (KeyState::Retired, _) => {}
+                (_, Some(t)) => keys.push_str(&format!(
+                    "\"{}\" = {{ public_key = \"{public}\", retire_after = \"{}\" }}\n",
+                    r.kid,
+                    rfc3339(t)
+                )),
+                (_, None) => keys.push_str(&format!("\"{}\" = \"{public}\"\n", r.kid)),
+            }
+        }
+        format!(
+            "[[stage]]\nname = \"jwt\"\nkind = \"credential\"\nplugin = {:?}\n\
+             instances = \"{instances}\"\n\
+             [stage.config]\nissuer = \"{ISSUER}\"\n{config}\n[stage.config.keys]\n{keys}",
+            testing::plugin(PLUGIN).display().to_string()
+        )
+    }
+
+    /// Whether the host's built-in verifier accepts `authorization` for `cluster`.
+    fn host_accepts(&self, authorization: &str, cluster: &str) -> bool {
+        self.verifier
+            .reload_if_changed()
+            .expect("reload credential files");
+        self.verifier
+            .check(authorization)
+            .is_ok_and(|id| cluster.is_empty() || id.allows_cluster(cluster))
+    }
+}
+
+fn access(user: &str, clusters: &[&str]) -> IssueRequest {
+    IssueRequest {
+        user: user.into(),
+        groups: vec!["dev".into(), "ops".into()],
+        extra: vec![
+            ("scopes".into(), "read".into()),
+            ("scopes".into(), "write".into()),
+            ("team".into(), "blue".into()),
+        ],
+        clusters: clusters.iter().map(|c| c.to_string()).collect(),
+        ttl: HOUR,
+        uid: Some("1001".into()),
+        ..IssueRequest::default()
+    }
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+async fn check(
+    host: &PluginHost,
+    authorization: &str,
+    cluster: &str,
+) -> Result<Option<Principal>, Rejection> {
+    let mut req = request("/api/v1/pods", &[("authorization", authorization)]);
+    req.cluster = cluster.into();
+    host.chain().check_credential(&req).await
+}
+
+/// The response the proxy sends for `rejection`: status and body bytes.
+async fn response(rejection: Rejection) -> (u16, String) {
+    let resp = lifecycle::Denial::from(rejection).into_response();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        String::from_utf8(body.to_vec()).expect("utf-8 body"),
+    )
+}
+
+/// A refusal by the jwt stage with kube-apiserver's exact 401.
+async fn assert_unauthorized(what: &str, out: Result<Option<Principal>, Rejection>) {
+    let rejection = match out {
+        Err(r @ Rejection::Denied { .. }) => r,
+        other => panic!("{what}: expected a 401 denial, got {other:?}"),
+    };
+    let Rejection::Denied { stage, denial } = &rejection else {
+        unreachable!()
+    };
+    assert_eq!(
+        (stage.as_str(), denial.kind, denial.message.as_str()),
+        ("jwt", DenialKind::Unauthorized, "Unauthorized"),
+        "{what}"
+    );
+    assert_eq!(
+        response(rejection).await,
+        (401, UNAUTHORIZED_BODY.to_string()),
+        "{what}"
+    );
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
+    let t = time::OffsetDateTime::from_unix_timestamp(secs as i64).expect("in range");
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |x: u8| k.iter().map(|b| b ^ x).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .to_vec()
+}
+
+/// The three base64url parts of a token.
+fn parts(token: &str) -> (String, String, String) {
+    let v: Vec<&str> = token.split('.').collect();
+    assert_eq!(v.len(), 3, "a JWS compact token");
+    (v[0].into(), v[1].into(), v[2].into())
+}
+
+/// Everything the host logs during this test binary, at debug level for Hawser.
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("hawser=debug"))
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+        buf
+    })
+    .clone()
+}
+
+fn logs_text() -> String {
+    String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned()
+}
+
+#[tokio::test]
+async fn a_valid_access_token_is_the_principal_with_groups_and_extra() {
+    let hub = hub();
+    let fx = Fixture::new(&hub.stage("fresh", ""));
+    let host = fx.host().await;
+    let issued = hub.issue(&access("alice@example.com", &["eu1", "us2"]));
+    let auth = bearer(issued.token.expose());
+
+    for cluster in ["eu1", "us2", ""] {
+        let who = check(&host, &auth, cluster)
+            .await
+            .unwrap_or_else(|r| panic!("{cluster:?}: {r}"))
+            .expect("a principal");
+        assert_eq!(who.user, "alice@example.com");
+        assert_eq!(who.uid, "1001");
+        assert_eq!(who.groups, ["dev", "ops"]);
+        let extra: Vec<(&str, Vec<&str>)> = who
+            .extra
+            .iter()
+            .map(|e| {
+                (
+                    e.key.as_str(),
+                    e.values.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            extra,
+            [("scopes", vec!["read", "write"]), ("team", vec!["blue"])]
+        );
+        assert!(hub.host_accepts(&auth, cluster));
+    }
+    let stages = host.chain().stages();
+    assert_eq!(stages[0].plugin_name, PLUGIN);
+}
+
+#[tokio::test]
+async fn every_invalid_credential_gets_kube_apiservers_exact_401() {
+    captured_logs(); // installs the capturing subscriber
+    let hub = hub();
+    let other = self::hub(); // another issuer key
+    let fx = Fixture::new(&hub.stage("reuse", ""));
+    let host = fx.host().await;
+    let keys = hub.keys();
+    let now = SystemTime::now();
+    let req = access("alice@example.com", &["eu1"]);
+    let valid = hub.issue(&req).token.expose().to_string();
+    let (h, p, s) = parts(&valid);
+    let kid = keys.signing_key().kid().to_string();
+    let header = |alg: &str| {
+        URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT","kid":"{kid}"}}"#))
+    };
+
+    // Another issuer key: its token, and its signature under this hub's kid.
+    let foreign = other.issue(&req).token.expose().to_string();
+    let (_, fp, fs) = parts(&foreign);
+    // The payload changed after signing.
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&p).unwrap()).unwrap();
+    claims["groups"] = serde_json::json!(["dev", "system:masters"]);
+    let tampered = URL_SAFE_NO_PAD.encode(claims.to_string());
+    // HS256 keyed with the public key (the classic algorithm-confusion forgery).
+    let hs_signed = format!("{}.{p}", header("HS256"));
+    let hs_sig = hmac_sha256(&keys.signing_key().public_key(), hs_signed.as_bytes());
+    let hs256 = format!("{hs_signed}.{}", URL_SAFE_NO_PAD.encode(hs_sig));
+    // Claims the issuer would not mint, signed with the real key.
+    let mut wrong_aud = claims_for(ISSUER, &req, now).unwrap();
+    wrong_aud.aud = vec!["kubernetes".into()];
+    let mut oversized = claims_for(ISSUER, &req, now).unwrap();
+    oversized.groups = (0..400).map(|i| format!("group-number-{i:04}")).collect();
+    let oversized = sign(&oversized, keys.signing_key());
+    assert!(oversized.expose().len() > 8 * 1024);
+
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "expired",
+            bearer(
+                issue_with(&keys, ISSUER, &req, now - 2 * HOUR)
+                    .unwrap()
+                    .token
+                    .expose(),
+            ),
+        ),
+        (
+            "not yet valid",
+            bearer(
+                issue_with(&keys, ISSUER, &req, now + 2 * HOUR)
+                    .unwrap()
+                    .token
+                    .expose(),
+            ),
+        ),
+        ("signed by another key", bearer(&format!("{h}.{fp}.{fs}"))),
+        ("payload tampered", bearer(&format!("{h}.{tampered}.{s}"))),
+        ("unknown kid", bearer(&foreign)),
+        ("alg none", bearer(&format!("{}.{p}.", header("none")))),
+        (
+            "alg none, signature kept",
+            bearer(&format!("{}.{p}.{s}", header("none"))),
+        ),
+        ("alg HS256", bearer(&hs256)),
+        (
+            "refresh token",
+            bearer(
+                hub.issue(&IssueRequest {
+                    exec: true,
+                    ..req.clone()
+                })
+                .token
+                .expose(),
+            ),
+        ),
+        (
+            "another issuer",
+            bearer(
+                issue_with(&keys, "another-hub", &req, now)
+                    .unwrap()
+                    .token
+                    .expose(),
+            ),
+        ),
+        (
+            "wrong audience",
+            bearer(sign(&wrong_aud, keys.signing_key()).expose()),
+        ),
+        ("larger than 8 KiB", bearer(oversized.expose())),
+        ("two parts", bearer(&format!("{h}.{p}"))),
+        ("four parts", bearer(&format!("{valid}.{s}"))),
+        ("not a JWT", "Bearer s3cret".into()),
+        ("no token", "Bearer".into()),
+        ("basic auth", "Basic YWxpY2U6cGFzc3dvcmQ=".into()),
+    ];
+    for (what, auth) in &cases {
+        assert!(!hub.host_accepts(auth, "eu1"), "host accepts {what}");
+        assert_unauthorized(what, check(&host, auth, "eu1").await).await;
+    }
+    // The valid token itself passes: the cases fail for what they change.
+    assert!(check(&host, &bearer(&valid), "eu1")
+        .await
+        .unwrap()
+        .is_some());
+
+    // Refusals are logged with their reason only, never the token.
+    let text = logs_text();
+    for reason in [
+        "credential expired",
+        "credential not valid yet",
+        "credential signature does not verify",
+        "credential signed by an unknown or retired key",
+        "credential algorithm is not EdDSA",
+        "not an access credential",
+        "credential issued by another issuer",
+        "credential not meant for hawser",
+        "credential larger than 8192 bytes",
+    ] {
+        assert!(
+            text.contains(&format!("credential refused: {reason}")),
+            "no log line for {reason:?}"
+        );
+    }
+    for (what, auth) in &cases {
+        for part in auth.split(['.', ' ']).filter(|x| x.len() >= 16) {
+            assert!(!text.contains(part), "{what}: a token part was logged");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_takes_effect_on_chain_reload_without_a_restart() {
+    let hub = hub();
+    let fx = Fixture::new(&hub.stage("reuse", ""));
+    let host = fx.host().await;
+    let req = access("alice@example.com", &["eu1"]);
+    let revoked = hub.issue(&req);
+    let kept = hub.issue(&req);
+    // An access token the refresh endpoint minted from a refresh credential (`rid`).
+    let refresh = hub.issue(&IssueRequest {
+        exec: true,
+        ..req.clone()
+    });
+    let mut minted = claims_for(ISSUER, &req, SystemTime::now()).unwrap();
+    minted.rid = Some(refresh.id.clone());
+    let minted = sign(&minted, hub.keys().signing_key());
+
+    let tokens = [
+        ("revoked", bearer(revoked.token.expose())),
+        ("kept", bearer(kept.token.expose())),
+        ("minted", bearer(minted.expose())),
+    ];
+    for (what, auth) in &tokens {
+        assert!(check(&host, auth, "eu1").await.unwrap().is_some(), "{what}");
+    }
+
+    credential::revoke(hub.state(), &revoked.id, Some(revoked.expires_at)).unwrap();
+    credential::revoke(hub.state(), &refresh.id, Some(refresh.expires_at)).unwrap();
+    // The plugin's list is its config: nothing changes until the chain reloads.
+    assert!(check(&host, &tokens[0].1, "eu1").await.unwrap().is_some());
+
+    let ids: Vec<String> = RevocationList::load(&revocations_path(hub.state()))
+        .unwrap()
+        .entries()
+        .iter()
+        .map(|e| e.id.clone())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    fx.write(&hub.stage("reuse", &format!("revoked = {ids:?}")));
+    assert_eq!(
+        host.reload(ReloadTrigger::Admin).await.unwrap(),
+        ReloadOutcome::Swapped(2)
+    );
+    assert_unauthorized("revoked jti", check(&host, &tokens[0].1, "eu1").await).await;
+    assert_unauthorized(
+        "minted from a revoked refresh credential",
+        check(&host, &tokens[2].1, "eu1").await,
+    )
+    .await;
+    assert!(check(&host, &tokens[1].1, "eu1").await.unwrap().is_some());
+    for (what, auth) in &tokens {
+        assert_eq!(
+            hub.host_accepts(auth, "eu1"),
+            *what == "kept",
+            "host and plugin disagree on {what}"
+        );
+    }
+
+    // A broken list is refused on reload and the revocations in force stay.
+    fx.write(&hub.stage("reuse", r#"revoked = ["not-a-credential-id"]"#));
+    let err = host.reload(ReloadTrigger::Admin).await.unwrap_err();
+    assert!(err.to_string().contains("revoked[0]"), "{err}");
+    assert_eq!(host.chain().generation(), 2);
+    assert_unauthorized("still revoked", check(&host, &tokens[0].1, "eu1").await).await;
+}
+
+#[tokio::test]
+async fn a_valid_token_for_a_cluster_it_does_not_allow_is_forbidden() {
+    let hub = hub();
+    let token = hub.issue(&access("alice@example.com", &["eu1"]));
+    let auth = bearer(token.token.expose());
+
+    // Hub: no `cluster` in the config; the request's target cluster is checked.
+    let fx = Fixture::new(&hub.stage("fresh", ""));
+    let host = fx.host().await;
+    assert!(check(&host, &auth, "eu1").await.unwrap().is_some());
+    let r = check(&host, &auth, "us2").await.unwrap_err();
+    assert!(!hub.host_accepts(&auth, "us2"));
+    match &r {
+        Rejection::Denied { stage, denial } => {
+            assert_eq!(
+                (stage.as_str(), denial.kind),
+                ("jwt", DenialKind::Forbidden)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let (status, body) = response(r).await;
+    assert_eq!(status, 403);
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (body["reason"].as_str(), body["code"].as_u64()),
+        (Some("Forbidden"), Some(403))
+    );
+    assert_eq!(
+        body["message"].as_str(),
+        Some(
+            "clusters \"us2\" is forbidden: User \"alice@example.com\" cannot access cluster \
+             \"us2\": the credential does not allow this cluster"
+        )
+    );
+    // An invalid token is still a plain 401, whatever cluster it asks for.
+    let expired = issue_with(
+        &hub.keys(),
+        ISSUER,
+        &access("alice@example.com", &["eu1"]),
+        SystemTime::now() - 2 * HOUR,
+    )
+    .unwrap();
+    assert_unauthorized(
+        "expired, other cluster",
+        check(&host, &bearer(expired.token.expose()), "us2").await,
+    )
+    .await;
+
+    // Agent: its own cluster name in the config.
+    for (cluster, allowed) in [("eu1", true), ("us2", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plugins-agent.toml");
+        let text = format!(
+            "{}\n{}",
+            plugin_support::header().replace("role = \"hub\"", "role = \"agent\""),
+            hub.stage("fresh", &format!("cluster = \"{cluster}\""))
+        );
+        std::fs::write(&file, text).unwrap();
+        let agent = PluginHost::load(&file, Role::Agent)
+            .await
+            .unwrap_or_else(|e| panic!("agent chain: {e}"));
+        let mut req = request("/api/v1/pods", &[("authorization", &auth)]);
+        req.role = Role::Agent;
+        req.cluster = cluster.into();
+        let out = agent.chain().check_credential(&req).await;
+        if allowed {
+            assert_eq!(out.unwrap().unwrap().user, "alice@example.com");
+        } else {
+            assert_eq!(out.unwrap_err().http_status(), 403, "agent of {cluster}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_credential_header_abstains_for_the_next_stage() {
+    let hub = hub();
+    let token = hub.issue(&access("alice@example.com", &["eu1"]));
+    let auth = bearer(token.token.expose());
+
+    // Alone: the host answers 401 when every stage abstains.
+    let fx = Fixture::new(&hub.stage("fresh", ""));
+    let host = fx.host().await;
+    let none = host
+        .chain()
+        .check_credential(&request("/api/v1/pods", &[]))
+        .await
+        .unwrap_err();
+    match &none {
+        Rejection::Denied { stage, denial } => assert_eq!(
+            (stage.as_str(), denial.kind, denial.message.as_str()),
+            (
+                "host",
+                DenialKind::Unauthorized,
+                "Unauthorized: no credential stage accepted the request"
+            )
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(none.http_status(), 401);
+
+    // Followed by a static-token stage on another header: that one decides.
+    let chain = format!(
+        "{}\n[[stage]]\nname = \"static\"\nkind = \"credential\"\nplugin = \"{{tokens}}\"\n\
+         [stage.config]\nheader = \"x-static-token\"\n\
+         [stage.config.tokens.s3cret]\nuser = \"robot\"\n",
+        hub.stage("fresh", "")
+    );
+    let fx = Fixture::new(&chain);
+    let host = fx.host().await;
+    let with = |headers: &[(&str, &str)]| request("/api/v1/pods", headers);
+    let robot = host
+        .chain()
+        .check_credential(&with(&[("x-static-token", "s3cret")]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(robot.user, "robot");
+    // A JWT is decided by the JWT stage, first in the chain.
+    let alice = host
+        .chain()
+        .check_credential(&with(&[
+            ("authorization", &auth),
+            ("x-static-token", "s3cret"),
+        ]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(alice.user, "alice@example.com");
+    // A presented but invalid JWT is refused, not passed on.
+    assert_unauthorized(
+        "invalid JWT with a static token",
+        host.chain()
+            .check_credential(&with(&[
+                ("authorization", "Bearer forged"),
+                ("x-static-token", "s3cret"),
+            ]))
+            .await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn rotated_keys_verify_until_retire_after() {
+    // Rotation with an overlap: tokens from the old key and the new both verify.
+    let hub = hub();
+    let req = access("alice@example.com", &["eu1"]);
+    let old = bearer(hub.issue(&req).token.expose());
+    hub.keys().rotate(HOUR).unwrap();
+    let new = bearer(hub.issue(&req).token.expose());
+    let fx = Fixture::new(&hub.stage("fresh", ""));
+    let text = std::fs::read_to_string(&fx.file).unwrap();
+    assert!(text.contains("retire_after"), "{text}");
+    let host = fx.host().await;
+    for (what, auth) in [("old key", &old), ("new key", &new)] {
+        assert!(check(&host, auth, "eu1").await.unwrap().is_some(), "{what}");
+        assert!(hub.host_accepts(auth, "eu1"), "{what}");
+    }
+
+    // A retiring key past its retire_after verifies nothing, even if still listed.
+    let hub = self::hub();
+    let old = bearer(hub.issue(&req).token.expose());
+    hub.keys()
+        .rotate_at(Duration::ZERO, SystemTime::now() - HOUR)
+        .unwrap();
+    let new = bearer(hub.issue(&req).token.expose());
+    let fx = Fixture::new(&hub.stage("fresh", ""));
+    let host = fx.host().await;
+    assert!(!hub.host_accepts(&old, "eu1"));
+    assert_unauthorized("retired key", check(&host, &old, "eu1").await).await;
+    assert!(check(&host, &new, "eu1").await.unwrap().is_some());
+}
