@@ -8,7 +8,8 @@
 //! keep_groups = true             # pass the principal's groups through
 //! add_groups = ["hawser:users"]  # added to every identity
 //! deny_users = ["guest"]         # these principals are refused (403)
-//! extra = { "hawser.io/via" = ["hub"] }
+//! keep_extra = true             # pass the principal's extra attributes through
+//! extra = { "hawser.io/via" = ["hub"] }  # added (values appended to kept keys)
 //! ```
 //!
 //! The host still checks the result against the stage's `[stage.policy]`, so a mapping
@@ -27,6 +28,7 @@ struct Cfg {
     user_prefix: String,
     group_prefix: String,
     keep_groups: bool,
+    keep_extra: bool,
     add_groups: Vec<String>,
     deny_users: Vec<String>,
     extra: BTreeMap<String, Vec<String>>,
@@ -59,17 +61,28 @@ impl Impersonation for Impersonate {
             Vec::new()
         };
         groups.extend(c.add_groups.iter().cloned());
+        let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if c.keep_extra {
+            for e in &who.extra {
+                extra
+                    .entry(e.key.clone())
+                    .or_default()
+                    .extend(e.values.iter().cloned());
+            }
+        }
+        for (k, v) in &c.extra {
+            extra
+                .entry(k.clone())
+                .or_default()
+                .extend(v.iter().cloned());
+        }
         Ok(Some(Principal {
             user: format!("{}{}", c.user_prefix, who.user),
             uid: who.uid.clone(),
             groups,
-            extra: c
-                .extra
-                .iter()
-                .map(|(k, v)| Extra {
-                    key: k.clone(),
-                    values: v.clone(),
-                })
+            extra: extra
+                .into_iter()
+                .map(|(key, values)| Extra { key, values })
                 .collect(),
         }))
     }

@@ -1,0 +1,268 @@
+//! Identity end to end with the real kubectl: a kubeconfig written by
+//! `hawser credential issue`, the JWT credential plugin at hub and agent, the
+//! impersonation plugin at the agent, and the kube-apiserver double checking it all.
+
+use base64::{engine::general_purpose::STANDARD, Engine};
+use hawser::credential::{self, IssueRequest, IssuerKeys, KeyState};
+use hawser::plugin::testing::plugin_path;
+use hawser_tests::apiserver::{Rule, UserInfo};
+use hawser_tests::harness::hawser_bin;
+use hawser_tests::harness::kubectl::Kubectl;
+use hawser_tests::harness::procs::{agent_config, AgentProc, HubOpts, HubProc, FAST_TUNNEL};
+use hawser_tests::harness::stack::{double_config, Stack, CLUSTER};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+fn wasm(name: &str) -> String {
+    plugin_path(&format!("hawser_plugin_{}", name.replace('-', "_")))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .display()
+        .to_string()
+}
+
+/// The JWT stage with the hub's current public keys and revoked ids.
+fn jwt_stage(state: &Path, extra: &str, revoked: &[String]) -> String {
+    let mut keys = String::new();
+    for r in IssuerKeys::load(state).unwrap().records() {
+        if r.state != KeyState::Retired {
+            keys.push_str(&format!(
+                "\"{}\" = \"{}\"\n",
+                r.kid,
+                STANDARD.encode(r.public_key)
+            ));
+        }
+    }
+    format!(
+        "[[stage]]\nname = \"jwt\"\nkind = \"credential\"\nplugin = \"{}\"\ninstances = \"reuse\"\n[stage.config]\nissuer = \"hawser-hub\"\nrevoked = {revoked:?}\n{extra}\n[stage.config.keys]\n{keys}",
+        wasm("jwt-credential")
+    )
+}
+
+fn cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(hawser_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn issued_id(stderr: &str) -> String {
+    stderr
+        .split("issued credential ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_with_issued_credentials_through_hub_and_agent() {
+    let mut api = double_config();
+    api.rules.push(Rule::allow_all("group:devs"));
+    let mut s = Stack::start(api, HubOpts::default(), 0, 1).await;
+    let (d, state) = (s.dir.path().to_path_buf(), s.hub.dir.join("state"));
+    let cfg = s.hub.config();
+    let cfg = cfg.to_str().unwrap();
+    let hub_url = format!("https://127.0.0.1:{}", s.hub.front.port());
+
+    // Credentials from the CLI: alice may reach eu1; bob only another cluster;
+    // carol is revoked. Their kubeconfigs come straight from `credential issue`.
+    let kc = |name: &str| d.join(format!("{name}.kubeconfig"));
+    let issue = |user: &str, cluster: &str| {
+        let path = kc(user);
+        cli(&[
+            "credential",
+            "issue",
+            "-c",
+            cfg,
+            "--user",
+            user,
+            "--group",
+            "devs",
+            "--extra",
+            "acme.com/team=blue",
+            "--cluster",
+            cluster,
+            "--ttl",
+            "1h",
+            "--kubeconfig",
+            path.to_str().unwrap(),
+            "--hub-url",
+            &hub_url,
+        ])
+    };
+    issue("alice", CLUSTER);
+    issue("bob", "us2");
+    let carol = issued_id(&issue("carol", CLUSTER));
+    cli(&["credential", "revoke", "-c", cfg, &carol]);
+    // An expired credential (issued an hour and a half ago for one hour).
+    let keys = IssuerKeys::load(&state).unwrap();
+    let old = SystemTime::now() - Duration::from_secs(5400);
+    let req = IssueRequest {
+        user: "dave".into(),
+        groups: vec!["devs".into()],
+        clusters: vec![CLUSTER.into()],
+        ttl: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let expired = credential::issue::issue_with(&keys, "hawser-hub", &req, old).unwrap();
+    // A forged one: right shape and claims, signed by a key the hub never issued.
+    let other = tempfile::tempdir().unwrap();
+    let forged = credential::issue(
+        other.path(),
+        "hawser-hub",
+        &IssueRequest {
+            user: "mallory".into(),
+            groups: vec!["devs".into()],
+            clusters: vec![CLUSTER.into()],
+            ttl: Duration::from_secs(3600),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+
+    // Restart the hub with the JWT stage (same ports), start the agent with the JWT
+    // stage bound to its cluster plus the impersonation stage.
+    let hub_chain = d.join("hub-chain.toml");
+    std::fs::write(
+        &hub_chain,
+        format!(
+            "role = \"hub\"\n{}",
+            jwt_stage(&state, "", &[carol.clone()])
+        ),
+    )
+    .unwrap();
+    let agent_chain = d.join("agent-chain.toml");
+    std::fs::write(
+        &agent_chain,
+        format!(
+            "role = \"agent\"\n{}\n[[stage]]\nname = \"impersonate\"\nkind = \"impersonation\"\nplugin = \"{}\"\n[stage.policy]\nallow_extra = [\"*\"]\n[stage.config]\nkeep_groups = true\nkeep_extra = true\n",
+            jwt_stage(&state, &format!("cluster = \"{CLUSTER}\""), &[carol.clone()]),
+            wasm("impersonate")
+        ),
+    )
+    .unwrap();
+    let opts = HubOpts {
+        tunnel: s.hub.tunnel.to_string(),
+        front: s.hub.front.to_string(),
+        top_extra: format!("plugins = \"{}\"\n", hub_chain.display()),
+        ..HubOpts::default()
+    };
+    s.hub.kill().await;
+    let dir = s.hub.dir.clone();
+    s.hub = HubProc::start(&dir, &opts).await;
+    let agent_cfg = agent_config(
+        &s.bundle,
+        "jwt",
+        s.hub.tunnel,
+        &s.api_target(),
+        1,
+        FAST_TUNNEL,
+    );
+    let text = std::fs::read_to_string(&agent_cfg).unwrap();
+    std::fs::write(
+        &agent_cfg,
+        format!("plugins = \"{}\"\n{text}", agent_chain.display()),
+    )
+    .unwrap();
+    s.agents.push(AgentProc::start(&agent_cfg).await);
+    assert!(
+        s.hub
+            .wait_tunnels(CLUSTER, 1, Duration::from_secs(15))
+            .await,
+        "{}",
+        s.hub.logs.text()
+    );
+
+    // alice: allowed; the API server sees exactly the impersonation headers.
+    let alice = Kubectl {
+        kubeconfig: kc("alice"),
+        cache_dir: d.join("cache-alice"),
+    };
+    s.api.add_pod("default", "web-0");
+    let (code, out, err) = alice.run(&["get", "pods"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("web-0"), "{out}");
+    let seen = s
+        .api
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/api/v1/namespaces/default/pods")
+        .unwrap();
+    assert_eq!(seen.header_values("impersonate-user"), vec!["alice"]);
+    assert_eq!(seen.header_values("impersonate-group"), vec!["devs"]);
+    assert_eq!(
+        seen.header_values("impersonate-extra-acme.com%2fteam"),
+        vec!["blue"]
+    );
+    assert_eq!(
+        seen.header_values("authorization"),
+        vec![format!(
+            "Bearer {}",
+            hawser_tests::harness::stack::AGENT_TOKEN
+        )]
+    );
+    let effective: Option<UserInfo> = seen.user.clone();
+    assert_eq!(effective.map(|u| u.username), Some("alice".to_string()));
+
+    // bob: valid credential, wrong cluster: Forbidden.
+    let bob = Kubectl {
+        kubeconfig: kc("bob"),
+        cache_dir: d.join("cache-bob"),
+    };
+    // bob's kubeconfig names only us2; point a copy at eu1.
+    let text = std::fs::read_to_string(&bob.kubeconfig)
+        .unwrap()
+        .replace("/clusters/us2", &format!("/clusters/{CLUSTER}"));
+    std::fs::write(&bob.kubeconfig, text).unwrap();
+    let (code, _, err) = bob.run(&["get", "pods"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("Forbidden"), "{err}");
+
+    // carol (revoked), dave (expired), mallory (forged): Unauthorized, as kube-apiserver says it.
+    for (name, token) in [
+        ("carol", None),
+        ("dave", Some(expired.token.expose().to_string())),
+        ("mallory", Some(forged.token.expose().to_string())),
+    ] {
+        let k = match token {
+            None => Kubectl {
+                kubeconfig: kc(name),
+                cache_dir: d.join(format!("cache-{name}")),
+            },
+            Some(t) => Kubectl::new(&d, s.hub.front, CLUSTER, &s.hub.ca_pem(), &t),
+        };
+        let (code, _, err) = k.run(&["get", "pods"]).await;
+        assert_ne!(code, 0, "{name} got through");
+        assert!(
+            err.contains("You must be logged in to the server"),
+            "{name}: {err}"
+        );
+    }
+    let reached: Vec<_> = s
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.header("impersonate-user").is_some_and(|u| u != "alice"))
+        .collect();
+    assert!(
+        reached.is_empty(),
+        "refused identities reached the API server: {reached:?}"
+    );
+
+    // kubectl --as is a client impersonation request: no policy grants it yet, so the
+    // hub strips it and alice stays alice.
+    let (code, _, err) = alice.run(&["get", "pods", "--as", "system:admin"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(s.api.requests().iter().all(|r| r
+        .header_values("impersonate-user")
+        .iter()
+        .all(|u| u != "system:admin")));
+}
