@@ -84,7 +84,7 @@ pub async fn start(
     )?;
     let upstream = Upstream::new(&cfg.apiserver)?;
     let plugins = pipeline.plugins().cloned();
-    let forwarder = Forwarder::new(cfg.cluster.clone(), upstream, pipeline);
+    let forwarder = Forwarder::new(cfg.cluster.clone(), upstream, pipeline, cfg.access.clone());
     let state = Arc::new(AgentTunnelState::default());
     let mut tasks = JoinSet::new();
     let admin_addr = match cfg.admin_listen {

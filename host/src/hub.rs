@@ -128,6 +128,7 @@ pub async fn start(
         cfg: cfg.front.clone(),
         pipeline,
         refresher: Some(refresher),
+        access: cfg.access.clone(),
     });
     tasks.spawn(
         serve_front(

@@ -12,6 +12,7 @@
 //! - [`plugin`]: the WebAssembly stage runtime.
 #![deny(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod agent;
 pub mod audit;

@@ -20,9 +20,6 @@ async fn request_reaches_the_api_server_with_the_agents_credential_only() {
         &s.path("/api/v1/namespaces/default/pods"),
         &[
             ("authorization", "Bearer user-token"),
-            ("impersonate-user", "system:admin"),
-            ("impersonate-group", "system:masters"),
-            ("impersonate-extra-scopes", "all"),
             ("x-remote-user", "root"),
             ("x-remote-group", "system:masters"),
             ("x-hawser-tunnel-upgrade", "websocket"),
@@ -83,6 +80,27 @@ async fn request_reaches_the_api_server_with_the_agents_credential_only() {
         "Audit-ID set by the hub and returned"
     );
     assert_eq!(req.query, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_impersonation_without_an_access_policy_is_refused() {
+    let s = stack().await;
+    let client = front_client(&s.hub.ca_pem());
+    let pods = s.path("/api/v1/namespaces/default/pods");
+    for header in [
+        "impersonate-user",
+        "impersonate-group",
+        "impersonate-uid",
+        "impersonate-extra-scopes",
+    ] {
+        let r = get(&client, s.hub.front, &pods, &[(header, "system:admin")]).await;
+        assert_eq!(r.status, 403, "{header}");
+        assert_eq!(r.json()["reason"], "Forbidden", "{header}");
+    }
+    assert!(
+        s.api.requests().iter().all(|r| !r.path.ends_with("/pods")),
+        "nothing forwarded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,6 +66,7 @@ fn issued_id(stderr: &str) -> String {
 async fn kubectl_with_issued_credentials_through_hub_and_agent() {
     let mut api = double_config();
     api.rules.push(Rule::allow_all("group:devs"));
+    api.rules.push(Rule::allow_all("group:viewers"));
     let mut s = Stack::start(api, HubOpts::default(), 0, 1).await;
     let (d, state) = (s.dir.path().to_path_buf(), s.hub.dir.join("state"));
     let cfg = s.hub.config();
@@ -149,10 +150,14 @@ async fn kubectl_with_issued_credentials_through_hub_and_agent() {
         ),
     )
     .unwrap();
+    // The access policy, at the hub and again at the agent: devs reach eu1 and may
+    // ask to act as `viewer` in group `viewers`, nothing more.
+    let access = "\n[[access.rule]]\ngroups = [\"devs\"]\nclusters = [\"eu1\"]\nimpersonate_users = [\"viewer\"]\nimpersonate_groups = [\"viewers\"]\n";
     let opts = HubOpts {
         tunnel: s.hub.tunnel.to_string(),
         front: s.hub.front.to_string(),
         top_extra: format!("plugins = \"{}\"\n", hub_chain.display()),
+        front_extra: access.to_string(),
         ..HubOpts::default()
     };
     s.hub.kill().await;
@@ -169,7 +174,7 @@ async fn kubectl_with_issued_credentials_through_hub_and_agent() {
     let text = std::fs::read_to_string(&agent_cfg).unwrap();
     std::fs::write(
         &agent_cfg,
-        format!("plugins = \"{}\"\n{text}", agent_chain.display()),
+        format!("plugins = \"{}\"\n{text}{access}", agent_chain.display()),
     )
     .unwrap();
     s.agents.push(AgentProc::start(&agent_cfg).await);
@@ -257,11 +262,25 @@ async fn kubectl_with_issued_credentials_through_hub_and_agent() {
         "refused identities reached the API server: {reached:?}"
     );
 
-    // kubectl --as is a client impersonation request: no policy grants it yet, so the
-    // hub strips it and alice stays alice.
-    let (code, _, err) = alice.run(&["get", "pods", "--as", "system:admin"]).await;
+    // kubectl --as: allowed by the policy for viewer/viewers, refused otherwise.
+    let (code, _, err) = alice
+        .run(&["get", "pods", "--as", "viewer", "--as-group", "viewers"])
+        .await;
     assert_eq!(code, 0, "{err}");
-    assert!(s.api.requests().iter().all(|r| r
+    let seen = s
+        .api
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.path == "/api/v1/namespaces/default/pods")
+        .unwrap();
+    assert_eq!(seen.header_values("impersonate-user"), vec!["viewer"]);
+    assert_eq!(seen.header_values("impersonate-group"), vec!["viewers"]);
+    let before = s.api.requests().len();
+    let (code, _, err) = alice.run(&["get", "pods", "--as", "system:admin"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("Forbidden"), "{err}");
+    assert!(s.api.requests()[before..].iter().all(|r| r
         .header_values("impersonate-user")
         .iter()
         .all(|u| u != "system:admin")));

@@ -28,6 +28,8 @@ struct Raw {
     plugins: Option<PathBuf>,
     #[serde(default)]
     audit: Option<crate::audit::AuditConfig>,
+    #[serde(default)]
+    access: Option<crate::access::AccessConfig>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +128,9 @@ pub struct AgentConfig {
     pub plugins: Option<PathBuf>,
     /// Kubernetes audit events (policy and sinks), if configured.
     pub audit: Option<crate::audit::AuditSettings>,
+    /// The access policy, checked again here; without it client impersonation
+    /// requests relayed by the hub are refused.
+    pub access: Option<crate::access::AccessPolicy>,
 }
 
 /// The hub as the agent sees it.
@@ -229,6 +234,7 @@ impl AgentConfig {
             admin_listen,
             plugins: raw.plugins.map(|p| v.path(&p)),
             audit: raw.audit.map(|a| a.validate(file)).transpose()?,
+            access: raw.access.map(|a| a.validate(file)).transpose()?,
         })
     }
 }

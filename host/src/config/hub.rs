@@ -22,6 +22,8 @@ struct Raw {
     credentials: crate::credential::settings::HubCredentialSettings,
     #[serde(default)]
     audit: Option<crate::audit::AuditConfig>,
+    #[serde(default)]
+    access: Option<crate::access::AccessConfig>,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +96,9 @@ pub struct HubConfig {
     pub credentials: crate::credential::settings::HubCredentialSettings,
     /// Kubernetes audit events (policy and sinks), if configured.
     pub audit: Option<crate::audit::AuditSettings>,
+    /// Who may reach which cluster and impersonate whom; `None` leaves it to the
+    /// credential's allowed clusters and refuses all client impersonation.
+    pub access: Option<crate::access::AccessPolicy>,
 }
 
 /// The hub's tunnel listener.
@@ -192,6 +197,7 @@ impl HubConfig {
             plugins: raw.plugins.map(|p| v.path(&p)),
             credentials: raw.credentials,
             audit: raw.audit.map(|a| a.validate(file)).transpose()?,
+            access: raw.access.map(|a| a.validate(file)).transpose()?,
         })
     }
 }

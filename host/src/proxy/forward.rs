@@ -2,11 +2,13 @@
 //! checked, given the agent's own credential and forwarded to the API server.
 
 use super::body::{boxed, empty, Body};
-use super::headers::{self, TUNNEL_UPGRADE, TUNNEL_UPGRADED};
+use super::headers::{self, TUNNEL_AS_GROUP, TUNNEL_AS_USER, TUNNEL_UPGRADE, TUNNEL_UPGRADED};
 use super::lifecycle::{Denial, Outcome, Phases, Pipeline, RequestCtx, Role};
 use super::request_info::RequestInfo;
 use super::status::Status;
 use super::upgrade;
+use crate::access::{AccessPolicy, ClientImpersonation};
+use crate::plugin::Principal;
 use crate::upstream::Upstream;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -25,16 +27,23 @@ struct Inner {
     cluster: String,
     upstream: Upstream,
     pipeline: Pipeline,
+    access: Option<AccessPolicy>,
 }
 
 impl Forwarder {
     /// A forwarder for `cluster` that reaches the API server through `upstream`.
-    pub fn new(cluster: String, upstream: Upstream, pipeline: Pipeline) -> Forwarder {
+    pub fn new(
+        cluster: String,
+        upstream: Upstream,
+        pipeline: Pipeline,
+        access: Option<AccessPolicy>,
+    ) -> Forwarder {
         Forwarder {
             inner: Arc::new(Inner {
                 cluster,
                 upstream,
                 pipeline,
+                access,
             }),
         }
     }
@@ -73,6 +82,9 @@ impl Forwarder {
         let info = RequestInfo::parse(req.method(), req.uri().path(), req.uri().query());
         let (mut parts, body) = req.into_parts();
         let upgrade = parts.headers.remove(TUNNEL_UPGRADE);
+        // A client impersonation request the hub's policy allowed; checked again below.
+        let asked = headers::client_impersonation(&parts.headers, TUNNEL_AS_USER, TUNNEL_AS_GROUP)
+            .map_err(|e| Denial::new(Status::bad_request(e)))?;
         headers::strip_internal(&mut parts.headers);
         headers::remove_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
@@ -94,9 +106,15 @@ impl Forwarder {
             return Err(finish(phases, ctx, denial));
         }
 
+        // Phase 2b: the access policy again, with this agent's own copy.
+        let as_identity = match authorize(me.access.as_ref(), &phases, &me.cluster, &asked) {
+            Ok(identity) => identity,
+            Err(denial) => return Err(finish(phases, ctx, denial)),
+        };
+
         // Phase 3: impersonate. Nothing the caller sent may claim an identity.
         headers::strip_identity(&mut parts.headers);
-        let impersonation = match phases.impersonate().await {
+        let impersonation = match phases.impersonate(as_identity).await {
             Ok(lines) => lines,
             Err(denial) => return Err(finish(phases, ctx, denial)),
         };
@@ -221,6 +239,32 @@ impl Forwarder {
             .or_insert(audit_id);
         Ok(result)
     }
+}
+
+/// Checks a relayed client impersonation request against the agent's policy; the
+/// identity to impersonate when it is allowed.
+fn authorize(
+    policy: Option<&AccessPolicy>,
+    phases: &Phases,
+    cluster: &str,
+    asked: &ClientImpersonation,
+) -> Result<Option<Principal>, Denial> {
+    let forbidden = |msg: String| Denial::new(Status::new(StatusCode::FORBIDDEN, "Forbidden", msg));
+    let (Some(policy), Some(who)) = (policy, phases.principal()) else {
+        if asked.is_empty() {
+            return Ok(None);
+        }
+        return Err(forbidden(
+            "client impersonation is not enabled on this agent".into(),
+        ));
+    };
+    policy.check(who, cluster, asked).map_err(Denial::new)?;
+    Ok(asked.user.as_ref().map(|user| Principal {
+        user: user.clone(),
+        uid: String::new(),
+        groups: asked.groups.clone(),
+        extra: Vec::new(),
+    }))
 }
 
 /// Audits a refused request and hands back its denial.

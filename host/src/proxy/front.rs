@@ -2,12 +2,15 @@
 
 use super::body::{boxed, Body};
 use super::framing::{Conflicts, FramingGuard};
-use super::headers::{self, AUDIT_ID, TUNNEL_UPGRADE, TUNNEL_UPGRADED};
+use super::headers::{
+    self, AUDIT_ID, TUNNEL_AS_GROUP, TUNNEL_AS_USER, TUNNEL_UPGRADE, TUNNEL_UPGRADED,
+};
 use super::lifecycle::{endpoint_name, Denial, Outcome, Phases, Pipeline, RequestCtx, Role};
 use super::request_info::RequestInfo;
 use super::route::{self, PathError};
 use super::status::Status;
 use super::upgrade;
+use crate::access::{AccessPolicy, ClientImpersonation};
 use crate::config::FrontConfig;
 use crate::credential::{handle_refresh, Refresher, REFRESH_PATH};
 use crate::plugin::{Candidate, Health, Locality};
@@ -38,6 +41,8 @@ pub struct Front {
     pub pipeline: Pipeline,
     /// Mints access tokens for kubectl's exec plugin at [`REFRESH_PATH`].
     pub refresher: Option<Arc<Refresher>>,
+    /// Who may reach which cluster and impersonate whom.
+    pub access: Option<AccessPolicy>,
 }
 
 /// Serves the front listener until `shutdown` fires.
@@ -199,9 +204,12 @@ impl Front {
         let (mut parts, body) = req.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
         headers::strip_internal(&mut parts.headers);
-        // No access policy allows client impersonation yet: fail closed. The client's
-        // Authorization crosses the tunnel so the agent can check it again; the agent
-        // never passes it to the API server.
+        // What the client asked to be treated as (kubectl --as); only the access
+        // policy can allow it. The client's Authorization crosses the tunnel so the
+        // agent can check it again; the agent never passes it to the API server.
+        let asked =
+            headers::client_impersonation(&parts.headers, "impersonate-user", "impersonate-group")
+                .map_err(|e| Denial::new(Status::new(StatusCode::FORBIDDEN, "Forbidden", e)))?;
         let auth = parts.headers.remove(header::AUTHORIZATION);
         headers::strip_identity(&mut parts.headers);
         if let Some(auth) = auth {
@@ -225,6 +233,21 @@ impl Front {
         // Phase 2: credential.
         if let Err(denial) = phases.credential().await {
             return Err(finish(phases, ctx, None, denial));
+        }
+
+        // Phase 2b: the hub's access policy for this caller and cluster.
+        if let Err(denial) = self.authorize(&phases, &cluster, &asked) {
+            return Err(finish(phases, ctx, None, denial));
+        }
+        if let Some(user) = asked.user.as_ref().filter(|_| self.access.is_some()) {
+            if let Ok(v) = HeaderValue::from_str(user) {
+                parts.headers.insert(TUNNEL_AS_USER, v);
+            }
+            for g in &asked.groups {
+                if let Ok(v) = HeaderValue::from_str(g) {
+                    parts.headers.append(TUNNEL_AS_GROUP, v);
+                }
+            }
         }
 
         // Phase 4: route among live tunnels; a stage may pick one, never add one.
@@ -371,6 +394,37 @@ impl Front {
             .instrument(span),
         );
         Ok(with_audit_id(Response::from_parts(parts, body), audit_id))
+    }
+
+    /// The access policy: without one, client impersonation is refused; with one,
+    /// the caller must be known and allowed.
+    fn authorize(
+        &self,
+        phases: &Phases,
+        cluster: &str,
+        asked: &ClientImpersonation,
+    ) -> Result<(), Denial> {
+        let Some(policy) = &self.access else {
+            if asked.is_empty() {
+                return Ok(());
+            }
+            let msg = "client impersonation is not enabled on this hub (no [access] policy)";
+            return Err(Denial::new(Status::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                msg,
+            )));
+        };
+        let Some(who) = phases.principal() else {
+            let msg =
+                format!("clusters \"{cluster}\" is forbidden: the caller is not authenticated");
+            return Err(Denial::new(Status::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                msg,
+            )));
+        };
+        policy.check(who, cluster, asked).map_err(Denial::new)
     }
 
     /// Live tunnels as routing candidates, with the cluster's registered locality.

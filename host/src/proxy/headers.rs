@@ -27,6 +27,44 @@ pub const TUNNEL_UPGRADE: &str = "x-hawser-tunnel-upgrade";
 /// Set by the agent on a tunnel response when the API server switched protocols.
 pub const TUNNEL_UPGRADED: &str = "x-hawser-tunnel-upgraded";
 
+/// The user a client asked to impersonate, relayed by the hub once its access
+/// policy allowed it; the agent checks its own policy again.
+pub const TUNNEL_AS_USER: &str = "x-hawser-tunnel-as-user";
+
+/// One line per group a client asked to impersonate (see [`TUNNEL_AS_USER`]).
+pub const TUNNEL_AS_GROUP: &str = "x-hawser-tunnel-as-group";
+
+/// Reads a client impersonation request: `Impersonate-User` (first value) and one
+/// group per `Impersonate-Group` line. `Err` names a kind Hawser never relays
+/// (`Impersonate-Uid`, `Impersonate-Extra-*`).
+pub fn client_impersonation(
+    headers: &HeaderMap,
+    user: &str,
+    group: &str,
+) -> Result<crate::access::ClientImpersonation, String> {
+    if let Some(other) = headers.keys().find(|n| {
+        let n = n.as_str();
+        n == "impersonate-uid" || n.starts_with("impersonate-extra-")
+    }) {
+        return Err(format!(
+            "client impersonation with `{other}` is not supported"
+        ));
+    }
+    let text = |v: &HeaderValue| {
+        v.to_str()
+            .map(str::to_string)
+            .map_err(|_| "impersonation header is not text".to_string())
+    };
+    Ok(crate::access::ClientImpersonation {
+        user: headers.get(user).map(text).transpose()?,
+        groups: headers
+            .get_all(group)
+            .iter()
+            .map(text)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
 /// The request ID that joins hub, agent and API-server audit records.
 pub const AUDIT_ID: &str = "audit-id";
 

@@ -264,14 +264,22 @@ impl Phases {
     /// Phase 3 (agent): the `Impersonate-*` header lines for the API server. With a
     /// verified caller and no impersonation stage the caller itself is impersonated,
     /// so a user's request never runs as the agent's own identity.
-    pub async fn impersonate(&mut self) -> Result<Vec<(HeaderName, HeaderValue)>, Denial> {
-        let (Some(chain), Some(who)) = (&self.chain, &self.principal) else {
-            return Ok(Vec::new());
+    ///
+    /// `asked` is a client impersonation request the access policy allowed; it
+    /// replaces the caller as the identity the impersonation stages map.
+    pub async fn impersonate(
+        &mut self,
+        asked: Option<Principal>,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, Denial> {
+        let who = match (asked, &self.principal) {
+            (Some(asked), _) => asked,
+            (None, Some(caller)) => caller.clone(),
+            (None, None) => return Ok(Vec::new()),
         };
-        let target = chain
-            .impersonate(who, &self.head)
-            .await?
-            .unwrap_or_else(|| who.clone());
+        let target = match &self.chain {
+            Some(chain) => chain.impersonate(&who, &self.head).await?.unwrap_or(who),
+            None => who,
+        };
         let lines = impersonation_headers(&target)
             .map_err(|e| Denial::new(Status::internal(format!("cannot impersonate: {e}"))))?;
         if let Some(trail) = self.trail.as_mut() {
