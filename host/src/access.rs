@@ -13,6 +13,7 @@
 
 use crate::config::ConfigError;
 use crate::plugin::Principal;
+use crate::proxy::lifecycle::Denial;
 use crate::proxy::status::Status;
 use http::StatusCode;
 use serde::Deserialize;
@@ -112,7 +113,7 @@ impl AccessPolicy {
         who: &Principal,
         cluster: &str,
         asked: &ClientImpersonation,
-    ) -> Result<(), Status> {
+    ) -> Result<(), Denial> {
         let applies =
             |r: &&RawRule| any(&r.users, &who.user) || who.groups.iter().any(|g| any(&r.groups, g));
         let rules: Vec<&RawRule> = self
@@ -122,21 +123,21 @@ impl AccessPolicy {
             .filter(|r| any(&r.clusters, cluster))
             .collect();
         if rules.is_empty() {
-            return Err(forbidden(
+            return Err(Denial::new(forbidden(
                 cluster,
                 "clusters",
                 format!("clusters \"{cluster}\" is forbidden: User \"{}\" cannot access cluster \"{cluster}\"", who.user),
-            ));
+            )));
         }
         let denied = |kind: &str, name: &str| {
-            forbidden(
+            Denial::new(forbidden(
                 name,
                 kind,
                 format!(
                     "{kind} \"{name}\" is forbidden: User \"{}\" cannot impersonate resource \"{kind}\" in API group \"\" at the cluster scope",
                     who.user
                 ),
-            )
+            ))
         };
         if let Some(user) = &asked.user {
             if !rules.iter().any(|r| any(&r.impersonate_users, user)) {
@@ -149,7 +150,7 @@ impl AccessPolicy {
             }
         }
         if asked.user.is_none() && !asked.groups.is_empty() {
-            return Err(Status::bad_request(format!(
+            return Err(Denial::new(Status::bad_request(format!(
                 "requested [{}] without impersonating a user",
                 asked
                     .groups
@@ -157,7 +158,7 @@ impl AccessPolicy {
                     .map(|g| format!("{{Group {g}}}"))
                     .collect::<Vec<_>>()
                     .join(" ")
-            )));
+            ))));
         }
         Ok(())
     }
@@ -193,6 +194,7 @@ mod tests {
         let none = ClientImpersonation::default();
         assert!(p.check(&who("alice", &["devs"]), "eu1", &none).is_ok());
         let e = p.check(&who("alice", &["devs"]), "us1", &none).unwrap_err();
+        let e = e.status();
         assert_eq!((e.code, e.reason), (403, "Forbidden"));
         assert_eq!(
             e.message,
@@ -214,10 +216,11 @@ mod tests {
             .check(&alice, "eu1", &ask(Some("viewer"), &["viewers"]))
             .is_ok());
         let e = p.check(&alice, "eu1", &ask(Some("root"), &[])).unwrap_err();
-        assert_eq!(e.message, "users \"root\" is forbidden: User \"alice\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope");
+        assert_eq!(e.status().message, "users \"root\" is forbidden: User \"alice\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope");
         assert_eq!(
             p.check(&alice, "eu1", &ask(Some("viewer"), &["system:masters"]))
                 .unwrap_err()
+                .status()
                 .code,
             403
         );
@@ -228,6 +231,7 @@ mod tests {
         assert_eq!(
             p.check(&who("ops", &[]), "eu1", &ask(Some("viewer"), &[]))
                 .unwrap_err()
+                .status()
                 .code,
             403
         );

@@ -136,7 +136,7 @@ async fn kubectl_with_issued_credentials_through_hub_and_agent() {
         &hub_chain,
         format!(
             "role = \"hub\"\n{}",
-            jwt_stage(&state, "", &[carol.clone()])
+            jwt_stage(&state, "", std::slice::from_ref(&carol))
         ),
     )
     .unwrap();
@@ -145,7 +145,7 @@ async fn kubectl_with_issued_credentials_through_hub_and_agent() {
         &agent_chain,
         format!(
             "role = \"agent\"\n{}\n[[stage]]\nname = \"impersonate\"\nkind = \"impersonation\"\nplugin = \"{}\"\n[stage.policy]\nallow_extra = [\"*\"]\n[stage.config]\nkeep_groups = true\nkeep_extra = true\n",
-            jwt_stage(&state, &format!("cluster = \"{CLUSTER}\""), &[carol.clone()]),
+            jwt_stage(&state, &format!("cluster = \"{CLUSTER}\""), std::slice::from_ref(&carol)),
             wasm("impersonate")
         ),
     )

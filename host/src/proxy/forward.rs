@@ -258,7 +258,7 @@ fn authorize(
             "client impersonation is not enabled on this agent".into(),
         ));
     };
-    policy.check(who, cluster, asked).map_err(Denial::new)?;
+    policy.check(who, cluster, asked)?;
     Ok(asked.user.as_ref().map(|user| Principal {
         user: user.clone(),
         uid: String::new(),

@@ -424,7 +424,7 @@ impl Front {
                 msg,
             )));
         };
-        policy.check(who, cluster, asked).map_err(Denial::new)
+        policy.check(who, cluster, asked)
     }
 
     /// Live tunnels as routing candidates, with the cluster's registered locality.
