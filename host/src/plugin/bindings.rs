@@ -17,5 +17,7 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq, Eq],
 });
 
-pub(crate) use exports::hawser::plugin::{audit, credential, impersonation, lifecycle, routing};
-pub(crate) use hawser::plugin::host;
+pub(crate) use self::exports::hawser::plugin::{
+    audit, credential, impersonation, lifecycle, routing,
+};
+pub(crate) use self::hawser::plugin::host;
