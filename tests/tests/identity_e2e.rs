@@ -284,4 +284,49 @@ async fn kubectl_with_issued_credentials_through_hub_and_agent() {
         .header_values("impersonate-user")
         .iter()
         .all(|u| u != "system:admin")));
+
+    // A compromised hub: same CA and state, no credential stage. It forwards the
+    // forged credential, and the agent's own check refuses it.
+    let rogue_opts = HubOpts {
+        top_extra: String::new(),
+        ..HubOpts::default()
+    };
+    let rogue = HubProc::start(&dir, &rogue_opts).await;
+    let rogue_cfg = agent_config(
+        &s.bundle,
+        "behind-rogue",
+        rogue.tunnel,
+        &s.api_target(),
+        1,
+        FAST_TUNNEL,
+    );
+    let text = std::fs::read_to_string(&rogue_cfg).unwrap();
+    std::fs::write(
+        &rogue_cfg,
+        format!("plugins = \"{}\"\n{text}{access}", agent_chain.display()),
+    )
+    .unwrap();
+    let _agent = AgentProc::start(&rogue_cfg).await;
+    assert!(
+        rogue
+            .wait_tunnels(CLUSTER, 1, Duration::from_secs(15))
+            .await,
+        "{}",
+        rogue.logs.text()
+    );
+    std::fs::create_dir_all(d.join("rogue")).unwrap();
+    let via_rogue = Kubectl::new(
+        &d.join("rogue"),
+        rogue.front,
+        CLUSTER,
+        &rogue.ca_pem(),
+        forged.token.expose(),
+    );
+    let (code, _, err) = via_rogue.run(&["get", "pods"]).await;
+    assert_ne!(code, 0, "the agent accepted a forged identity");
+    assert!(err.contains("You must be logged in to the server"), "{err}");
+    assert!(s.api.requests().iter().all(|r| r
+        .header_values("impersonate-user")
+        .iter()
+        .all(|u| u != "mallory")));
 }

@@ -99,10 +99,7 @@ async fn credential_and_impersonation_stages_run_at_hub_and_agent() {
         &client,
         s.hub.front,
         &pods,
-        &[
-            ("authorization", "Bearer alice-token"),
-            ("impersonate-user", "root"),
-        ],
+        &[("authorization", "Bearer alice-token")],
     )
     .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
