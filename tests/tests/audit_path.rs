@@ -173,4 +173,32 @@ async fn hub_agent_and_api_server_records_join_by_audit_id() {
     assert!(events(&hub_log)
         .iter()
         .all(|e| e["requestURI"] != "/version"));
+
+    // A watch is long-running: ResponseStarted when its head goes out, then
+    // ResponseComplete when the stream ends (the double closes it after 1 s).
+    let watch = get(
+        &client,
+        s.hub.front,
+        &s.path("/api/v1/namespaces/default/pods?watch=1&timeoutSeconds=1"),
+        &[("authorization", "Bearer alice-token")],
+    )
+    .await;
+    assert_eq!(watch.status, 200);
+    let wid = watch.headers["audit-id"].to_str().unwrap().to_string();
+    let stages = hawser_tests::harness::eventually(Duration::from_secs(10), || async {
+        let stages: Vec<String> = events(&hub_log)
+            .into_iter()
+            .filter(|e| e["auditID"] == wid.as_str())
+            .map(|e| e["stage"].as_str().unwrap_or("").to_string())
+            .collect();
+        stages
+            .contains(&"ResponseComplete".to_string())
+            .then_some(stages)
+    })
+    .await
+    .expect("watch audited");
+    assert_eq!(
+        stages,
+        ["RequestReceived", "ResponseStarted", "ResponseComplete"]
+    );
 }
