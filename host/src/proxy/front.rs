@@ -257,7 +257,12 @@ impl Front {
                 Status::unavailable(format!("cluster \"{cluster}\" has no connected agent"));
             return Err(finish(phases, ctx, None, status.into()));
         }
-        let candidates = self.candidates(&cluster, &live);
+        // Routing candidates are only built for a chain that has stages to read them.
+        let candidates = if phases.has_chain() {
+            self.candidates(&cluster, &live)
+        } else {
+            Vec::new()
+        };
         let route = match phases.route(&candidates).await {
             Ok(route) => route,
             Err(denial) => return Err(finish(phases, ctx, None, denial)),

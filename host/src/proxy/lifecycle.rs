@@ -188,7 +188,12 @@ impl Pipeline {
             method: method.as_str().to_string(),
             path,
             query,
-            headers: plugin_headers(headers),
+            // Copied only when stages will read them: no per-request cost without plugins.
+            headers: if self.plugins.is_some() {
+                plugin_headers(headers)
+            } else {
+                Vec::new()
+            },
             client_addr: ctx.peer.to_string(),
             cluster: ctx.cluster.clone(),
         };
@@ -230,6 +235,11 @@ pub struct Phases {
 }
 
 impl Phases {
+    /// True when a plugin chain runs this request's phases.
+    pub fn has_chain(&self) -> bool {
+        self.chain.is_some()
+    }
+
     /// The chain version this request runs on, if plugins are configured.
     pub fn generation(&self) -> Option<u64> {
         self.chain.as_ref().map(|c| c.generation())

@@ -89,14 +89,3 @@ where
         _ = &mut up => down.await,
     }
 }
-
-/// Reads a whole body into memory, up to `limit` bytes (for error responses to
-/// upgrade requests, which are small).
-pub async fn collect_limited(body: Body, limit: usize) -> Result<Bytes, String> {
-    let limited = http_body_util::Limited::new(body, limit);
-    limited
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| e.to_string())
-}
