@@ -60,6 +60,7 @@
 // The generated bindings name this crate by its absolute path, also from inside it.
 extern crate self as hawser_plugin_sdk;
 
+pub mod alloc;
 #[allow(missing_docs)]
 #[doc(hidden)]
 pub mod bindings;
