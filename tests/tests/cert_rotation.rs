@@ -45,7 +45,12 @@ fn secret_volume(dir: &Path, version: &str, cert_pem: &str, key_pem: &str) {
 
 /// Starts an agent whose certificate and key come from a Secret-like volume in its
 /// own directory; returns it and that directory.
-async fn agent_on_volume(s: &Stack, name: &str, cert_pem: &str, key_pem: &str) -> (AgentProc, PathBuf) {
+async fn agent_on_volume(
+    s: &Stack,
+    name: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> (AgentProc, PathBuf) {
     let cfg = agent_config(
         &s.bundle,
         name,
@@ -119,7 +124,9 @@ async fn open_watch(client: &FrontClient, s: &Stack, timeout_seconds: u64) -> Wa
                 Some(Err(e)) => return Err(e.to_string()),
                 Some(Ok(f)) => {
                     if let Ok(data) = f.into_data() {
-                        sink.lock().unwrap().push_str(&String::from_utf8_lossy(&data));
+                        sink.lock()
+                            .unwrap()
+                            .push_str(&String::from_utf8_lossy(&data));
                     }
                 }
             }
@@ -160,18 +167,22 @@ fn start_load(client: FrontClient, s: &Stack) -> Load {
             let req = http::Request::get(&url)
                 .body(Full::new(Bytes::new()))
                 .unwrap();
-            let outcome = match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
-                Err(_) => Err("timed out".to_string()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Ok(Ok(resp)) => {
-                    let status = resp.status();
-                    match resp.into_body().collect().await {
-                        Ok(b) if status == 200 => Ok(()),
-                        Ok(b) => Err(format!("{status}: {}", String::from_utf8_lossy(&b.to_bytes()))),
-                        Err(e) => Err(format!("body: {e}")),
+            let outcome =
+                match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
+                    Err(_) => Err("timed out".to_string()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Ok(Ok(resp)) => {
+                        let status = resp.status();
+                        match resp.into_body().collect().await {
+                            Ok(b) if status == 200 => Ok(()),
+                            Ok(b) => Err(format!(
+                                "{status}: {}",
+                                String::from_utf8_lossy(&b.to_bytes())
+                            )),
+                            Err(e) => Err(format!("body: {e}")),
+                        }
                     }
-                }
-            };
+                };
             match outcome {
                 Ok(()) => {
                     ok2.fetch_add(1, Ordering::Relaxed);
@@ -193,7 +204,9 @@ async fn rotation_keeps_the_watch_and_every_request_then_retire_refuses_the_old_
     let (agent, volume) = agent_on_volume(&s, "replica-0", &old_cert, &old_key).await;
     s.agents.push(agent);
     assert!(
-        s.hub.wait_tunnels(CLUSTER, 1, Duration::from_secs(15)).await,
+        s.hub
+            .wait_tunnels(CLUSTER, 1, Duration::from_secs(15))
+            .await,
         "agent did not connect: {}",
         s.hub.logs.text()
     );
@@ -203,22 +216,31 @@ async fn rotation_keeps_the_watch_and_every_request_then_retire_refuses_the_old_
     let client = front_client(&s.hub.ca_pem());
     let watch = open_watch(&client, &s, 10).await;
     let watch_opened = Instant::now();
-    s.api.emit_watch_event("ADDED", "default", "before-rotation");
-    assert!(watch.wait_for("before-rotation").await, "watch delivers nothing");
+    s.api
+        .emit_watch_event("ADDED", "default", "before-rotation");
+    assert!(
+        watch.wait_for("before-rotation").await,
+        "watch delivers nothing"
+    );
     let load = start_load(client.clone(), &s);
 
     // Step 1: a new certificate, admitted alongside the old one.
     let (new_cert, new_key) = rotate(&s, "rotated");
     let new_fp = fingerprint(&new_cert);
     let (ok, list) = s.hub.cluster_cmd(&["list"]);
-    assert!(ok && list.contains(&old_fp) && list.contains(&new_fp), "{list}");
+    assert!(
+        ok && list.contains(&old_fp) && list.contains(&new_fp),
+        "{list}"
+    );
 
     // The kubelet swaps the Secret volume.
     let swapped = Instant::now();
     secret_volume(&volume, "v2", &new_cert, &new_key);
     let switched = eventually(Duration::from_secs(10), || async {
         let t = tunnels(&s).await;
-        t.iter().any(|(fp, draining)| *fp == new_fp && !draining).then_some(())
+        t.iter()
+            .any(|(fp, draining)| *fp == new_fp && !draining)
+            .then_some(())
     })
     .await;
     assert!(
@@ -236,7 +258,11 @@ async fn rotation_keeps_the_watch_and_every_request_then_retire_refuses_the_old_
             .then_some(())
     })
     .await;
-    assert!(draining.is_some(), "old tunnel not draining: {:?}", tunnels(&s).await);
+    assert!(
+        draining.is_some(),
+        "old tunnel not draining: {:?}",
+        tunnels(&s).await
+    );
     assert!(
         watch_opened.elapsed() < Duration::from_secs(8),
         "rotation took too long to overlap the watch"
@@ -269,7 +295,11 @@ async fn rotation_keeps_the_watch_and_every_request_then_retire_refuses_the_old_
         "{}",
         s.agents[0].logs.text()
     );
-    assert!(s.agents[0].logs.text().contains("reason=drained"), "{}", s.agents[0].logs.text());
+    assert!(
+        s.agents[0].logs.text().contains("reason=drained"),
+        "{}",
+        s.agents[0].logs.text()
+    );
 
     load.stop.store(true, Ordering::Relaxed);
     let failures = load.task.await.unwrap();
@@ -278,7 +308,10 @@ async fn rotation_keeps_the_watch_and_every_request_then_retire_refuses_the_old_
         "switch to the new certificate took {switch_took:?}; {served} requests during the rotation, {} failed",
         failures.len()
     );
-    assert!(failures.is_empty(), "requests failed during rotation: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "requests failed during rotation: {failures:?}"
+    );
     assert!(served >= 10, "too few requests to show anything: {served}");
 
     // Step 2: retire the old certificate. The new tunnel stays; the old one is refused.
@@ -287,15 +320,26 @@ async fn rotation_keeps_the_watch_and_every_request_then_retire_refuses_the_old_
         .cluster_cmd(&["retire-cert", CLUSTER, "--fingerprint", &old_fp]);
     assert!(ok, "{text}");
     let (ok, list) = s.hub.cluster_cmd(&["list"]);
-    assert!(ok && !list.contains(&old_fp) && list.contains(&new_fp), "{list}");
-    s.hub.logs.wait_for("registry reloaded", Duration::from_secs(5)).await;
+    assert!(
+        ok && !list.contains(&old_fp) && list.contains(&new_fp),
+        "{list}"
+    );
+    s.hub
+        .logs
+        .wait_for("registry reloaded", Duration::from_secs(5))
+        .await;
     let refused = old_cert_is_refused(&s, &old_cert, &old_key).await;
     assert!(refused, "the old certificate still opens a tunnel");
     assert_eq!(tunnels(&s).await, [(new_fp, false)]);
     assert_eq!(
-        get(&client, s.hub.front, &s.path("/api/v1/namespaces/default/pods"), &[])
-            .await
-            .status,
+        get(
+            &client,
+            s.hub.front,
+            &s.path("/api/v1/namespaces/default/pods"),
+            &[]
+        )
+        .await
+        .status,
         200
     );
 }
@@ -309,7 +353,10 @@ async fn old_cert_is_refused(s: &Stack, cert_pem: &str, key_pem: &str) -> bool {
         let cfg = hawser::tls::agent_tunnel_client(&s.hub.ca_pem(), cert_pem, key_pem).unwrap();
         let tcp = tokio::net::TcpStream::connect(s.hub.tunnel).await.ok()?;
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-        let outcome = match tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await {
+        let outcome = match tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+        {
             Err(e) => Some(e.to_string()),
             Ok(mut tls) => {
                 let mut buf = [0u8; 64];
@@ -326,7 +373,10 @@ async fn old_cert_is_refused(s: &Stack, cert_pem: &str, key_pem: &str) -> bool {
     match refused {
         Some(reason) => {
             eprintln!("old certificate refused: {reason}");
-            s.hub.logs.text().contains("not registered")
+            s.hub
+                .logs
+                .wait_for("not registered", Duration::from_secs(5))
+                .await
         }
         None => false,
     }
@@ -344,7 +394,9 @@ async fn retiring_the_old_certificate_cuts_only_the_tunnels_that_use_it() {
     let (b, _) = agent_on_volume(&s, "new", &new_cert, &new_key).await;
     s.agents.extend([a, b]);
     assert!(
-        s.hub.wait_tunnels(CLUSTER, 2, Duration::from_secs(15)).await,
+        s.hub
+            .wait_tunnels(CLUSTER, 2, Duration::from_secs(15))
+            .await,
         "{}",
         s.hub.logs.text()
     );
@@ -378,18 +430,36 @@ async fn retiring_the_old_certificate_cuts_only_the_tunnels_that_use_it() {
     assert_eq!(left[0]["id"], new_id, "the new tunnel must not be touched");
     // The old replica keeps trying and is refused at the handshake.
     assert!(
-        s.hub.logs.wait_for("not registered", Duration::from_secs(5)).await,
+        s.hub
+            .logs
+            .wait_for("not registered", Duration::from_secs(5))
+            .await,
         "{}",
         s.hub.logs.text()
     );
 
     // Bad use: the last certificate, an unknown one, a malformed one.
     for (args, why) in [
-        (vec!["retire-cert", CLUSTER, "--fingerprint", new_fp.as_str()], "only certificate"),
-        (vec!["retire-cert", CLUSTER, "--fingerprint", old_fp.as_str()], "has no certificate"),
-        (vec!["retire-cert", CLUSTER, "--fingerprint", "sha256:zz"], "invalid fingerprint"),
-        (vec!["retire-cert", "nope", "--fingerprint", new_fp.as_str()], "not registered"),
-        (vec!["rotate-cert", "nope", "--out", "/tmp/never-written"], "not registered"),
+        (
+            vec!["retire-cert", CLUSTER, "--fingerprint", new_fp.as_str()],
+            "only certificate",
+        ),
+        (
+            vec!["retire-cert", CLUSTER, "--fingerprint", old_fp.as_str()],
+            "has no certificate",
+        ),
+        (
+            vec!["retire-cert", CLUSTER, "--fingerprint", "sha256:zz"],
+            "invalid fingerprint",
+        ),
+        (
+            vec!["retire-cert", "nope", "--fingerprint", new_fp.as_str()],
+            "not registered",
+        ),
+        (
+            vec!["rotate-cert", "nope", "--out", "/tmp/never-written"],
+            "not registered",
+        ),
     ] {
         let (ok, text) = s.hub.cluster_cmd(&args);
         assert!(!ok && text.contains(why), "{args:?}: {text}");
@@ -404,7 +474,11 @@ async fn a_broken_or_mismatched_new_certificate_leaves_the_old_tunnel_serving() 
     let old_key = std::fs::read_to_string(s.bundle.join("agent.key")).unwrap();
     let (agent, volume) = agent_on_volume(&s, "replica-0", &old_cert, &old_key).await;
     s.agents.push(agent);
-    assert!(s.hub.wait_tunnels(CLUSTER, 1, Duration::from_secs(15)).await);
+    assert!(
+        s.hub
+            .wait_tunnels(CLUSTER, 1, Duration::from_secs(15))
+            .await
+    );
     let id = s.hub.tunnels().await[0]["id"].clone();
     let client = front_client(&s.hub.ca_pem());
     let pods = s.path("/api/v1/namespaces/default/pods");
@@ -419,7 +493,10 @@ async fn a_broken_or_mismatched_new_certificate_leaves_the_old_tunnel_serving() 
         "{}",
         s.agents[0].logs.text()
     );
-    assert!(s.agents[0].logs.text().contains("agent.crt"), "the log names the file");
+    assert!(
+        s.agents[0].logs.text().contains("agent.crt"),
+        "the log names the file"
+    );
     assert_eq!(get(&client, s.hub.front, &pods, &[]).await.status, 200);
 
     // A valid new certificate with the old key: a mismatch, also refused.
@@ -438,7 +515,14 @@ async fn a_broken_or_mismatched_new_certificate_leaves_the_old_tunnel_serving() 
     }
     let now = s.hub.tunnels().await;
     assert_eq!(now.len(), 1);
-    assert_eq!(now[0]["id"], id, "the old tunnel must not have been replaced");
+    assert_eq!(
+        now[0]["id"], id,
+        "the old tunnel must not have been replaced"
+    );
     assert_eq!(now[0]["draining"], false);
-    assert!(!s.agents[0].logs.text().contains("draining"), "{}", s.agents[0].logs.text());
+    assert!(
+        !s.agents[0].logs.text().contains("draining"),
+        "{}",
+        s.agents[0].logs.text()
+    );
 }

@@ -240,10 +240,9 @@ impl Slots {
             drain: drain.clone(),
             shutdown: self.shutdown.clone(),
         };
-        let span = tracing::info_span!("conn", generation = id.generation, fingerprint = %id.fingerprint);
-        let done = self
-            .tasks
-            .spawn(tunnel.run(tls, up_tx).instrument(span));
+        let span =
+            tracing::info_span!("conn", generation = id.generation, fingerprint = %id.fingerprint);
+        let done = self.tasks.spawn(tunnel.run(tls, up_tx).instrument(span));
         match up_rx.await {
             Ok(()) => Ok(Served {
                 generation: id.generation,

@@ -6,6 +6,8 @@ use super::pool::TunnelPool;
 use super::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 use crate::config::Keepalive;
 use crate::pki::{cluster_of_cert, fingerprint_of_der};
+use crate::registry::Registry;
+use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +29,8 @@ pub struct AgentListener {
     pub keepalive: Keepalive,
     /// Limit for the TLS handshake.
     pub handshake_timeout: Duration,
+    /// The whitelist, checked again once the handshake is done.
+    pub registry: Arc<ArcSwap<Registry>>,
 }
 
 /// Accepts agents until `shutdown` fires.
@@ -85,6 +89,12 @@ impl AgentListener {
                 return;
             }
         };
+        // The verifier checked the registry during the handshake; checking again
+        // here guards against any path that skips it (session resumption is off).
+        if !self.registry.load().is_admitted(&cluster, &fingerprint) {
+            tracing::warn!(reason = "certificate not registered (checked after the handshake)", %fingerprint, "agent refused");
+            return;
+        }
         let version = conn.protocol_version();
         tracing::Span::current().record("cluster", cluster.as_str());
         let cancel = shutdown.child_token();

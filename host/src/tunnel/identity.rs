@@ -105,13 +105,16 @@ impl Identity {
             ca: hub.ca_file.clone(),
             reason,
         })?;
-        let client = tls::agent_tunnel_client(&ca_pem, &cert_pem, &key_pem).map_err(|e| match e {
-            TlsError::Rustls(rustls::Error::InconsistentKeys(_)) => IdentityError::KeyMismatch {
-                cert: hub.cert_file.clone(),
-                key: hub.key_file.clone(),
-            },
-            other => other.into(),
-        })?;
+        let client =
+            tls::agent_tunnel_client(&ca_pem, &cert_pem, &key_pem).map_err(|e| match e {
+                TlsError::Rustls(rustls::Error::InconsistentKeys(_)) => {
+                    IdentityError::KeyMismatch {
+                        cert: hub.cert_file.clone(),
+                        key: hub.key_file.clone(),
+                    }
+                }
+                other => other.into(),
+            })?;
         let mut digest = Sha256::new();
         for part in [&ca_pem, &cert_pem, &key_pem] {
             digest.update((part.len() as u64).to_be_bytes());
@@ -131,12 +134,10 @@ impl Identity {
 fn check_chain(ca_pem: &str, der: &[u8]) -> Result<(), String> {
     let roots = tls::roots_from_pem("pinned hub CA", ca_pem).map_err(|e| e.to_string())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider,
-    )
-    .build()
-    .map_err(|e| e.to_string())?;
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| e.to_string())?;
     verifier
         .verify_client_cert(&CertificateDer::from(der.to_vec()), &[], UnixTime::now())
         .map(|_| ())

@@ -169,12 +169,7 @@ impl TunnelPool {
 
     /// Every live tunnel, for admin views.
     pub fn snapshot(&self) -> Vec<TunnelInfo> {
-        let mut all: Vec<TunnelInfo> = self
-            .lock()
-            .values()
-            .flatten()
-            .map(|t| t.info())
-            .collect();
+        let mut all: Vec<TunnelInfo> = self.lock().values().flatten().map(|t| t.info()).collect();
         all.sort_by_key(|t| t.id);
         all
     }
@@ -275,7 +270,10 @@ impl TunnelPool {
                     break;
                 }
                 waited = true;
-                tracing::debug!(cluster, "every tunnel refused the request; waiting for a replacement");
+                tracing::debug!(
+                    cluster,
+                    "every tunnel refused the request; waiting for a replacement"
+                );
                 let _ = tokio::time::timeout(HANDOVER_WAIT, arrival).await;
                 continue;
             };
@@ -331,7 +329,9 @@ fn refused_unprocessed(e: &hyper::Error) -> bool {
     while let Some(err) = source {
         if let Some(h2) = err.downcast_ref::<h2::Error>() {
             return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
-                || (h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR));
+                || (h2.is_go_away()
+                    && h2.is_remote()
+                    && h2.reason() == Some(h2::Reason::NO_ERROR));
         }
         source = err.source();
     }
