@@ -65,6 +65,11 @@ pub async fn start(
     // Check the TLS material now rather than on the first dial; later changes are
     // picked up by the certificate watcher.
     let identity = Identity::load(&cfg.hub, &cfg.cluster, 0)?;
+    // At start there is no tunnel to keep, so an untrusted certificate is only a
+    // warning and the hub has the last word; a rotation to one is refused.
+    if let Err(e) = identity.check_trust() {
+        tracing::warn!(error = %e, "the hub will probably refuse this certificate");
+    }
     let upstream = Upstream::new(&cfg.apiserver)?;
     let plugins = pipeline.plugins().cloned();
     let forwarder = Forwarder::new(cfg.cluster.clone(), upstream, pipeline, cfg.access.clone());

@@ -174,7 +174,7 @@ fn start_load(client: FrontClient, s: &Stack) -> Load {
                     Ok(Ok(resp)) => {
                         let status = resp.status();
                         match resp.into_body().collect().await {
-                            Ok(b) if status == 200 => Ok(()),
+                            Ok(_) if status == 200 => Ok(()),
                             Ok(b) => Err(format!(
                                 "{status}: {}",
                                 String::from_utf8_lossy(&b.to_bytes())

@@ -77,12 +77,16 @@ pub struct Identity {
     pub client: Arc<ClientConfig>,
     /// Digest of the three files' contents, to tell a real change from a touch.
     digest: [u8; 32],
+    cert_der: Vec<u8>,
+    ca_pem: String,
+    cert_file: PathBuf,
+    ca_file: PathBuf,
 }
 
 impl Identity {
     /// Reads and checks the pinned CA, certificate and key named in `hub`: the
-    /// certificate must name `cluster`, chain to the CA, be valid now, and match
-    /// the key.
+    /// certificate must name `cluster` and match the key. Whether the hub will
+    /// take it is [`Identity::check_trust`].
     pub fn load(hub: &HubLink, cluster: &str, generation: u64) -> Result<Identity, IdentityError> {
         let ca_pem = tls::read_pem(&hub.ca_file)?;
         let cert_pem = tls::read_pem(&hub.cert_file)?;
@@ -100,11 +104,6 @@ impl Identity {
                 config: cluster.to_string(),
             });
         }
-        check_chain(&ca_pem, &der).map_err(|reason| IdentityError::Untrusted {
-            path: hub.cert_file.clone(),
-            ca: hub.ca_file.clone(),
-            reason,
-        })?;
         let client =
             tls::agent_tunnel_client(&ca_pem, &cert_pem, &key_pem).map_err(|e| match e {
                 TlsError::Rustls(rustls::Error::InconsistentKeys(_)) => {
@@ -125,12 +124,26 @@ impl Identity {
             fingerprint: fingerprint_of_der(&der),
             client: Arc::new(client),
             digest: digest.finalize().into(),
+            cert_der: der,
+            ca_pem,
+            cert_file: hub.cert_file.clone(),
+            ca_file: hub.ca_file.clone(),
+        })
+    }
+
+    /// The hub's own check, done here so a bad file is reported by name rather
+    /// than as an opaque handshake failure: the certificate chains to the pinned
+    /// CA and is valid now.
+    pub fn check_trust(&self) -> Result<(), IdentityError> {
+        check_chain(&self.ca_pem, &self.cert_der).map_err(|reason| IdentityError::Untrusted {
+            path: self.cert_file.clone(),
+            ca: self.ca_file.clone(),
+            reason,
         })
     }
 }
 
-/// The hub's own check, done early so a bad file is reported here rather than as
-/// an opaque handshake failure: chain to the pinned CA, valid now, client auth.
+/// Chain to the pinned CA, valid now, usable for client authentication.
 fn check_chain(ca_pem: &str, der: &[u8]) -> Result<(), String> {
     let roots = tls::roots_from_pem("pinned hub CA", ca_pem).map_err(|e| e.to_string())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -200,7 +213,9 @@ pub async fn watch_identity(
         // next write (the key after the certificate, say) is a new change.
         seen = now;
         let current = tx.borrow().clone();
-        match Identity::load(&hub, &cluster, current.generation + 1) {
+        let loaded = Identity::load(&hub, &cluster, current.generation + 1)
+            .and_then(|fresh| fresh.check_trust().map(|()| fresh));
+        match loaded {
             Ok(fresh) if fresh.digest == current.digest => {}
             Ok(fresh) => {
                 tracing::info!(
@@ -251,6 +266,7 @@ mod tests {
         let fp = write(dir.path(), &ca, "eu1");
         let id = Identity::load(&hub, "eu1", 7).unwrap();
         assert_eq!((id.fingerprint, id.generation), (fp, 7));
+        id.check_trust().unwrap();
 
         let err = Identity::load(&hub, "us2", 1).unwrap_err();
         assert!(matches!(err, IdentityError::WrongCluster { .. }), "{err}");
@@ -268,7 +284,10 @@ mod tests {
             .unwrap();
         std::fs::write(dir.path().join("agent.crt"), &foreign.cert_pem).unwrap();
         std::fs::write(dir.path().join("agent.key"), foreign.key_pem.expose()).unwrap();
-        let err = Identity::load(&hub, "eu1", 1).unwrap_err();
+        let err = Identity::load(&hub, "eu1", 1)
+            .unwrap()
+            .check_trust()
+            .unwrap_err();
         assert!(matches!(err, IdentityError::Untrusted { .. }), "{err}");
 
         std::fs::write(dir.path().join("agent.crt"), "garbage").unwrap();
