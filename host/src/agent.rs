@@ -2,11 +2,10 @@
 
 use crate::admin::{self, AdminRoutes};
 use crate::config::AgentConfig;
-use crate::pki::{cluster_of_cert, first_cert_der_from_pem};
 use crate::proxy::forward::Forwarder;
 use crate::proxy::lifecycle::Pipeline;
 use crate::tls;
-use crate::tunnel::{run_agent_tunnels, AgentTunnelState};
+use crate::tunnel::{run_agent_tunnels, AgentTunnelState, Identity, IdentityError};
 use crate::upstream::{Upstream, UpstreamError};
 use http::StatusCode;
 use std::net::SocketAddr;
@@ -25,14 +24,9 @@ pub enum AgentError {
     /// The certificate cannot be read.
     #[error("agent certificate: {0}")]
     Pki(#[from] crate::pki::PkiError),
-    /// The certificate was issued for another cluster.
-    #[error("agent certificate is for cluster `{cert}` but the config says `{config}`")]
-    WrongCluster {
-        /// Cluster in the certificate.
-        cert: String,
-        /// Cluster in the config.
-        config: String,
-    },
+    /// The CA, certificate and key do not make a usable identity.
+    #[error("agent certificate: {0}")]
+    Identity(#[from] IdentityError),
     /// The API server client could not be built.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -68,20 +62,14 @@ pub async fn start(
     pipeline: Pipeline,
     shutdown: CancellationToken,
 ) -> Result<Agent, AgentError> {
-    let cert_pem = tls::read_pem(&cfg.hub.cert_file)?;
-    let cert_cluster = cluster_of_cert(&first_cert_der_from_pem(&cert_pem)?)?;
-    if cert_cluster != cfg.cluster {
-        return Err(AgentError::WrongCluster {
-            cert: cert_cluster,
-            config: cfg.cluster.clone(),
-        });
+    // Check the TLS material now rather than on the first dial; later changes are
+    // picked up by the certificate watcher.
+    let identity = Identity::load(&cfg.hub, &cfg.cluster, 0)?;
+    // At start there is no tunnel to keep, so an untrusted certificate is only a
+    // warning and the hub has the last word; a rotation to one is refused.
+    if let Err(e) = identity.check_trust() {
+        tracing::warn!(error = %e, "the hub will probably refuse this certificate");
     }
-    // Check the rest of the TLS material now rather than on the first dial.
-    tls::agent_tunnel_client(
-        &tls::read_pem(&cfg.hub.ca_file)?,
-        &cert_pem,
-        &tls::read_pem(&cfg.hub.key_file)?,
-    )?;
     let upstream = Upstream::new(&cfg.apiserver)?;
     let plugins = pipeline.plugins().cloned();
     let forwarder = Forwarder::new(cfg.cluster.clone(), upstream, pipeline, cfg.access.clone());
@@ -107,9 +95,9 @@ pub async fn start(
         None => None,
     };
     let cfg = Arc::new(cfg);
-    tracing::info!(cluster = %cfg.cluster, hub = %cfg.hub.address, connections = cfg.hub.connections, "agent started");
+    tracing::info!(cluster = %cfg.cluster, hub = %cfg.hub.address, connections = cfg.hub.connections, fingerprint = %identity.fingerprint, "agent started");
     tasks.spawn(
-        run_agent_tunnels(cfg.clone(), forwarder, state.clone(), shutdown)
+        run_agent_tunnels(cfg.clone(), identity, forwarder, state.clone(), shutdown)
             .instrument(tracing::info_span!("agent", cluster = %cfg.cluster)),
     );
     Ok(Agent {
@@ -130,8 +118,9 @@ fn agent_routes(state: Arc<AgentTunnelState>) -> AdminRoutes {
             StatusCode::OK,
             "text/plain; version=0.0.4",
             format!(
-                "# HELP hawser_agent_tunnels_live Tunnels to the hub currently up.\n# TYPE hawser_agent_tunnels_live gauge\nhawser_agent_tunnels_live {}\n# HELP hawser_agent_tunnel_connects_total Tunnels established since start.\n# TYPE hawser_agent_tunnel_connects_total counter\nhawser_agent_tunnel_connects_total {}\n",
+                "# HELP hawser_agent_tunnels_live Tunnels to the hub currently up.\n# TYPE hawser_agent_tunnels_live gauge\nhawser_agent_tunnels_live {}\n# HELP hawser_agent_tunnels_draining Tunnels draining after a certificate rotation.\n# TYPE hawser_agent_tunnels_draining gauge\nhawser_agent_tunnels_draining {}\n# HELP hawser_agent_tunnel_connects_total Tunnels established since start.\n# TYPE hawser_agent_tunnel_connects_total counter\nhawser_agent_tunnel_connects_total {}\n",
                 state.live(),
+                state.draining(),
                 state.connects()
             ),
         ),

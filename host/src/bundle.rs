@@ -18,9 +18,9 @@ use crate::registry::{
 pub const DEFAULT_NAMESPACE: &str = "hawser-system";
 
 const AGENT_TOML: &str = "agent.toml";
-const AGENT_CRT: &str = "agent.crt";
-const AGENT_KEY: &str = "agent.key";
-const CA_CRT: &str = "ca.crt";
+pub(crate) const AGENT_CRT: &str = "agent.crt";
+pub(crate) const AGENT_KEY: &str = "agent.key";
+pub(crate) const CA_CRT: &str = "ca.crt";
 const MANIFEST: &str = "manifest.yaml";
 const MOUNT_DIR: &str = "/etc/hawser";
 const ADMIN_PORT: u16 = 8081;
@@ -70,6 +70,9 @@ pub struct RegisterRequest {
     pub validity_days: u32,
     /// Namespace for the agent (usually [`DEFAULT_NAMESPACE`]).
     pub namespace: String,
+    /// User-extra keys the agent may impersonate (`Impersonate-Extra-<key>`); each
+    /// becomes an RBAC resource `userextras/<key>`. Empty: no extras at all.
+    pub user_extra_keys: Vec<String>,
 }
 
 /// What `register_cluster` did.
@@ -207,7 +210,34 @@ fn validate_request(req: &RegisterRequest) -> Result<(), BundleError> {
     if req.validity_days == 0 {
         return Err(invalid("validity", "must be at least one day".into()));
     }
+    for key in &req.user_extra_keys {
+        // RBAC matches `userextras/<key>` literally: a '*' would read as a wildcard
+        // that RBAC does not honour here, and blanks cannot appear in a header name.
+        if key.is_empty()
+            || key
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '*')
+        {
+            return Err(invalid(
+                "user extra key",
+                format!("{key:?} must be non-empty, without spaces, control characters or '*'"),
+            ));
+        }
+    }
     Ok(())
+}
+
+/// The RBAC resources for user-extra impersonation: `userextras/<key>` per key,
+/// lower-cased (the API server lower-cases the key it reads from the
+/// `Impersonate-Extra-<key>` header before authorizing it), sorted, without duplicates.
+fn user_extra_resources(keys: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = keys
+        .iter()
+        .map(|k| format!("userextras/{}", k.to_lowercase()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The bundle files' text and mode, in the order agent.toml, agent.crt,
@@ -227,7 +257,7 @@ fn bundle_contents(req: &RegisterRequest, ca: &HubCa, issued: &IssuedCert) -> [(
     ]
 }
 
-fn remove_files(paths: &[PathBuf]) {
+pub(crate) fn remove_files(paths: &[PathBuf]) {
     for path in paths {
         let _ = std::fs::remove_file(path);
     }
@@ -327,6 +357,7 @@ metadata:
   labels:
 {l4}---
 # The agent forwards hub requests as the hub's end users: it may impersonate and nothing else.
+# User extras only under the keys named at registration (`--user-extra-key`).
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata:
@@ -337,7 +368,7 @@ metadata:
     resources: [\"users\", \"groups\", \"serviceaccounts\"]
     verbs: [\"impersonate\"]
   - apiGroups: [\"authentication.k8s.io\"]
-    resources: [\"uids\", \"userextras\"]
+    resources: [{auth_resources}]
     verbs: [\"impersonate\"]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
@@ -455,12 +486,17 @@ metadata:
         key = secret_entry(AGENT_KEY, key_pem),
         ca = secret_entry(CA_CRT, ca_pem),
         image = yaml_str(&req.image),
+        auth_resources = std::iter::once("uids".to_string())
+            .chain(user_extra_resources(&req.user_extra_keys))
+            .map(|r| yaml_str(&r))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     out
 }
 
 /// A YAML double-quoted scalar (valid for any string).
-fn yaml_str(s: &str) -> String {
+pub(crate) fn yaml_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -481,7 +517,7 @@ fn yaml_str(s: &str) -> String {
 
 /// A value followed by its newline: a literal block (`|`) indented by `indent`
 /// when the text allows one, which keeps PEM readable; a quoted scalar otherwise.
-fn yaml_block(s: &str, indent: usize) -> String {
+pub(crate) fn yaml_block(s: &str, indent: usize) -> String {
     let literal_ok = s.ends_with('\n')
         && !s.ends_with("\n\n")
         && !s.starts_with([' ', '\t', '\n'])
@@ -520,6 +556,7 @@ mod tests {
             image: "ghcr.io/example/hawser:1.0".into(),
             validity_days: 365,
             namespace: DEFAULT_NAMESPACE.into(),
+            user_extra_keys: Vec::new(),
         }
     }
 
@@ -648,7 +685,10 @@ mod tests {
     fn bad_requests_create_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let base = request(dir.path());
-        let edits: [fn(&mut RegisterRequest); 6] = [
+        let edits: [fn(&mut RegisterRequest); 9] = [
+            |r| r.user_extra_keys = vec![String::new()],
+            |r| r.user_extra_keys = vec!["a b".into()],
+            |r| r.user_extra_keys = vec!["*".into()],
             |r| r.name = "a/b".into(),
             |r| r.namespace = "Kube System".into(),
             |r| r.hub_address = "hub.example.com".into(),
@@ -691,6 +731,27 @@ mod tests {
     }
 
     #[test]
+    fn user_extra_keys_become_userextras_subresources() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut req = request(dir.path());
+        req.user_extra_keys = vec!["Scopes".into(), "acme.com/project".into(), "scopes".into()];
+        validate_request(&req).unwrap();
+        let text = manifest_yaml(&req, "CA\n", "CERT\n", "KEY\n");
+        let role: Value = serde_yaml::Deserializer::from_str(&text)
+            .nth(2)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .unwrap();
+        let rules: Value = serde_yaml::from_str(
+            r#"[{apiGroups: [""], resources: [users, groups, serviceaccounts], verbs: [impersonate]},
+                {apiGroups: [authentication.k8s.io],
+                 resources: [uids, userextras/acme.com/project, userextras/scopes],
+                 verbs: [impersonate]}]"#,
+        )
+        .unwrap();
+        assert_eq!(role["rules"], rules);
+    }
+
+    #[test]
     fn manifest_is_six_documents_with_least_privilege() {
         let dir = tempfile::tempdir().unwrap();
         let mut req = request(dir.path());
@@ -726,12 +787,15 @@ mod tests {
                 Some("hawser-agent")
             );
         }
+        // Without extra keys: no userextras rule at all (a bare `userextras` matches
+        // nothing in RBAC, since the key is the subresource).
         let rules: Value = serde_yaml::from_str(
             r#"[{apiGroups: [""], resources: [users, groups, serviceaccounts], verbs: [impersonate]},
-                {apiGroups: [authentication.k8s.io], resources: [uids, userextras], verbs: [impersonate]}]"#,
+                {apiGroups: [authentication.k8s.io], resources: [uids], verbs: [impersonate]}]"#,
         )
         .unwrap();
         assert_eq!(docs[2]["rules"], rules);
+        assert!(!text.contains("userextras"), "{text}");
         assert_eq!(
             docs[3]["subjects"][0]["name"].as_str(),
             Some("hawser-agent")

@@ -2,8 +2,10 @@
 
 use crate::bundle::{self, RegisterRequest};
 use crate::config::{AgentConfig, HubConfig};
+use crate::pki::Fingerprint;
 use crate::plugin::{self, PluginHost, Role};
 use crate::proxy::lifecycle::Pipeline;
+use crate::rotate;
 use crate::shutdown::{cancel_on_signal, CancellationToken};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -89,9 +91,50 @@ pub enum ClusterOp {
         /// Namespace for the agent in the external cluster.
         #[arg(long, default_value = "hawser-system")]
         namespace: String,
+        /// A user-extra key the agent may impersonate (Impersonate-Extra-<KEY>),
+        /// repeatable; the ClusterRole grants `userextras/<key>` (lower-cased) for
+        /// each and no extras without one.
+        #[arg(long = "user-extra-key", value_name = "KEY")]
+        user_extra_keys: Vec<String>,
     },
-    /// List registered clusters.
+    /// List registered clusters and the fingerprints of their admitted certificates.
     List,
+    /// Rotate a cluster's agent certificate, step 1: issue a new one and admit it
+    /// alongside the current one.
+    ///
+    /// Writes agent.crt, agent.key (0600), ca.crt and secret-patch.yaml into --out.
+    /// Ship them to the agents (`kubectl -n <namespace> patch secret hawser-agent
+    /// --type merge --patch-file <out>/secret-patch.yaml`); each agent notices the
+    /// new files, opens new tunnels with them and drains the old tunnels without
+    /// cutting requests in flight. Then run `retire-cert` with the old fingerprint.
+    RotateCert {
+        /// Cluster name.
+        name: String,
+        /// Directory for the new certificate and key (default: ./hawser-<name>-rotated);
+        /// existing files are never overwritten.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// New certificate lifetime in days.
+        #[arg(long, default_value_t = 365)]
+        validity_days: u32,
+        /// Namespace of the agent, for the printed kubectl command.
+        #[arg(long, default_value = "hawser-system")]
+        namespace: String,
+    },
+    /// Rotate a cluster's agent certificate, step 2: stop admitting the old one.
+    ///
+    /// Run it once every agent replica has switched (`cluster list` and the hub's
+    /// admin /tunnels show which fingerprint each tunnel uses). Tunnels still
+    /// authenticated with the retired certificate are cut within a second; tunnels
+    /// using the other certificates are untouched. The last certificate of a
+    /// cluster cannot be retired.
+    RetireCert {
+        /// Cluster name.
+        name: String,
+        /// The certificate to retire, as printed by `cluster list` (sha256:<hex>).
+        #[arg(long)]
+        fingerprint: String,
+    },
     /// Remove a cluster; its live tunnels are cut within a second.
     Remove {
         /// Cluster name.
@@ -279,6 +322,7 @@ fn cluster(cfg: HubConfig, op: ClusterOp) -> anyhow::Result<()> {
             image,
             validity_days,
             namespace,
+            user_extra_keys,
         } => {
             let out_dir = out.unwrap_or_else(|| PathBuf::from(format!("hawser-{name}")));
             let req = RegisterRequest {
@@ -292,6 +336,7 @@ fn cluster(cfg: HubConfig, op: ClusterOp) -> anyhow::Result<()> {
                 image,
                 validity_days,
                 namespace,
+                user_extra_keys,
             };
             let outcome = bundle::register_cluster(&req)?;
             println!(
@@ -319,15 +364,58 @@ fn cluster(cfg: HubConfig, op: ClusterOp) -> anyhow::Result<()> {
                 println!("no clusters registered");
             }
             for c in clusters {
+                let certs: Vec<String> = c.certs.iter().map(|f| f.to_string()).collect();
                 println!(
                     "{}\tregion={}\tzone={}\tcerts={}\tregistered={}",
                     c.name,
                     c.region.as_deref().unwrap_or("-"),
                     c.zone.as_deref().unwrap_or("-"),
-                    c.certs.len(),
+                    certs.join(","),
                     c.registered_at
                 );
             }
+            Ok(())
+        }
+        ClusterOp::RotateCert {
+            name,
+            out,
+            validity_days,
+            namespace,
+        } => {
+            let out_dir = out.unwrap_or_else(|| PathBuf::from(format!("hawser-{name}-rotated")));
+            let req = rotate::RotateRequest {
+                state_dir: cfg.state_dir.clone(),
+                name,
+                out_dir,
+                validity_days,
+            };
+            let outcome = rotate::rotate_cert(&req)?;
+            println!(
+                "issued certificate {} for cluster {}; admitted alongside {}",
+                outcome.fingerprint,
+                req.name,
+                join(&outcome.previous)
+            );
+            for f in &outcome.files {
+                println!("  wrote {}", f.display());
+            }
+            println!(
+                "ship it to the agents with: kubectl -n {namespace} patch secret hawser-agent --type merge --patch-file {}",
+                req.out_dir.join(rotate::SECRET_PATCH).display()
+            );
+            println!(
+                "once every agent uses it: hawser cluster retire-cert {} --fingerprint <old>",
+                req.name
+            );
+            Ok(())
+        }
+        ClusterOp::RetireCert { name, fingerprint } => {
+            let fp: Fingerprint = fingerprint.parse()?;
+            let rec = rotate::retire_cert(&cfg.state_dir, &name, &fp)?;
+            println!(
+                "retired certificate {fp} of cluster {name}; its tunnels close within a second; still admitted: {}",
+                join(&rec.certs)
+            );
             Ok(())
         }
         ClusterOp::Remove { name } => {
@@ -339,4 +427,11 @@ fn cluster(cfg: HubConfig, op: ClusterOp) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn join(fps: &[Fingerprint]) -> String {
+    fps.iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -107,6 +107,7 @@ pub async fn start(
         pool: pool.clone(),
         keepalive: cfg.tunnel.keepalive,
         handshake_timeout: cfg.tunnel.handshake_timeout,
+        registry: registry.clone(),
     };
     tasks.spawn(
         serve_agents(tunnel_listener, agents, shutdown.clone())

@@ -26,6 +26,7 @@ pub mod pki;
 pub mod plugin;
 pub mod proxy;
 pub mod registry;
+pub mod rotate;
 pub mod shutdown;
 pub mod tls;
 pub mod tunnel;

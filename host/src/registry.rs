@@ -19,7 +19,7 @@ pub const CLUSTERS_FILE: &str = "clusters.toml";
 
 const HEADER: &str = "\
 # Clusters registered with this Hawser hub, and the agent certificates it admits.
-# Managed by `hawser cluster register/list/remove`; the hub re-reads this file.
+# Managed by `hawser cluster register/list/remove/rotate-cert/retire-cert`; the hub re-reads this file.
 ";
 
 /// Why a registry operation failed. Messages name the file (when there is one) and the reason.
@@ -52,6 +52,18 @@ pub enum RegistryError {
     /// No cluster with this name is registered.
     #[error("cluster {name:?} is not registered")]
     Unknown { name: String },
+    /// The cluster does not admit this certificate.
+    #[error("cluster {name:?} has no certificate {fingerprint}")]
+    UnknownCert {
+        name: String,
+        fingerprint: Fingerprint,
+    },
+    /// Retiring the only admitted certificate would lock every agent out.
+    #[error("{fingerprint} is the only certificate of cluster {name:?}; rotate first (`hawser cluster rotate-cert`) or remove the cluster")]
+    LastCert {
+        name: String,
+        fingerprint: Fingerprint,
+    },
     /// The name is not a DNS-1123 label.
     #[error("invalid cluster name {name:?}: {reason}")]
     InvalidName { name: String, reason: String },
@@ -182,6 +194,36 @@ impl Registry {
             rec.certs.push(fp);
         }
         Ok(())
+    }
+
+    /// Stops admitting one certificate of a cluster (the end of a rotation) and
+    /// returns the updated record. The last certificate cannot be retired: that
+    /// would lock out every agent, which is what [`Registry::remove`] is for.
+    pub fn retire_cert(
+        &mut self,
+        cluster: &str,
+        fp: &Fingerprint,
+    ) -> Result<ClusterRecord, RegistryError> {
+        let rec = self
+            .clusters
+            .get_mut(cluster)
+            .ok_or_else(|| RegistryError::Unknown {
+                name: cluster.to_string(),
+            })?;
+        if !rec.certs.contains(fp) {
+            return Err(RegistryError::UnknownCert {
+                name: cluster.to_string(),
+                fingerprint: *fp,
+            });
+        }
+        if rec.certs.len() == 1 {
+            return Err(RegistryError::LastCert {
+                name: cluster.to_string(),
+                fingerprint: *fp,
+            });
+        }
+        rec.certs.retain(|c| c != fp);
+        Ok(rec.clone())
     }
 
     /// Removes a cluster and returns its record; an error if it is unknown.
@@ -361,6 +403,23 @@ mod tests {
             Err(RegistryError::Unknown { .. })
         ));
         assert!(reg.insert(record("Bad", 1)).is_err());
+        // Retiring: only a listed certificate, never the last one.
+        let (one, two) = (Fingerprint([1; 32]), Fingerprint([2; 32]));
+        assert!(matches!(
+            reg.retire_cert("eu1", &one),
+            Err(RegistryError::LastCert { .. })
+        ));
+        reg.add_cert("eu1", two).unwrap();
+        assert!(matches!(
+            reg.retire_cert("eu1", &Fingerprint([9; 32])),
+            Err(RegistryError::UnknownCert { .. })
+        ));
+        assert!(matches!(
+            reg.retire_cert("nope", &one),
+            Err(RegistryError::Unknown { .. })
+        ));
+        assert_eq!(reg.retire_cert("eu1", &one).unwrap().certs, [two]);
+        assert!(!reg.is_admitted("eu1", &one) && reg.is_admitted("eu1", &two));
         assert_eq!(reg.remove("eu1").unwrap().name, "eu1");
         assert!(reg.get("eu1").is_none());
     }

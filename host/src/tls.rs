@@ -114,6 +114,11 @@ pub fn hub_tunnel_server(
             key_from_pem("hub key", key_pem)?,
         )?;
     config.alpn_protocols = vec![TUNNEL_ALPN.to_vec()];
+    // No session resumption: a resumed session skips the client verifier, so an
+    // agent whose certificate was retired or whose cluster was removed could
+    // come back on the strength of an earlier handshake.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(config)
 }
 

@@ -35,6 +35,8 @@ fn every_subcommand_has_help() {
         vec!["cluster", "register", "--help"],
         vec!["cluster", "list", "--help"],
         vec!["cluster", "remove", "--help"],
+        vec!["cluster", "rotate-cert", "--help"],
+        vec!["cluster", "retire-cert", "--help"],
     ] {
         let (code, text) = run(&args);
         assert_eq!(code, 0, "{args:?}: {text}");
@@ -49,6 +51,8 @@ fn bad_usage_exits_non_zero() {
         vec!["bogus"],
         vec!["hub"],
         vec!["cluster", "register"],
+        vec!["cluster", "rotate-cert"],
+        vec!["cluster", "retire-cert", "eu1"],
         vec!["hub", "--config"],
     ] {
         let (code, text) = run(&args);
@@ -100,6 +104,8 @@ fn register_list_remove() {
             "eu-west",
             "--zone",
             "eu-west-1a",
+            "--user-extra-key",
+            "Scopes",
             "--out",
             out.to_str().unwrap(),
         ],
@@ -123,6 +129,10 @@ fn register_list_remove() {
     let manifest = std::fs::read_to_string(out.join("manifest.yaml")).unwrap();
     assert!(
         manifest.contains("replicas: 2") && manifest.contains("impersonate"),
+        "{manifest}"
+    );
+    assert!(
+        manifest.contains("\"userextras/scopes\"") && !manifest.contains("\"userextras\""),
         "{manifest}"
     );
     assert!(
@@ -153,7 +163,9 @@ fn register_list_remove() {
 
     let (ok, text) = cluster_cmd(&cfg, &["list"]);
     assert!(
-        ok && text.contains("eu1") && text.contains("region=eu-west"),
+        ok && text.contains("eu1")
+            && text.contains("region=eu-west")
+            && text.contains("certs=sha256:"),
         "{text}"
     );
     let (ok, text) = cluster_cmd(&cfg, &["remove", "eu1"]);

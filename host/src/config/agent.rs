@@ -55,6 +55,10 @@ struct RawTunnel {
     backoff_initial: Duration,
     #[serde(default = "default_backoff_max", with = "humantime_serde")]
     backoff_max: Duration,
+    #[serde(default = "default_cert_reload_interval", with = "humantime_serde")]
+    cert_reload_interval: Duration,
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    drain_timeout: Duration,
 }
 
 impl Default for RawTunnel {
@@ -64,6 +68,8 @@ impl Default for RawTunnel {
             keepalive_timeout: default_keepalive_timeout(),
             backoff_initial: default_backoff_initial(),
             backoff_max: default_backoff_max(),
+            cert_reload_interval: default_cert_reload_interval(),
+            drain_timeout: default_drain_timeout(),
         }
     }
 }
@@ -100,6 +106,16 @@ fn default_backoff_initial() -> Duration {
 fn default_backoff_max() -> Duration {
     Duration::from_secs(30)
 }
+/// The kubelet refreshes Secret volumes about once a minute; checking every 10 s
+/// adds little to that.
+fn default_cert_reload_interval() -> Duration {
+    Duration::from_secs(10)
+}
+/// Long enough for most `logs -f`, exec and port-forward sessions to end on their
+/// own; watches are re-established by their clients anyway.
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(600)
+}
 
 /// The agent's validated config.
 #[derive(Debug, Clone)]
@@ -120,6 +136,11 @@ pub struct AgentConfig {
     pub backoff_initial: Duration,
     /// Largest reconnect delay ceiling.
     pub backoff_max: Duration,
+    /// How often the certificate, key and CA files are checked for a rotation.
+    pub cert_reload_interval: Duration,
+    /// How long a tunnel replaced by one with a rotated certificate keeps serving
+    /// its streams in flight before it is closed.
+    pub drain_timeout: Duration,
     /// How the agent reaches its cluster's API server.
     pub apiserver: ApiServerSource,
     /// The admin listener (`/livez`, `/readyz`, `/metrics`), if any.
@@ -209,6 +230,12 @@ impl AgentConfig {
             t.keepalive_interval,
             t.keepalive_timeout,
         )?;
+        if t.cert_reload_interval.is_zero() || t.drain_timeout.is_zero() {
+            return Err(v.invalid(
+                "tunnel.cert_reload_interval",
+                "cert_reload_interval and drain_timeout must be above zero",
+            ));
+        }
         let apiserver = api_source(&v, raw.apiserver, env)?;
         let admin_listen = match raw.admin {
             Some(a) => Some(v.socket_addr("admin.listen", &a.listen)?),
@@ -230,6 +257,8 @@ impl AgentConfig {
             keepalive,
             backoff_initial: raw.tunnel.backoff_initial,
             backoff_max: raw.tunnel.backoff_max,
+            cert_reload_interval: raw.tunnel.cert_reload_interval,
+            drain_timeout: raw.tunnel.drain_timeout,
             apiserver,
             admin_listen,
             plugins: raw.plugins.map(|p| v.path(&p)),

@@ -1,15 +1,19 @@
 //! The hub's tunnel listener: admits registered agents and turns each accepted
 //! connection into an HTTP/2 client the proxy can send requests through.
 
+use super::io::Cuttable;
 use super::pool::TunnelPool;
 use super::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 use crate::config::Keepalive;
 use crate::pki::{cluster_of_cert, fingerprint_of_der};
+use crate::registry::Registry;
+use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -25,6 +29,8 @@ pub struct AgentListener {
     pub keepalive: Keepalive,
     /// Limit for the TLS handshake.
     pub handshake_timeout: Duration,
+    /// The whitelist, checked again once the handshake is done.
+    pub registry: Arc<ArcSwap<Registry>>,
 }
 
 /// Accepts agents until `shutdown` fires.
@@ -83,8 +89,17 @@ impl AgentListener {
                 return;
             }
         };
+        // The verifier checked the registry during the handshake; checking again
+        // here guards against any path that skips it (session resumption is off).
+        if !self.registry.load().is_admitted(&cluster, &fingerprint) {
+            tracing::warn!(reason = "certificate not registered (checked after the handshake)", %fingerprint, "agent refused");
+            return;
+        }
         let version = conn.protocol_version();
         tracing::Span::current().record("cluster", cluster.as_str());
+        let cancel = shutdown.child_token();
+        let (closed_tx, mut closed) = oneshot::channel::<()>();
+        let tls = Cuttable::new(tls, cancel.clone(), closed_tx);
 
         let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -104,21 +119,56 @@ impl AgentListener {
                 return;
             }
         };
-        let cancel = shutdown.child_token();
         let id = self
             .pool
             .insert(&cluster, peer, fingerprint, sender, cancel.clone());
         tracing::Span::current().record("tunnel", id);
         tracing::info!(?version, %fingerprint, live = self.pool.live(&cluster), "agent connected");
-        let reason = tokio::select! {
+        let ended = tokio::select! {
             result = connection => match result {
-                Ok(()) => "agent closed the connection".to_string(),
-                Err(e) => format!("connection failed: {e}"),
+                // The dispatcher stops cleanly on the agent's GOAWAY as well as at
+                // the end of the connection; the socket tells which.
+                Ok(()) => None,
+                Err(e) => Some(format!("connection failed: {e}")),
             },
-            _ = cancel.cancelled() => "closed by the hub".to_string(),
+            _ = cancel.cancelled() => Some("closed by the hub".to_string()),
+        };
+        let reason = match ended {
+            Some(reason) => reason,
+            None => self.drain(&cluster, id, &cancel, &mut closed).await,
         };
         self.pool.remove(&cluster, id);
         tracing::info!(%reason, live = self.pool.live(&cluster), "tunnel closed");
+    }
+}
+
+impl AgentListener {
+    /// Follows a tunnel the agent is draining: out of rotation but listed (and cut
+    /// if its certificate is retired) until its last stream ends and the agent
+    /// closes it.
+    async fn drain(
+        &self,
+        cluster: &str,
+        id: u64,
+        cancel: &CancellationToken,
+        closed: &mut oneshot::Receiver<()>,
+    ) -> String {
+        if !matches!(closed.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
+            return "agent closed the connection".into();
+        }
+        self.pool.mark_draining(cluster, id);
+        tracing::info!(
+            live = self.pool.live(cluster),
+            "agent is draining the tunnel; requests in flight continue, new ones go elsewhere"
+        );
+        tokio::select! {
+            _ = &mut *closed => "agent closed the drained connection".into(),
+            _ = cancel.cancelled() => {
+                // The cut fails the socket; hyper then drops it.
+                let _ = tokio::time::timeout(Duration::from_secs(5), closed).await;
+                "closed by the hub while draining".into()
+            }
+        }
     }
 }
 

@@ -14,10 +14,13 @@
 mod agent_side;
 pub mod backoff;
 mod hub_side;
+mod identity;
+mod io;
 mod pool;
 
 pub use agent_side::{run_agent_tunnels, AgentTunnelState};
 pub use hub_side::{serve_agents, AgentListener};
+pub use identity::{Identity, IdentityError};
 pub use pool::{SendError, TunnelInfo, TunnelPool};
 
 /// HTTP/2 stream window: how much one stream may have in flight.

@@ -1,17 +1,24 @@
 //! The hub's set of live tunnels, per cluster.
 
 use crate::pki::Fingerprint;
-use crate::proxy::body::Body;
+use crate::proxy::body::{self, Body};
 use crate::registry::Registry;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+/// How long a request that found every tunnel of its cluster closing waits for
+/// a replacement: during a certificate rotation the agent drains the old tunnel
+/// as soon as the new one is admitted, which may be a moment before the hub has
+/// it in the pool.
+const HANDOVER_WAIT: Duration = Duration::from_secs(2);
 
 /// One live tunnel as the hub sees it.
 #[derive(Debug)]
@@ -19,6 +26,23 @@ pub struct Tunnel {
     info: TunnelInfo,
     sender: SendRequest<Body>,
     cancel: CancellationToken,
+    draining: AtomicBool,
+}
+
+impl Tunnel {
+    /// Whether new requests may go here.
+    fn usable(&self) -> bool {
+        !self.sender.is_closed()
+            && !self.cancel.is_cancelled()
+            && !self.draining.load(Ordering::Relaxed)
+    }
+
+    fn info(&self) -> TunnelInfo {
+        TunnelInfo {
+            draining: self.draining.load(Ordering::Relaxed),
+            ..self.info.clone()
+        }
+    }
 }
 
 /// Facts about a live tunnel (for logs, admin and routing).
@@ -34,6 +58,9 @@ pub struct TunnelInfo {
     pub fingerprint: String,
     /// Seconds since the Unix epoch when the tunnel came up.
     pub connected_at: u64,
+    /// The agent is draining it (GOAWAY): requests in flight finish, no new ones
+    /// are sent here.
+    pub draining: bool,
 }
 
 /// Why a request could not be sent through any tunnel.
@@ -60,6 +87,8 @@ pub struct TunnelPool {
     clusters: Mutex<HashMap<String, Vec<Arc<Tunnel>>>>,
     next_id: AtomicU64,
     turn: AtomicUsize,
+    /// Wakes requests waiting for a replacement tunnel.
+    arrived: Notify,
 }
 
 impl TunnelPool {
@@ -94,17 +123,29 @@ impl TunnelPool {
             peer,
             fingerprint: fingerprint.to_string(),
             connected_at,
+            draining: false,
         };
         let tunnel = Arc::new(Tunnel {
             info,
             sender,
             cancel,
+            draining: AtomicBool::new(false),
         });
         self.lock()
             .entry(cluster.to_string())
             .or_default()
             .push(tunnel);
+        self.arrived.notify_waiters();
         id
+    }
+
+    /// Takes a tunnel out of rotation while it stays listed (and cuttable): the
+    /// agent sent GOAWAY, so its streams in flight run to completion elsewhere
+    /// in hyper and no new request may go there.
+    pub fn mark_draining(&self, cluster: &str, id: u64) {
+        if let Some(t) = self.get(cluster, id) {
+            t.draining.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Forgets a tunnel (its connection ended).
@@ -122,18 +163,13 @@ impl TunnelPool {
     pub fn live(&self, cluster: &str) -> usize {
         self.lock()
             .get(cluster)
-            .map(|l| l.iter().filter(|t| !t.sender.is_closed()).count())
+            .map(|l| l.iter().filter(|t| t.usable()).count())
             .unwrap_or(0)
     }
 
     /// Every live tunnel, for admin views.
     pub fn snapshot(&self) -> Vec<TunnelInfo> {
-        let mut all: Vec<TunnelInfo> = self
-            .lock()
-            .values()
-            .flatten()
-            .map(|t| t.info.clone())
-            .collect();
+        let mut all: Vec<TunnelInfo> = self.lock().values().flatten().map(|t| t.info()).collect();
         all.sort_by_key(|t| t.id);
         all
     }
@@ -158,17 +194,23 @@ impl TunnelPool {
         cut
     }
 
+    /// Ids of the tunnels of a cluster that take new requests, in insertion order.
+    fn usable_ids(&self, cluster: &str) -> Vec<u64> {
+        self.lock()
+            .get(cluster)
+            .map(|list| {
+                list.iter()
+                    .filter(|t| t.usable())
+                    .map(|t| t.info.id)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Live tunnel ids of a cluster, starting at the next one in round-robin order.
+    /// Draining tunnels are not candidates.
     pub fn candidates(&self, cluster: &str) -> Vec<u64> {
-        let map = self.lock();
-        let Some(list) = map.get(cluster) else {
-            return Vec::new();
-        };
-        let live: Vec<u64> = list
-            .iter()
-            .filter(|t| !t.sender.is_closed() && !t.cancel.is_cancelled())
-            .map(|t| t.info.id)
-            .collect();
+        let live = self.usable_ids(cluster);
         if live.is_empty() {
             return live;
         }
@@ -189,18 +231,62 @@ impl TunnelPool {
     }
 
     /// Sends a request over the first tunnel in `order` that takes it. A tunnel that
-    /// died before the request left is skipped, so losing one agent replica fails no
-    /// new request; once a request is out, its failure is returned.
+    /// closed or drains before the request left is skipped, so losing one agent
+    /// replica or rotating its certificate fails no new request. Tunnels that came
+    /// up meanwhile are tried after `order`, and if every tunnel bounced the
+    /// request, a replacement is awaited for a moment. Once a request is out, its
+    /// failure is returned, unless the agent refused the stream unprocessed
+    /// (REFUSED_STREAM, or beyond a GOAWAY) and the request has no body, which
+    /// makes sending it again safe.
     pub async fn send(
         &self,
         cluster: &str,
         order: &[u64],
-        mut req: Request<Body>,
+        req: Request<Body>,
     ) -> Result<(u64, Response<Incoming>), SendError> {
-        for &id in order {
+        use http_body::Body as _;
+        let (parts, body) = req.into_parts();
+        let template = body.is_end_stream().then(|| parts.clone());
+        let mut req = Request::from_parts(parts, body);
+        let mut queue: std::collections::VecDeque<u64> = order.iter().copied().collect();
+        let mut tried: Vec<u64> = Vec::new();
+        let mut waited = false;
+        loop {
+            let Some(id) = queue.pop_front() else {
+                // Registered before looking, so an insert in between is not missed.
+                let arrival = self.arrived.notified();
+                tokio::pin!(arrival);
+                arrival.as_mut().enable();
+                let fresh: Vec<u64> = self
+                    .usable_ids(cluster)
+                    .into_iter()
+                    .filter(|id| !tried.contains(id))
+                    .collect();
+                if !fresh.is_empty() {
+                    queue.extend(fresh);
+                    continue;
+                }
+                if waited || tried.is_empty() {
+                    break;
+                }
+                waited = true;
+                tracing::debug!(
+                    cluster,
+                    "every tunnel refused the request; waiting for a replacement"
+                );
+                let _ = tokio::time::timeout(HANDOVER_WAIT, arrival).await;
+                continue;
+            };
+            if tried.contains(&id) {
+                continue;
+            }
+            tried.push(id);
             let Some(tunnel) = self.get(cluster, id) else {
                 continue;
             };
+            if !tunnel.usable() {
+                continue;
+            }
             let mut sender = tunnel.sender.clone();
             if sender.ready().await.is_err() {
                 continue;
@@ -213,15 +299,41 @@ impl TunnelPool {
                         req = back;
                     }
                     None => {
-                        return Err(SendError::Tunnel {
-                            cluster: cluster.into(),
-                            tunnel: id,
-                            source: e.into_error(),
-                        })
+                        let source = e.into_error();
+                        match &template {
+                            Some(parts) if refused_unprocessed(&source) => {
+                                tracing::debug!(tunnel = id, error = %source, "agent refused the stream unprocessed; sending again on another tunnel");
+                                req = Request::from_parts(parts.clone(), body::empty());
+                            }
+                            _ => {
+                                return Err(SendError::Tunnel {
+                                    cluster: cluster.into(),
+                                    tunnel: id,
+                                    source,
+                                })
+                            }
+                        }
                     }
                 },
             }
         }
         Err(SendError::NoTunnel(cluster.into()))
     }
+}
+
+/// Whether the agent provably did not process the request: HTTP/2 says so for a
+/// stream reset with REFUSED_STREAM and for a stream above the last stream id of
+/// a graceful GOAWAY (RFC 9113, section 8.7).
+fn refused_unprocessed(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away()
+                    && h2.is_remote()
+                    && h2.reason() == Some(h2::Reason::NO_ERROR));
+        }
+        source = err.source();
+    }
+    false
 }
