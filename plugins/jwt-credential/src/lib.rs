@@ -57,7 +57,8 @@
 //!   `HS256`), unknown or retired `kid`, bad signature (checked with the host's
 //!   `verify-signature` over exactly the received `header.payload`), wrong `iss`, `aud`
 //!   without `hawser`, expired or not yet valid (60 s leeway, host clock), not an
-//!   access token (refresh tokens are refused), revoked `jti` or `rid`, or an identity
+//!   access token (refresh tokens are refused), revoked `jti` or `rid` (config or
+//!   revocation file), a configured revocation file unavailable, or an identity
 //!   the host could not send upstream: 401 with the message `Unauthorized`, so the
 //!   client gets kube-apiserver's exact 401 body and learns nothing about why.
 //! - A valid credential that does not allow the cluster (`cluster` from the config, and

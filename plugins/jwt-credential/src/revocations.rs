@@ -20,7 +20,6 @@ use std::collections::BTreeSet;
 use std::time::{Duration, UNIX_EPOCH};
 
 use hawser_plugin_sdk::host::{self, LogLevel, Timestamp};
-use serde::Deserialize;
 
 use crate::jws::Refusal;
 use crate::settings::canonical_uuid;
@@ -49,31 +48,73 @@ pub struct FileSettings {
 /// for hours.
 pub const MAX_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// `revoked.toml`: `[[revoked]]` tables; only `id` is used.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    #[serde(default)]
-    revoked: Vec<RawEntry>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEntry {
-    id: String,
-    #[allow(dead_code)]
-    revoked_at: Option<String>,
-    #[allow(dead_code)]
-    expires_at: Option<String>,
-}
-
 /// Parses a revocation list into canonical ids.
+///
+/// Only the TOML that `hawser credential revoke` and `export-keys` write is read:
+/// comments, `revoked = []`, and `[[revoked]]` tables of `key = "string"` lines with
+/// `id` (required), `revoked_at` and `expires_at` (ignored). Anything else is an
+/// error, so the last good list stays in force. A full TOML parser would triple the
+/// plugin's size, and with it the compile time of every hub and agent start.
 pub fn parse(text: &str) -> Result<BTreeSet<String>, String> {
-    let raw: RawFile = toml::from_str(text).map_err(|e| e.message().to_string())?;
-    raw.revoked
-        .into_iter()
-        .map(|e| canonical_uuid(&e.id).ok_or_else(|| format!("{:?} is not a credential id", e.id)))
-        .collect()
+    let mut ids = BTreeSet::new();
+    // The current `[[revoked]]` table's id, once its first line was read.
+    let mut entry: Option<Option<String>> = None;
+    let mut close = |entry: &mut Option<Option<String>>, line: usize| match entry.take() {
+        None => Ok(()),
+        Some(None) => Err(format!(
+            "the [[revoked]] table before line {line} has no id"
+        )),
+        Some(Some(id)) => {
+            ids.insert(id);
+            Ok(())
+        }
+    };
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line == "[[revoked]]" {
+            close(&mut entry, n)?;
+            entry = Some(None);
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| format!("line {n}: expected [[revoked]] or key = \"value\""))?;
+        let (key, value) = (key.trim(), value.trim());
+        let Some(current) = entry.as_mut() else {
+            if key == "revoked" && value.split('#').next().map(str::trim) == Some("[]") {
+                continue;
+            }
+            return Err(format!("line {n}: {key:?} outside a [[revoked]] table"));
+        };
+        let value =
+            string_value(value).ok_or_else(|| format!("line {n}: {key} is not a \"string\""))?;
+        match key {
+            "id" if current.is_none() => {
+                let id = canonical_uuid(value)
+                    .ok_or_else(|| format!("line {n}: {value:?} is not a credential id"))?;
+                *current = Some(id);
+            }
+            "id" => return Err(format!("line {n}: a second id in one [[revoked]] table")),
+            "revoked_at" | "expires_at" => {}
+            other => return Err(format!("line {n}: unknown key {other:?}")),
+        }
+    }
+    close(&mut entry, text.lines().count() + 1)?;
+    Ok(ids)
+}
+
+/// `"text"` or `'text'`, optionally followed by a comment; no escapes (ids and
+/// timestamps need none).
+fn string_value(value: &str) -> Option<&str> {
+    let quote = value.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let rest = &value[1..];
+    let end = rest.find(quote)?;
+    let (inner, after) = (&rest[..end], rest[end + 1..].trim_start());
+    (!inner.contains('\\') && (after.is_empty() || after.starts_with('#'))).then_some(inner)
 }
 
 /// What identifies one version of the file: modification time and size (writers
@@ -120,7 +161,8 @@ impl RevocationFile {
         file
     }
 
-    /// Whether `id` is revoked, looking at the file first if the interval passed.
+    /// Refuses if any of `ids` (the jti and the rid) is revoked, or if there is no
+    /// usable list; looks at the file first when the interval has passed.
     pub fn check(&self, ids: &[&str], now: Timestamp) -> Result<(), Refusal> {
         let now = since_epoch(now);
         let due = match self.state.borrow().checked_at {

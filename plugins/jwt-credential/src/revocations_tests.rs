@@ -200,3 +200,31 @@ fn file_settings_are_validated() {
         .unwrap();
     assert!(err.contains("need revocations_file"), "{err}");
 }
+
+#[test]
+fn the_files_the_hub_writes_parse_and_anything_else_is_refused() {
+    use crate::revocations::parse;
+    // As `RevocationList::save` writes an empty and a full list.
+    let empty = "# Revoked Hawser credentials.\n\nrevoked = []\n";
+    assert!(parse(empty).unwrap().is_empty());
+    let full = parse(&list(&[&JTI.to_uppercase(), RID])).unwrap();
+    assert_eq!(
+        full.into_iter().collect::<Vec<_>>(),
+        [RID.to_string(), JTI.to_string()]
+    );
+    let ok = format!("[[revoked]] \nid = '{JTI}' # comment\n");
+    assert!(parse(&ok).unwrap().contains(JTI));
+    for bad in [
+        "revoked = 3\n".to_string(),
+        "[[revoked]]\nrevoked_at = \"2023-11-14T22:13:20Z\"\n".to_string(),
+        format!("[[revoked]]\nid = \"{JTI}\"\nid = \"{RID}\"\n"),
+        format!("[[revoked]]\nid = \"{JTI}\"\nreason = \"x\"\n"),
+        format!("[[revoked]]\nid = \"{JTI}\" trailing\n"),
+        format!("[[revoked]]\nid = \"{JTI}\n"),
+        format!("id = \"{JTI}\"\n"),
+        "[[revoked]]\nid = \"not-a-uuid\"\n".to_string(),
+        "[revoked]\n".to_string(),
+    ] {
+        assert!(parse(&bad).is_err(), "{bad:?} parsed");
+    }
+}
