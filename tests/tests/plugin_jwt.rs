@@ -638,3 +638,118 @@ async fn rotated_keys_verify_until_retire_after() {
     assert_unauthorized("retired key", check(&host, &old, "eu1").await).await;
     assert!(check(&host, &new, "eu1").await.unwrap().is_some());
 }
+
+/// `[stage.grants]` giving the plugin `dir` read-only as `/revocations`.
+fn revocations_grant(dir: &Path) -> String {
+    format!(
+        "\n[stage.grants]\nread_dirs = {{ {:?} = \"/revocations\" }}\n",
+        dir.display().to_string()
+    )
+}
+
+#[tokio::test]
+async fn a_revocation_file_takes_effect_within_its_interval_without_a_reload() {
+    let hub = hub();
+    // The operator's synced copy of the hub's list, in a directory of its own (never
+    // the state dir: it holds the issuer's private keys).
+    let synced = tempfile::tempdir().unwrap();
+    let file = synced.path().join("revoked.toml");
+    credential::revocation::export(hub.state(), &file).unwrap();
+    let interval = Duration::from_millis(300);
+    let config = format!(
+        "revocations_file = \"/revocations/revoked.toml\"\nrevocations_check_interval = \"{}ms\"",
+        interval.as_millis()
+    );
+    let fx = Fixture::new(&format!(
+        "{}{}",
+        hub.stage("reuse", &config),
+        revocations_grant(synced.path())
+    ));
+    let host = fx.host().await;
+    let generation = host.chain().generation();
+    let req = access("alice@example.com", &["eu1"]);
+    let revoked = hub.issue(&req);
+    let kept = hub.issue(&req);
+    let refresh = hub.issue(&IssueRequest {
+        exec: true,
+        ..req.clone()
+    });
+    let mut minted = claims_for(ISSUER, &req, SystemTime::now()).unwrap();
+    minted.rid = Some(refresh.id.clone());
+    let minted = sign(&minted, hub.keys().signing_key());
+    let tokens = [
+        ("revoked", bearer(revoked.token.expose())),
+        ("kept", bearer(kept.token.expose())),
+        ("minted", bearer(minted.expose())),
+    ];
+    // Several calls, so more than one pooled instance has read the file.
+    for _ in 0..4 {
+        for (what, auth) in &tokens {
+            assert!(check(&host, auth, "eu1").await.unwrap().is_some(), "{what}");
+        }
+    }
+
+    // `hawser credential revoke`, then the sync to the granted directory.
+    credential::revoke(hub.state(), &revoked.id, Some(revoked.expires_at)).unwrap();
+    credential::revoke(hub.state(), &refresh.id, Some(refresh.expires_at)).unwrap();
+    credential::revocation::export(hub.state(), &file).unwrap();
+    let written = std::time::Instant::now();
+    let refused = hawser_tests::harness::eventually(Duration::from_secs(10), || async {
+        check(&host, &tokens[0].1, "eu1")
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    assert!(refused.is_some(), "revocation file not picked up");
+    let took = written.elapsed();
+    // Within the interval, plus scheduling slack on a shared machine.
+    assert!(took < interval + Duration::from_secs(2), "took {took:?}");
+    // Every instance now refuses both, after at most one more interval.
+    tokio::time::sleep(interval).await;
+    for _ in 0..4 {
+        assert_unauthorized("revoked jti", check(&host, &tokens[0].1, "eu1").await).await;
+        assert_unauthorized(
+            "minted from a revoked refresh credential",
+            check(&host, &tokens[2].1, "eu1").await,
+        )
+        .await;
+        assert!(check(&host, &tokens[1].1, "eu1").await.unwrap().is_some());
+    }
+    assert_eq!(
+        host.chain().generation(),
+        generation,
+        "the chain was reloaded"
+    );
+    for (what, auth) in &tokens {
+        assert_eq!(
+            hub.host_accepts(auth, "eu1"),
+            *what == "kept",
+            "host and plugin disagree on {what}"
+        );
+    }
+
+    // A fresh instance per call reads the file at init.
+    let fresh = Fixture::new(&format!(
+        "{}{}",
+        hub.stage("fresh", &config),
+        revocations_grant(synced.path())
+    ));
+    let fresh = fresh.host().await;
+    assert_unauthorized("fresh: revoked", check(&fresh, &tokens[0].1, "eu1").await).await;
+    assert!(check(&fresh, &tokens[1].1, "eu1").await.unwrap().is_some());
+
+    // The file disappears: fail closed, everyone refused (the default).
+    std::fs::remove_file(&file).unwrap();
+    let closed = hawser_tests::harness::eventually(Duration::from_secs(10), || async {
+        check(&host, &tokens[1].1, "eu1")
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        closed.is_some(),
+        "a missing revocation file was not fail-closed"
+    );
+}

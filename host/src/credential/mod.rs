@@ -69,6 +69,12 @@ pub const MAX_REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Shortest lifetime of any issued token: shorter ones would expire within the
 /// clock-skew leeway and only confuse.
 pub const MIN_TTL: Duration = Duration::from_secs(60);
+/// Shortest `refreshed_ttl`. Shorter than [`MIN_TTL`] is useful here: kubectl re-runs
+/// the exec plugin once `expirationTimestamp` passes (not after the verifiers'
+/// leeway), and every refresh re-checks the refresh credential at the hub, so a short
+/// lifetime bounds how long a client keeps a token after its refresh credential is
+/// revoked. Below 5 s kubectl would mostly be refreshing.
+pub const MIN_REFRESHED_TTL: Duration = Duration::from_secs(5);
 /// Lifetime of the access tokens the refresh endpoint mints, unless configured.
 pub const DEFAULT_REFRESHED_TTL: Duration = Duration::from_secs(15 * 60);
 /// Clock skew tolerated on `exp` and `nbf` between the hub, the agent and the issuer.

@@ -18,7 +18,7 @@ use super::kubeconfig::exec_credential;
 use super::revocation::Revocations;
 use super::token::{sign, Claims, CredentialError, SecretToken, TokenUse};
 use super::verifier::{bearer, unauthorized, KeySource, Verifier};
-use super::{MAX_ACCESS_TTL, MIN_TTL};
+use super::{MAX_ACCESS_TTL, MIN_REFRESHED_TTL};
 use crate::proxy::body::{full, Body};
 use crate::proxy::status::Status;
 
@@ -38,18 +38,19 @@ pub struct Refresher {
 
 impl Refresher {
     /// A refresher signing with the hub's keys, minting access tokens that live
-    /// `access_ttl` (1 min to 24 h) or until the refresh credential expires.
+    /// `access_ttl` ([`MIN_REFRESHED_TTL`] to 24 h) or until the refresh credential
+    /// expires.
     pub fn new(
         keys: Arc<HubKeys>,
         revocations: Arc<Revocations>,
         issuer: impl Into<String>,
         access_ttl: Duration,
     ) -> Result<Refresher, IssueError> {
-        if !(MIN_TTL..=MAX_ACCESS_TTL).contains(&access_ttl) {
+        if !(MIN_REFRESHED_TTL..=MAX_ACCESS_TTL).contains(&access_ttl) {
             return Err(IssueError::Invalid {
-                field: "access_ttl",
+                field: "refreshed_ttl",
                 reason: format!(
-                    "{} is outside 1m..=24h",
+                    "{} is outside 5s..=24h",
                     humantime::format_duration(access_ttl)
                 ),
             });

@@ -47,7 +47,7 @@ pub struct HubCredentialSettings {
     /// `iss` of issued credentials, and the only issuer accepted.
     #[serde(default = "default_issuer")]
     pub issuer: String,
-    /// Lifetime of access tokens minted by the refresh endpoint.
+    /// Lifetime of access tokens minted by the refresh endpoint (5 s to 24 h).
     #[serde(default = "default_refreshed_ttl", with = "humantime_serde")]
     pub refreshed_ttl: Duration,
     /// How often the key manifest and revocation list are checked for changes.
@@ -154,9 +154,14 @@ mod tests {
         assert!(toml::from_str::<HubCredentialSettings>("isuer = \"x\"").is_err());
         let dir = tempfile::tempdir().expect("tempdir");
         let s = HubCredentialSettings {
-            refreshed_ttl: Duration::from_secs(5),
+            refreshed_ttl: Duration::from_secs(4),
             ..Default::default()
         };
         assert!(matches!(s.open(dir.path()), Err(SetupError::Settings(_))));
+        let s = HubCredentialSettings {
+            refreshed_ttl: Duration::from_secs(5),
+            ..Default::default()
+        };
+        assert!(s.open(dir.path()).is_ok());
     }
 }

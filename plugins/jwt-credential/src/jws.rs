@@ -50,6 +50,9 @@ pub enum Refusal {
     Revoked,
     /// The claims name an identity the host would refuse to send upstream.
     UnusableIdentity(&'static str),
+    /// The configured revocation file could not be read (missing, unreadable or
+    /// invalid, with no earlier good copy): every credential is refused.
+    RevocationsUnavailable,
 }
 
 impl fmt::Display for Refusal {
@@ -66,6 +69,9 @@ impl fmt::Display for Refusal {
             Refusal::NotYetValid => f.write_str("credential not valid yet"),
             Refusal::WrongUse => f.write_str("not an access credential"),
             Refusal::Revoked => f.write_str("credential revoked"),
+            Refusal::RevocationsUnavailable => {
+                f.write_str("revocation file unavailable; refusing every credential")
+            }
             Refusal::UnusableIdentity(why) => write!(f, "credential identity unusable: {why}"),
         }
     }

@@ -26,6 +26,25 @@
 //! "195ede34541b4d6f" = { public_key = "Nbsp2CsAEFukEAuWnbx779HdYN+I2ZAA2smHO6zHTaI=", retire_after = "2025-03-01T00:00:00Z" }
 //! ```
 //!
+//! Revocations can also come from a file, re-read without a chain reload:
+//!
+//! ```toml
+//! [stage.grants]
+//! read_dirs = { "/var/lib/hawser/revocations" = "/revocations" }  # read-only
+//! [stage.config]
+//! revocations_file = "/revocations/revoked.toml"  # guest path; `revoked.toml` format
+//! revocations_check_interval = "1s"   # default 1s, at most 1h; "0s" = every request
+//! revocations_if_missing = "refuse-all"  # default; or "none-revoked"
+//! ```
+//!
+//! A fresh instance reads the file in `init`; a reused one looks at its modification
+//! time and size at most once per interval (host clock) and re-reads it on change, so a
+//! revocation takes effect within the interval. A missing file refuses every
+//! credential unless `revocations_if_missing = "none-revoked"`; an unreadable or
+//! invalid file keeps the last good list (refusing everything if there is none). Grant
+//! a directory holding only the list, never the hub's `state_dir` (it holds the issuer's
+//! private keys). See [`revocations`].
+//!
 //! `revoked` entries may also be the `[[revoked]]` tables of `revoked.toml`
 //! (`{ id, revoked_at, expires_at }`; only `id` is used). A kid must be the one the
 //! issuer derives from its key (16 hex digits of its SHA-256), or `init` refuses the
@@ -38,7 +57,8 @@
 //!   `HS256`), unknown or retired `kid`, bad signature (checked with the host's
 //!   `verify-signature` over exactly the received `header.payload`), wrong `iss`, `aud`
 //!   without `hawser`, expired or not yet valid (60 s leeway, host clock), not an
-//!   access token (refresh tokens are refused), revoked `jti` or `rid`, or an identity
+//!   access token (refresh tokens are refused), revoked `jti` or `rid` (config or
+//!   revocation file), a configured revocation file unavailable, or an identity
 //!   the host could not send upstream: 401 with the message `Unauthorized`, so the
 //!   client gets kube-apiserver's exact 401 body and learns nothing about why.
 //! - A valid credential that does not allow the cluster (`cluster` from the config, and
@@ -48,6 +68,7 @@
 //! The token is never logged; refusals are logged at `debug` with their reason only.
 
 pub mod jws;
+pub mod revocations;
 pub mod settings;
 
 use hawser_plugin_sdk::host::{self, LogLevel, PublicKey, Timestamp};
@@ -56,6 +77,7 @@ use hawser_plugin_sdk::{
 };
 
 use jws::{Claims, Refusal};
+use revocations::RevocationFile;
 use settings::Settings;
 
 /// The message of every 401: the host turns it into kube-apiserver's exact body.
@@ -64,13 +86,12 @@ pub const UNAUTHORIZED: &str = "Unauthorized";
 /// The plugin: the validated config.
 pub struct JwtCredential {
     settings: Settings,
+    revocations: Option<RevocationFile>,
 }
 
 impl Plugin for JwtCredential {
     fn init(config: &Config) -> Result<Self, String> {
-        Ok(JwtCredential {
-            settings: Settings::from_json(config.json())?,
-        })
+        JwtCredential::init_at(config, host::now())
     }
 }
 
@@ -90,6 +111,20 @@ enum Outcome {
 }
 
 impl JwtCredential {
+    /// [`Plugin::init`] at a given time: validates the config and, if a revocation
+    /// file is configured, reads it.
+    pub fn init_at(config: &Config, now: Timestamp) -> Result<Self, String> {
+        let settings = Settings::from_json(config.json())?;
+        let revocations = settings
+            .revocations_file
+            .clone()
+            .map(|f| RevocationFile::open(f, now));
+        Ok(JwtCredential {
+            settings,
+            revocations,
+        })
+    }
+
     /// The settings in force.
     pub fn settings(&self) -> &Settings {
         &self.settings
@@ -172,6 +207,12 @@ impl JwtCredential {
         let revoked = |id: &str| s.revoked.contains(&id.to_ascii_lowercase());
         if revoked(&claims.jti) || claims.rid.as_deref().is_some_and(revoked) {
             return Err(Refusal::Revoked);
+        }
+        if let Some(file) = &self.revocations {
+            let ids: Vec<&str> = std::iter::once(claims.jti.as_str())
+                .chain(claims.rid.as_deref())
+                .collect();
+            file.check(&ids, now)?;
         }
         Ok(claims)
     }
@@ -269,5 +310,7 @@ pub fn forbidden_message(user: &str, cluster: &str) -> String {
 
 export_plugin!(JwtCredential: credential);
 
+#[cfg(test)]
+mod revocations_tests;
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::jws::is_valid_kid;
+use crate::revocations::{FileSettings, IfMissing, MAX_CHECK_INTERVAL};
+
+/// How often the revocation file is looked at, unless configured.
+pub const DEFAULT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What `init` accepts. See the crate docs for the TOML form.
 #[derive(Deserialize)]
@@ -24,6 +28,12 @@ struct Raw {
     cluster: Option<String>,
     #[serde(default)]
     header: Option<String>,
+    #[serde(default)]
+    revocations_file: Option<String>,
+    #[serde(default)]
+    revocations_check_interval: Option<String>,
+    #[serde(default)]
+    revocations_if_missing: Option<String>,
 }
 
 /// A trusted public key.
@@ -59,6 +69,8 @@ pub struct Settings {
     pub cluster: Option<String>,
     /// The header carrying the credential, lower-case.
     pub header: String,
+    /// A revocation file to follow at run time, if configured.
+    pub revocations_file: Option<FileSettings>,
 }
 
 /// The default credential header.
@@ -103,14 +115,69 @@ impl Settings {
         if !is_header_name(&header) {
             return Err(format!("header: {header:?} is not an HTTP header name"));
         }
+        let revocations_file = file_settings(
+            raw.revocations_file,
+            raw.revocations_check_interval,
+            raw.revocations_if_missing,
+        )?;
         Ok(Settings {
             issuer: raw.issuer,
             keys,
             revoked,
             cluster,
             header,
+            revocations_file,
         })
     }
+}
+
+/// `revocations_file`, `revocations_check_interval` and `revocations_if_missing`; the
+/// latter two only with the first.
+fn file_settings(
+    path: Option<String>,
+    interval: Option<String>,
+    if_missing: Option<String>,
+) -> Result<Option<FileSettings>, String> {
+    let Some(path) = path else {
+        if interval.is_some() || if_missing.is_some() {
+            return Err(
+                "revocations_check_interval and revocations_if_missing need revocations_file"
+                    .into(),
+            );
+        }
+        return Ok(None);
+    };
+    // The guest sees only granted directories, at absolute guest paths.
+    if !path.starts_with('/') || path.ends_with('/') {
+        return Err(format!(
+            "revocations_file: {path:?} must be an absolute file path inside a directory granted in [stage.grants] read_dirs"
+        ));
+    }
+    let check_interval = match interval {
+        None => DEFAULT_CHECK_INTERVAL,
+        Some(text) => humantime::parse_duration(text.trim())
+            .map_err(|e| format!("revocations_check_interval: {text:?}: {e}"))?,
+    };
+    if check_interval > MAX_CHECK_INTERVAL {
+        return Err(format!(
+            "revocations_check_interval: at most {}",
+            humantime::format_duration(MAX_CHECK_INTERVAL)
+        ));
+    }
+    let if_missing = match if_missing.as_deref() {
+        None | Some("refuse-all") => IfMissing::RefuseAll,
+        Some("none-revoked") => IfMissing::NoneRevoked,
+        Some(other) => {
+            return Err(format!(
+                "revocations_if_missing: {other:?}; expected \"refuse-all\" or \"none-revoked\""
+            ))
+        }
+    };
+    Ok(Some(FileSettings {
+        path,
+        check_interval,
+        if_missing,
+    }))
 }
 
 /// `kid = "<base64>"` or `kid = { public_key = "<base64>", retire_after = "<RFC 3339>" }`.

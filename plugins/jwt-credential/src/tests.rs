@@ -10,19 +10,19 @@ use serde_json::{json, Value};
 
 use super::*;
 
-const NOW: u64 = 1_700_000_000;
-const JTI: &str = "7b0e6d1c-4c1a-4d3e-9f00-0123456789ab";
-const RID: &str = "11111111-2222-3333-4444-555555555555";
+pub(crate) const NOW: u64 = 1_700_000_000;
+pub(crate) const JTI: &str = "7b0e6d1c-4c1a-4d3e-9f00-0123456789ab";
+pub(crate) const RID: &str = "11111111-2222-3333-4444-555555555555";
 
-fn pair(seed: u8) -> Ed25519KeyPair {
+pub(crate) fn pair(seed: u8) -> Ed25519KeyPair {
     Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).unwrap()
 }
 
-fn kid(p: &Ed25519KeyPair) -> String {
+pub(crate) fn kid(p: &Ed25519KeyPair) -> String {
     settings::kid_for(p.public_key().as_ref())
 }
 
-fn at(seconds: u64) -> Timestamp {
+pub(crate) fn at(seconds: u64) -> Timestamp {
     Timestamp {
         seconds,
         nanoseconds: 0,
@@ -41,7 +41,7 @@ fn plugin(extra: Value) -> JwtCredential {
     JwtCredential::init(&Config::from_json(cfg.to_string())).unwrap()
 }
 
-fn claims() -> Value {
+pub(crate) fn claims() -> Value {
     json!({
         "iss": "hawser-hub", "sub": "alice@example.com", "aud": ["hawser"],
         "exp": NOW + 600, "nbf": NOW, "iat": NOW, "jti": JTI, "use": "access",
@@ -60,7 +60,7 @@ fn sign_raw(header: &Value, claims: &Value, key: &Ed25519KeyPair) -> String {
     format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
 }
 
-fn sign(claims: &Value, key: &Ed25519KeyPair) -> String {
+pub(crate) fn sign(claims: &Value, key: &Ed25519KeyPair) -> String {
     sign_raw(
         &json!({"alg": "EdDSA", "typ": "JWT", "kid": kid(key)}),
         claims,
@@ -68,7 +68,7 @@ fn sign(claims: &Value, key: &Ed25519KeyPair) -> String {
     )
 }
 
-fn with(mut c: Value, name: &str, v: Value) -> Value {
+pub(crate) fn with(mut c: Value, name: &str, v: Value) -> Value {
     c[name] = v;
     c
 }
@@ -80,7 +80,7 @@ fn check(p: &JwtCredential, token: &str) -> Result<Option<Principal>, Denial> {
     )
 }
 
-fn unauthorized() -> Result<Option<Principal>, Denial> {
+pub(crate) fn unauthorized() -> Result<Option<Principal>, Denial> {
     Err(Denial::unauthorized("Unauthorized"))
 }
 
