@@ -1,6 +1,11 @@
-//! Cost of a plugin stage: one stage and a 5-stage chain, with fresh and reused
-//! instances, against a native Rust call of the same stage code (the misbehave fixture
-//! in `ok` mode, linked natively).
+//! Cost of plugin stages: one credential stage, and a 5-stage chain (credential,
+//! impersonation, routing, two audit stages), each with fresh and with reused instances,
+//! against the same plugin crates linked natively and called directly.
+//!
+//! The plugins are the workspace's own (header-credential, impersonate, locality-route,
+//! audit-redact) and the request carries the headers kubectl sends, so the figures are
+//! what a hub pays per request. Fresh-instance figures include instantiation and `init`
+//! on the request path; tearing an instance down happens on the runtime's reaper thread.
 //!
 //! Needs the built plugins: `scripts/build-plugins.sh && cargo bench -p hawser --bench plugin_stage`.
 
@@ -10,28 +15,46 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use hawser::plugin::testing::{self, audit_event, candidate, request};
-use hawser::plugin::{Chain, Health, PluginHost, Role};
-use hawser_plugin_misbehave::Misbehave;
+use hawser::plugin::{Candidate, Chain, Health, PluginHost, RequestHead, Role};
+use hawser_plugin_audit_redact::AuditRedact;
+use hawser_plugin_header_credential::StaticTokens;
+use hawser_plugin_impersonate::Impersonate;
+use hawser_plugin_locality_route::LocalityRoute;
 use hawser_plugin_sdk::{Audit, Config, CredentialCheck, Impersonation, Plugin, Routing};
 
-fn stage(name: &str, kind: &str, instances: &str, plugin: &str) -> String {
-    format!(
-        "[[stage]]\nname = \"{name}\"\nkind = \"{kind}\"\nplugin = {plugin:?}\ninstances = \"{instances}\"\n\
-         [stage.limits]\ntimeout_ms = 1000\n[stage.policy]\n{}\n[stage.config]\nversion = \"a\"\n",
-        if kind == "routing" { "allow_headers = [\"x-hawser-*\"]" } else { "" }
-    )
-}
+/// What kubectl 1.32 sends for `kubectl get pods`, plus what the hub adds.
+const HEADERS: &[(&str, &str)] = &[
+    ("accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"),
+    ("accept-encoding", "gzip"),
+    ("authorization", "Bearer 3f9c2a7d1e5b4c8a"),
+    ("kubectl-command", "kubectl get"),
+    ("kubectl-session", "6c1f0e52-6a8d-4f0b-9a43-1b7d2c9e8f10"),
+    ("user-agent", "kubectl/v1.32.2 (linux/amd64) kubernetes/67a30c0"),
+    ("x-forwarded-for", "10.0.0.1"),
+];
+
+const CREDENTIAL: &str = r#"{"tokens":{"3f9c2a7d1e5b4c8a":{"user":"alice@example.com","uid":"42","groups":["dev","ops"]}}}"#;
+const IMPERSONATE: &str = r#"{"user_prefix":"hawser:","group_prefix":"hawser:","keep_groups":true,"add_groups":["hawser:users"]}"#;
+const ROUTE: &str = r#"{"region":"eu","zone":"eu-b"}"#;
+const REDACT: &str = r#"{"redact_headers":["authorization","cookie"]}"#;
+const DROP_HEALTH: &str = r#"{"drop_paths":["/healthz","/livez","/readyz"]}"#;
+
+/// (kind, plugin crate, config JSON) of each stage of the 5-stage chain.
+const FIVE: [(&str, &str, &str); 5] = [
+    ("credential", "hawser-plugin-header-credential", CREDENTIAL),
+    ("impersonation", "hawser-plugin-impersonate", IMPERSONATE),
+    ("routing", "hawser-plugin-locality-route", ROUTE),
+    ("audit", "hawser-plugin-audit-redact", REDACT),
+    ("audit", "hawser-plugin-audit-redact", DROP_HEALTH),
+];
 
 fn load(
     rt: &tokio::runtime::Runtime,
     dir: &std::path::Path,
     name: &str,
-    kinds: &[&str],
+    stages: &[(&str, &str, &str)],
     instances: &str,
 ) -> Arc<Chain> {
-    let plugin = testing::plugin("hawser-plugin-misbehave")
-        .display()
-        .to_string();
     let cache = testing::plugin_dir().join("../../hawser-bench-plugin-cache");
     std::fs::create_dir_all(&cache).unwrap();
     #[cfg(unix)]
@@ -43,8 +66,14 @@ fn load(
         "role = \"hub\"\n[runtime]\nmax_instances = 64\ncache_dir = {:?}\n",
         cache.display().to_string()
     );
-    for (i, k) in kinds.iter().enumerate() {
-        text.push_str(&stage(&format!("s{i}"), k, instances, &plugin));
+    for (i, (kind, plugin, config)) in stages.iter().enumerate() {
+        let path = testing::plugin(plugin).display().to_string();
+        // The JSON config as a TOML inline table.
+        let config: toml::Value = serde_json::from_str(config).unwrap();
+        text.push_str(&format!(
+            "[[stage]]\nname = \"s{i}\"\nkind = \"{kind}\"\nplugin = {path:?}\ninstances = \"{instances}\"\n\
+             config = {config}\n[stage.limits]\ntimeout_ms = 1000\n"
+        ));
     }
     let file = dir.join(format!("{name}.toml"));
     std::fs::write(&file, text).unwrap();
@@ -54,26 +83,15 @@ fn load(
     host.chain()
 }
 
-const FIVE: [&str; 5] = [
-    "credential",
-    "impersonation",
-    "impersonation",
-    "routing",
-    "audit",
-];
-
-async fn run_five(
-    chain: &Chain,
-    req: &hawser::plugin::RequestHead,
-    cands: &[hawser::plugin::Candidate],
-) {
+async fn run_five(chain: &Chain, req: &RequestHead, cands: &[Candidate]) {
     let who = chain.check_credential(req).await.unwrap().unwrap();
     let id = chain.impersonate(&who, req).await.unwrap().unwrap();
     let route = chain.route(req, Some(&who), cands).await.unwrap().unwrap();
     let mut ev = audit_event(req);
     ev.principal = Some(who);
-    let ev = chain.audit(ev).await.unwrap();
-    black_box((id, route, ev));
+    ev.impersonated = Some(id);
+    let ev = chain.audit(ev).await.unwrap().unwrap();
+    black_box((route, ev));
 }
 
 fn bench(c: &mut Criterion) {
@@ -82,54 +100,43 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let req = request(
-        "/api/v1/namespaces/default/pods",
-        &[
-            ("authorization", "Bearer x"),
-            ("accept", "application/json"),
-        ],
-    );
+    let req = request("/api/v1/namespaces/default/pods", HEADERS);
     let cands = vec![
         candidate("c1", "e1", "eu", "eu-a", Health::Healthy),
         candidate("c1", "e2", "eu", "eu-b", Health::Healthy),
     ];
 
-    // Native baseline: the same plugin code, called directly.
-    let native = Misbehave::init(&Config::from_json(r#"{"version":"a"}"#)).unwrap();
-    let nreq = hawser_plugin_sdk::testing::request(
-        "/api/v1/namespaces/default/pods",
-        &[
-            ("authorization", "Bearer x"),
-            ("accept", "application/json"),
-        ],
-    );
-    let ncands = vec![
-        hawser_plugin_sdk::testing::candidate(
-            "c1",
-            "e1",
-            "eu",
-            "eu-a",
-            hawser_plugin_sdk::Health::Healthy,
-        ),
-        hawser_plugin_sdk::testing::candidate(
-            "c1",
-            "e2",
-            "eu",
-            "eu-b",
-            hawser_plugin_sdk::Health::Healthy,
-        ),
-    ];
+    // Native baseline: the same plugin crates, called directly.
+    let cfg = |json: &str| Config::from_json(json);
+    let n_cred = StaticTokens::init(&cfg(CREDENTIAL)).unwrap();
+    let n_imp = Impersonate::init(&cfg(IMPERSONATE)).unwrap();
+    let n_route = LocalityRoute::init(&cfg(ROUTE)).unwrap();
+    let n_redact = AuditRedact::init(&cfg(REDACT)).unwrap();
+    let n_drop = AuditRedact::init(&cfg(DROP_HEALTH)).unwrap();
+    let nreq = hawser_plugin_sdk::testing::request("/api/v1/namespaces/default/pods", HEADERS);
+    let ncands: Vec<_> = [("e1", "eu-a"), ("e2", "eu-b")]
+        .iter()
+        .map(|(e, z)| {
+            hawser_plugin_sdk::testing::candidate(
+                "c1",
+                e,
+                "eu",
+                z,
+                hawser_plugin_sdk::Health::Healthy,
+            )
+        })
+        .collect();
 
     let mut g = c.benchmark_group("stage");
     g.bench_function("native", |b| {
-        b.iter(|| black_box(native.check(black_box(&nreq))))
+        b.iter(|| black_box(n_cred.check(black_box(&nreq))))
     });
     for instances in ["reuse", "fresh"] {
         let chain = load(
             &rt,
             dir.path(),
             &format!("one-{instances}"),
-            &["credential"],
+            &FIVE[..1],
             instances,
         );
         g.bench_function(format!("wasm-{instances}"), |b| {
@@ -149,13 +156,18 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("chain5");
     g.bench_function("native", |b| {
         b.iter(|| {
-            let who = native.check(black_box(&nreq)).unwrap().unwrap();
-            let id = native.apply(&who, &nreq).unwrap().unwrap();
-            let id2 = native.apply(&id, &nreq).unwrap();
-            let route = native.route(&nreq, Some(&who), &ncands).unwrap().unwrap();
+            let who = n_cred.check(black_box(&nreq)).unwrap().unwrap();
+            let id = n_imp.apply(&who, &nreq).unwrap().unwrap();
+            let route = n_route.route(&nreq, Some(&who), &ncands).unwrap().unwrap();
             let mut ev = hawser_plugin_sdk::testing::audit_event(&nreq);
             ev.principal = Some(who);
-            black_box((id2, route, native.decide(&ev).unwrap()));
+            ev.impersonated = Some(id);
+            ev.phase = hawser_plugin_sdk::AuditPhase::RequestReceived;
+            black_box((
+                route,
+                n_redact.decide(&ev).unwrap(),
+                n_drop.decide(&ev).unwrap(),
+            ));
         })
     });
     for instances in ["reuse", "fresh"] {

@@ -7,7 +7,7 @@ mod plugin_support;
 use std::time::{Duration, Instant};
 
 use hawser::plugin::testing::{audit_event, request};
-use hawser::plugin::{FailureKind, Principal, Rejection};
+use hawser::plugin::{FailureKind, PluginHost, Principal, Rejection, Role};
 use plugin_support::{candidates, misbehave, Fixture};
 
 fn failure(r: Rejection) -> hawser::plugin::PluginFailure {
@@ -462,4 +462,48 @@ async fn plugins_have_no_ambient_capabilities_unless_granted() {
         .unwrap();
     assert_eq!(extra(&p, "env-count"), "2");
     assert_eq!(extra(&p, "fs"), "open");
+}
+
+#[tokio::test]
+async fn plugins_see_only_the_request_headers_they_declare() {
+    let req = request(
+        "/",
+        &[
+            ("x-misbehave", "probe"),
+            ("authorization", "Bearer secret"),
+            ("x-a", "1"),
+            ("cookie", "c"),
+        ],
+    );
+    let seen = |p: &Principal| p.extra("headers-seen").unwrap().to_vec();
+
+    let fx = Fixture::new(&misbehave("creds", "credential", "ok", "a", ""));
+    let host = fx.host().await;
+    assert_eq!(host.chain().stages()[0].request_headers, None);
+    let p = host.chain().check_credential(&req).await.unwrap().unwrap();
+    assert_eq!(seen(&p), ["x-misbehave", "authorization", "x-a", "cookie"]);
+
+    let fx = Fixture::new(&format!(
+        "{}request_headers = [\"x-misbehave\", \"X-A\"]\n",
+        misbehave("creds", "credential", "ok", "a", "")
+    ));
+    let host = fx.host().await;
+    assert_eq!(
+        host.chain().stages()[0].request_headers.as_deref(),
+        Some(&["x-misbehave".to_string(), "x-a".to_string()][..])
+    );
+    let p = host.chain().check_credential(&req).await.unwrap().unwrap();
+    assert_eq!(seen(&p), ["x-misbehave", "x-a"], "no credential reaches it");
+
+    // A declaration the host cannot honour refuses the plugin.
+    let fx = Fixture::new(&format!(
+        "{}request_headers = [\"bad header\"]\n",
+        misbehave("creds", "credential", "ok", "a", "")
+    ));
+    let err = PluginHost::load(&fx.file, Role::Hub)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("request-headers"), "{err}");
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use super::cache::Digest;
 use super::error::{FailureKind, Rejection};
+use super::header_filter;
 use super::instance::{Call, Reply};
 use super::stage::Stage;
 use super::types::{
@@ -53,6 +54,8 @@ pub struct StageInfo {
     pub plugin_version: String,
     /// Whether the plugin version is quarantined right now.
     pub quarantined: bool,
+    /// The request headers the plugin declared it reads (`None`: every header).
+    pub request_headers: Option<Vec<String>>,
 }
 
 type Checked<T> = Result<T, (FailureKind, String)>;
@@ -105,6 +108,7 @@ impl Chain {
                 plugin_name: s.info.name.clone(),
                 plugin_version: s.info.version.clone(),
                 quarantined: s.is_quarantined(),
+                request_headers: s.headers.as_ref().map(|f| f.names().to_vec()),
             })
             .collect()
     }
@@ -138,7 +142,8 @@ impl Chain {
             return Ok(None);
         }
         for stage in &self.credential {
-            let out = run(stage, Call::Credential(req), |r| match r {
+            let req = header_filter::request(stage.headers.as_ref(), req);
+            let out = run(stage, Call::Credential(&req), |r| match r {
                 Reply::Credential(Ok(Some(p))) => {
                     validate::principal(&p).map_err(illegal)?;
                     Ok(Ok(Some(p)))
@@ -176,7 +181,8 @@ impl Chain {
         let mut current: Option<Principal> = None;
         for stage in &self.impersonation {
             let input = current.as_ref().unwrap_or(who);
-            let out = run(stage, Call::Impersonation(input, req), |r| match r {
+            let req = header_filter::request(stage.headers.as_ref(), req);
+            let out = run(stage, Call::Impersonation(input, &req), |r| match r {
                 Reply::Impersonation(Ok(Some(p))) => {
                     validate::impersonation(&p, &stage.spec.policy).map_err(illegal)?;
                     Ok(Ok(Some(p)))
@@ -208,7 +214,8 @@ impl Chain {
         candidates: &[Candidate],
     ) -> Result<Option<RouteChoice>, Rejection> {
         for stage in &self.routing {
-            let out = run(stage, Call::Routing(req, who, candidates), |r| match r {
+            let req = header_filter::request(stage.headers.as_ref(), req);
+            let out = run(stage, Call::Routing(&req, who, candidates), |r| match r {
                 Reply::Routing(Ok(Some(c))) => {
                     validate::route_choice(&c, candidates, &stage.spec.policy).map_err(illegal)?;
                     Ok(Ok(Some(c)))
@@ -234,7 +241,8 @@ impl Chain {
     /// usual setting for audit) keeps the event unchanged.
     pub async fn audit(&self, mut event: AuditEvent) -> Result<Option<AuditEvent>, Rejection> {
         for stage in &self.audit {
-            let out = run(stage, Call::Audit(&event), |r| match r {
+            let seen = header_filter::event(stage.headers.as_ref(), &event);
+            let out = run(stage, Call::Audit(&seen), |r| match r {
                 Reply::Audit(Ok(d)) => {
                     if let AuditDecision::Redact(r) = &d {
                         validate::redaction(r).map_err(illegal)?;

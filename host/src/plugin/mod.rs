@@ -46,6 +46,7 @@ pub mod chain;
 pub mod config;
 pub mod engine;
 pub mod error;
+mod header_filter;
 mod instance;
 pub mod limits;
 pub mod metrics;

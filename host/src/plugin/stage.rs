@@ -10,6 +10,7 @@ use super::cache::{hex, Digest};
 use super::config::{FailurePolicy, InstanceMode, StageSpec};
 use super::engine::Runtime;
 use super::error::{FailureKind, PluginFailure};
+use super::header_filter::HeaderFilter;
 use super::instance::{Call, CallError, Instance, Instances, Reply, Template};
 use super::limits::{Breaker, Gate};
 use super::metrics::{Labels, StageCounters, StageMetrics};
@@ -22,6 +23,8 @@ pub(crate) struct Stage {
     /// `file@digest12`, used in failure messages.
     pub(crate) label: String,
     pub(crate) info: PluginInfo,
+    /// The request headers the plugin declared it reads; `None`: all.
+    pub(crate) headers: Option<HeaderFilter>,
     template: Template,
     instances: Instances,
     gate: Gate,
@@ -71,6 +74,7 @@ impl Stage {
                 has.join(", ")
             ));
         }
+        let headers = HeaderFilter::from_declared(info.request_headers.as_deref())?;
         let instances = match spec.instances {
             InstanceMode::Fresh => Instances::Fresh,
             InstanceMode::Reuse => {
@@ -98,6 +102,7 @@ impl Stage {
             digest,
             label,
             info,
+            headers,
             template,
             instances,
             counters,

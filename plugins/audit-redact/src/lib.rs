@@ -43,6 +43,11 @@ impl Plugin for AuditRedact {
     fn init(config: &Config) -> Result<Self, String> {
         Ok(AuditRedact(config.parse()?))
     }
+
+    // Only the headers it may redact matter to its decision.
+    fn request_headers(&self) -> Option<Vec<String>> {
+        Some(self.0.redact_headers.clone())
+    }
 }
 
 impl Audit for AuditRedact {

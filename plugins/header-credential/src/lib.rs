@@ -55,6 +55,10 @@ impl Plugin for StaticTokens {
         }
         Ok(StaticTokens(cfg))
     }
+
+    fn request_headers(&self) -> Option<Vec<String>> {
+        Some(vec![self.0.header.clone()])
+    }
 }
 
 impl CredentialCheck for StaticTokens {

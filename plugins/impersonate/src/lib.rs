@@ -41,6 +41,11 @@ impl Plugin for Impersonate {
     fn init(config: &Config) -> Result<Self, String> {
         Ok(Impersonate(config.parse()?))
     }
+
+    // The mapping uses only the principal: no request header is needed.
+    fn request_headers(&self) -> Option<Vec<String>> {
+        Some(Vec::new())
+    }
 }
 
 impl Impersonation for Impersonate {

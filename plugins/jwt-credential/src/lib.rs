@@ -93,6 +93,10 @@ impl Plugin for JwtCredential {
     fn init(config: &Config) -> Result<Self, String> {
         JwtCredential::init_at(config, host::now())
     }
+
+    fn request_headers(&self) -> Option<Vec<String>> {
+        Some(vec![self.settings.header.clone()])
+    }
 }
 
 impl CredentialCheck for JwtCredential {

@@ -37,6 +37,11 @@ impl Plugin for LocalityRoute {
     fn init(config: &Config) -> Result<Self, String> {
         Ok(LocalityRoute(config.parse()?))
     }
+
+    // Routing uses the candidates only.
+    fn request_headers(&self) -> Option<Vec<String>> {
+        Some(Vec::new())
+    }
 }
 
 impl LocalityRoute {

@@ -70,6 +70,9 @@ struct Cfg {
     version: String,
     #[serde(default = "five")]
     slow_ms: u64,
+    /// Declared as `plugin-info.request-headers` (default: every header).
+    #[serde(default)]
+    request_headers: Option<Vec<String>>,
 }
 
 fn ok() -> Behaviour {
@@ -102,6 +105,10 @@ impl Plugin for Misbehave {
 
     fn version(&self) -> Option<String> {
         Some(self.cfg.version.clone())
+    }
+
+    fn request_headers(&self) -> Option<Vec<String>> {
+        self.cfg.request_headers.clone()
     }
 }
 
@@ -166,9 +173,11 @@ impl CredentialCheck for Misbehave {
             } else {
                 "denied"
             };
+            let seen = req.headers.iter().map(|h| h.name.clone()).collect();
             p = p
                 .with_extra("env-count", vec![std::env::vars().count().to_string()])
-                .with_extra("fs", vec![fs.into()]);
+                .with_extra("fs", vec![fs.into()])
+                .with_extra("headers-seen", seen);
         }
         Ok(Some(self.versioned(p)))
     }
