@@ -4,10 +4,10 @@
 
 use hawser::plugin::testing::plugin_path;
 use hawser_tests::apiserver::Rule;
+use hawser_tests::harness::audit_log::{audit_section, complete, events};
 use hawser_tests::harness::client::{front_client, get};
 use hawser_tests::harness::procs::{agent_config, AgentProc, HubOpts, FAST_TUNNEL};
 use hawser_tests::harness::stack::{double_config, Stack, CLUSTER};
-use std::path::Path;
 use std::time::Duration;
 
 fn wasm(name: &str) -> String {
@@ -18,24 +18,6 @@ fn wasm(name: &str) -> String {
 }
 
 const TOKENS: &str = "[stage.config]\nheader = \"authorization\"\n[stage.config.tokens.alice-token]\nuser = \"alice\"\ngroups = [\"devs\"]\n";
-
-fn audit_section(dir: &Path, name: &str) -> String {
-    let policy = dir.join("policy.yaml");
-    std::fs::write(&policy, "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: []\nrules:\n- level: None\n  nonResourceURLs: [\"/version\"]\n- level: Metadata\n").unwrap();
-    format!(
-        "\n[audit]\npolicy_file = \"{}\"\n[audit.file]\npath = \"{}\"\n",
-        policy.display(),
-        dir.join(format!("{name}-audit.log")).display()
-    )
-}
-
-fn events(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_agent_and_api_server_records_join_by_audit_id() {
@@ -107,11 +89,6 @@ async fn hub_agent_and_api_server_records_join_by_audit_id() {
     let denied_id = denied.headers["audit-id"].to_str().unwrap().to_string();
 
     let (hub_log, agent_log) = (d.join("hub-audit.log"), d.join("agent-audit.log"));
-    let complete = |path: &Path, id: &str| {
-        events(path)
-            .into_iter()
-            .find(|e| e["auditID"] == id && e["stage"] == "ResponseComplete")
-    };
     let found = hawser_tests::harness::eventually(Duration::from_secs(10), || async {
         Some((
             complete(&hub_log, &id)?,

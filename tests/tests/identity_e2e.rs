@@ -1,11 +1,17 @@
 //! Identity end to end with the real kubectl: a kubeconfig written by
 //! `hawser credential issue`, the JWT credential plugin at hub and agent, the
 //! impersonation plugin at the agent, and the kube-apiserver double checking it all.
+//! Every case is audited: hub and agent events join the API server's by Audit-ID.
 
+#[path = "identity_e2e/audit.rs"]
+mod audit;
+
+use audit::{expect_event, ANONYMOUS, VERBOSE};
 use base64::{engine::general_purpose::STANDARD, Engine};
 use hawser::credential::{self, IssueRequest, IssuerKeys, KeyState};
 use hawser::plugin::testing::plugin_path;
 use hawser_tests::apiserver::{Rule, UserInfo};
+use hawser_tests::harness::audit_log::{audit_file, audit_section};
 use hawser_tests::harness::hawser_bin;
 use hawser_tests::harness::kubectl::Kubectl;
 use hawser_tests::harness::procs::{agent_config, AgentProc, HubOpts, HubProc, FAST_TUNNEL};
@@ -157,7 +163,7 @@ async fn kubectl_with_issued_credentials_through_hub_and_agent() {
         tunnel: s.hub.tunnel.to_string(),
         front: s.hub.front.to_string(),
         top_extra: format!("plugins = \"{}\"\n", hub_chain.display()),
-        front_extra: access.to_string(),
+        front_extra: format!("{access}{}", audit_section(&d, "hub")),
         ..HubOpts::default()
     };
     s.hub.kill().await;
@@ -174,9 +180,14 @@ async fn kubectl_with_issued_credentials_through_hub_and_agent() {
     let text = std::fs::read_to_string(&agent_cfg).unwrap();
     std::fs::write(
         &agent_cfg,
-        format!("plugins = \"{}\"\n{text}{access}", agent_chain.display()),
+        format!(
+            "plugins = \"{}\"\n{text}{access}{}",
+            agent_chain.display(),
+            audit_section(&d, "agent")
+        ),
     )
     .unwrap();
+    let (hub_log, agent_log) = (audit_file(&d, "hub"), audit_file(&d, "agent"));
     s.agents.push(AgentProc::start(&agent_cfg).await);
     assert!(
         s.hub
@@ -192,9 +203,28 @@ async fn kubectl_with_issued_credentials_through_hub_and_agent() {
         cache_dir: d.join("cache-alice"),
     };
     s.api.add_pod("default", "web-0");
-    let (code, out, err) = alice.run(&["get", "pods"]).await;
+    let (code, out, err) = alice.run(&["get", "pods", VERBOSE]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("web-0"), "{out}");
+    // Its audit events: hub, agent and API server, joined by one Audit-ID.
+    let hub_ev = expect_event(&hub_log, &err, 200, "alice").await;
+    let id = hub_ev["auditID"].as_str().unwrap();
+    assert!(hub_ev["impersonatedUser"].is_null(), "{hub_ev:#}");
+    let agent_ev = audit::complete(&agent_log, id).await;
+    assert_eq!(agent_ev["user"]["username"], "alice");
+    assert_eq!(agent_ev["impersonatedUser"]["username"], "alice");
+    assert_eq!(agent_ev["responseStatus"]["code"], 200);
+    let api_ev = s
+        .api
+        .audit_events()
+        .into_iter()
+        .find(|e| e["auditID"] == id && e["stage"] == "ResponseComplete")
+        .expect("the API server's event has the hub's Audit-ID");
+    assert_eq!(api_ev["impersonatedUser"]["username"], "alice");
+    assert_eq!(
+        api_ev["user"]["username"],
+        hawser_tests::harness::stack::AGENT_USER
+    );
     let seen = s
         .api
         .requests()
@@ -227,9 +257,15 @@ async fn kubectl_with_issued_credentials_through_hub_and_agent() {
         .unwrap()
         .replace("/clusters/us2", &format!("/clusters/{CLUSTER}"));
     std::fs::write(&bob.kubeconfig, text).unwrap();
-    let (code, _, err) = bob.run(&["get", "pods"]).await;
+    let (code, _, err) = bob.run(&["get", "pods", VERBOSE]).await;
     assert_ne!(code, 0);
     assert!(err.contains("Forbidden"), "{err}");
+    // The credential stage itself refuses bob (its denial carries no principal), so
+    // the event's user is anonymous; only the message names him.
+    let ev = expect_event(&hub_log, &err, 403, ANONYMOUS).await;
+    let message = ev["responseStatus"]["message"].as_str().unwrap();
+    assert!(message.contains("User \"bob\""), "{ev:#}");
+    audit::absent(&agent_log, &err);
 
     // carol (revoked), dave (expired), mallory (forged): Unauthorized, as kube-apiserver says it.
     for (name, token) in [
@@ -244,12 +280,14 @@ async fn kubectl_with_issued_credentials_through_hub_and_agent() {
             },
             Some(t) => Kubectl::new(&d, s.hub.front, CLUSTER, &s.hub.ca_pem(), &t),
         };
-        let (code, _, err) = k.run(&["get", "pods"]).await;
+        let (code, _, err) = k.run(&["get", "pods", VERBOSE]).await;
         assert_ne!(code, 0, "{name} got through");
         assert!(
             err.contains("You must be logged in to the server"),
             "{name}: {err}"
         );
+        expect_event(&hub_log, &err, 401, ANONYMOUS).await;
+        audit::absent(&agent_log, &err);
     }
     let reached: Vec<_> = s
         .api
@@ -264,9 +302,22 @@ async fn kubectl_with_issued_credentials_through_hub_and_agent() {
 
     // kubectl --as: allowed by the policy for viewer/viewers, refused otherwise.
     let (code, _, err) = alice
-        .run(&["get", "pods", "--as", "viewer", "--as-group", "viewers"])
+        .run(&[
+            "get",
+            "pods",
+            "--as",
+            "viewer",
+            "--as-group",
+            "viewers",
+            VERBOSE,
+        ])
         .await;
     assert_eq!(code, 0, "{err}");
+    let hub_ev = expect_event(&hub_log, &err, 200, "alice").await;
+    let agent_ev = audit::complete(&agent_log, hub_ev["auditID"].as_str().unwrap()).await;
+    assert_eq!(agent_ev["user"]["username"], "alice");
+    assert_eq!(agent_ev["impersonatedUser"]["username"], "viewer");
+    assert_eq!(agent_ev["impersonatedUser"]["groups"][0], "viewers");
     let seen = s
         .api
         .requests()
@@ -277,9 +328,13 @@ async fn kubectl_with_issued_credentials_through_hub_and_agent() {
     assert_eq!(seen.header_values("impersonate-user"), vec!["viewer"]);
     assert_eq!(seen.header_values("impersonate-group"), vec!["viewers"]);
     let before = s.api.requests().len();
-    let (code, _, err) = alice.run(&["get", "pods", "--as", "system:admin"]).await;
+    let (code, _, err) = alice
+        .run(&["get", "pods", "--as", "system:admin", VERBOSE])
+        .await;
     assert_ne!(code, 0);
     assert!(err.contains("Forbidden"), "{err}");
+    expect_event(&hub_log, &err, 403, "alice").await;
+    audit::absent(&agent_log, &err);
     assert!(s.api.requests()[before..].iter().all(|r| r
         .header_values("impersonate-user")
         .iter()
@@ -303,7 +358,11 @@ async fn kubectl_with_issued_credentials_through_hub_and_agent() {
     let text = std::fs::read_to_string(&rogue_cfg).unwrap();
     std::fs::write(
         &rogue_cfg,
-        format!("plugins = \"{}\"\n{text}{access}", agent_chain.display()),
+        format!(
+            "plugins = \"{}\"\n{text}{access}{}",
+            agent_chain.display(),
+            audit_section(&d, "rogue-agent")
+        ),
     )
     .unwrap();
     let _agent = AgentProc::start(&rogue_cfg).await;
@@ -322,9 +381,11 @@ async fn kubectl_with_issued_credentials_through_hub_and_agent() {
         &rogue.ca_pem(),
         forged.token.expose(),
     );
-    let (code, _, err) = via_rogue.run(&["get", "pods"]).await;
+    let (code, _, err) = via_rogue.run(&["get", "pods", VERBOSE]).await;
     assert_ne!(code, 0, "the agent accepted a forged identity");
     assert!(err.contains("You must be logged in to the server"), "{err}");
+    // The rogue hub audits nothing; the agent's own record of the refusal is what remains.
+    expect_event(&audit_file(&d, "rogue-agent"), &err, 401, ANONYMOUS).await;
     assert!(s.api.requests().iter().all(|r| r
         .header_values("impersonate-user")
         .iter()

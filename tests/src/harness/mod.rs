@@ -1,6 +1,7 @@
 //! Test harness: run the real `hawser` binary as hub and agents, talk to them over
 //! real sockets, and wait on conditions instead of sleeping.
 
+pub mod audit_log;
 pub mod audit_receiver;
 pub mod client;
 pub mod kubectl;
