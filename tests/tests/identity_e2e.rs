@@ -260,9 +260,11 @@ async fn kubectl_with_issued_credentials_through_hub_and_agent() {
     let (code, _, err) = bob.run(&["get", "pods", VERBOSE]).await;
     assert_ne!(code, 0);
     assert!(err.contains("Forbidden"), "{err}");
-    // The credential stage itself refuses bob (its denial carries no principal), so
-    // the event's user is anonymous; only the message names him.
-    let ev = expect_event(&hub_log, &err, 403, ANONYMOUS).await;
+    // The credential stage refuses bob's genuine credential and names him in its
+    // denial, so the audit record shows who was refused (as kube-apiserver does for
+    // an authorization failure).
+    let ev = expect_event(&hub_log, &err, 403, "bob").await;
+    assert_eq!(ev["stage"], "ResponseComplete");
     let message = ev["responseStatus"]["message"].as_str().unwrap();
     assert!(message.contains("User \"bob\""), "{ev:#}");
     audit::absent(&agent_log, &err);

@@ -13,7 +13,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use super::types::{status_json, Denial};
+use super::types::{status_json, Denial, DenialKind, Principal};
 
 /// Where a load error comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,6 +217,17 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Who a credential stage verified before refusing with 403, if it said so
+    /// (`denial.principal`); audit records name this user.
+    pub fn verified_principal(&self) -> Option<&Principal> {
+        match self {
+            Rejection::Denied { denial, .. } if denial.kind == DenialKind::Forbidden => {
+                denial.principal.as_ref()
+            }
+            _ => None,
+        }
+    }
+
     /// HTTP status for the client.
     pub fn http_status(&self) -> u16 {
         match self {

@@ -64,6 +64,7 @@ impl Denial {
         Denial {
             kind,
             message: message.into(),
+            principal: None,
         }
     }
 

@@ -7,7 +7,7 @@
 //!   policy allows (never hop-by-hop, `host`, `authorization` or `impersonate-*`);
 //! - an audit redaction only names headers; the host applies it.
 
-use super::types::{AuditEvent, Candidate, Denial, Principal, Redaction, RouteChoice};
+use super::types::{AuditEvent, Candidate, Denial, DenialKind, Principal, Redaction, RouteChoice};
 
 /// A glob pattern: `*` matches any run of characters, everything else matches itself.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -137,7 +137,13 @@ pub(crate) fn denial(d: &Denial) -> Result<(), String> {
     if d.message.chars().any(char::is_control) {
         return Err("denial message contains control characters".into());
     }
-    Ok(())
+    match &d.principal {
+        None => Ok(()),
+        Some(_) if d.kind != DenialKind::Forbidden => {
+            Err("a denial names a principal only with kind forbidden".into())
+        }
+        Some(p) => principal(p).map_err(|e| format!("denial principal: {e}")),
+    }
 }
 
 /// A principal that may later be sent as `Impersonate-*` headers.
@@ -299,6 +305,23 @@ pub(crate) fn apply_redaction(ev: &mut AuditEvent, r: &Redaction) {
 mod tests {
     use super::*;
     use crate::plugin::types::{Header, Health, Locality};
+
+    #[test]
+    fn a_denial_names_a_principal_only_when_forbidden_and_legal() {
+        let named = |kind, user: &str| {
+            let mut d = Denial::new(kind, "no");
+            d.principal = Some(Principal::new(user));
+            d
+        };
+        assert!(denial(&named(DenialKind::Forbidden, "alice")).is_ok());
+        assert!(denial(&named(DenialKind::Unauthorized, "alice"))
+            .unwrap_err()
+            .contains("only with kind forbidden"));
+        assert!(denial(&named(DenialKind::Forbidden, "a\r\nb"))
+            .unwrap_err()
+            .starts_with("denial principal"));
+        assert!(denial(&Denial::new(DenialKind::Unauthorized, "no")).is_ok());
+    }
 
     #[test]
     fn glob_patterns() {

@@ -255,7 +255,19 @@ impl Phases {
     /// sink cannot take it).
     pub async fn credential(&mut self) -> Result<(), Denial> {
         if let Some(chain) = &self.chain {
-            self.principal = chain.check_credential(&self.head).await?;
+            match chain.check_credential(&self.head).await {
+                Ok(principal) => self.principal = principal,
+                Err(rejection) => {
+                    // A verified credential refused with 403: like kube-apiserver after
+                    // authentication, the audit record names the user.
+                    if let (Some(who), Some(trail)) =
+                        (rejection.verified_principal(), self.trail.as_mut())
+                    {
+                        trail.received(Some(who)).await?;
+                    }
+                    return Err(rejection.into());
+                }
+            }
         }
         if let Some(trail) = self.trail.as_mut() {
             trail.received(self.principal.as_ref()).await?;

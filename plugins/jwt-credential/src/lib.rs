@@ -110,7 +110,7 @@ impl CredentialCheck for JwtCredential {
 enum Outcome {
     Abstain,
     Refused(Refusal),
-    ClusterNotAllowed { user: String, cluster: String },
+    ClusterNotAllowed { who: Principal, cluster: String },
     Accepted(Principal),
 }
 
@@ -143,12 +143,13 @@ impl JwtCredential {
                 host::log(LogLevel::Debug, &format!("credential refused: {why}"));
                 Err(Denial::unauthorized(UNAUTHORIZED))
             }
-            Outcome::ClusterNotAllowed { user, cluster } => {
+            Outcome::ClusterNotAllowed { who, cluster } => {
                 host::log(
                     LogLevel::Debug,
                     "credential refused: it does not allow the cluster",
                 );
-                Err(Denial::forbidden(forbidden_message(&user, &cluster)))
+                // The credential is genuine: name its user so audit records who it was.
+                Err(Denial::forbidden(forbidden_message(&who.user, &cluster)).naming(who))
             }
         }
     }
@@ -184,7 +185,7 @@ impl JwtCredential {
         for cluster in wanted {
             if !claims.clusters.iter().any(|c| c == cluster) {
                 return Outcome::ClusterNotAllowed {
-                    user: claims.sub,
+                    who: principal,
                     cluster: cluster.to_owned(),
                 };
             }

@@ -248,6 +248,11 @@ fn clusters_the_token_does_not_allow_are_forbidden() {
         d.message,
         "clusters \"ap3\" is forbidden: User \"alice@example.com\" cannot access cluster \"ap3\": the credential does not allow this cluster"
     );
+    // The credential is genuine, so the denial names its user (for audit).
+    assert_eq!(
+        d.principal.as_ref().map(|p| p.user.as_str()),
+        Some("alice@example.com")
+    );
     // Agent: its own cluster, whatever the request says.
     let agent = plugin(json!({ "cluster": "us2" }));
     req.cluster = String::new();
