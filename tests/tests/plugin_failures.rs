@@ -495,6 +495,30 @@ async fn plugins_see_only_the_request_headers_they_declare() {
     let p = host.chain().check_credential(&req).await.unwrap().unwrap();
     assert_eq!(seen(&p), ["x-misbehave", "x-a"], "no credential reaches it");
 
+    // The proxy copies only what some stage reads: the union of the declarations,
+    // or every header once one stage declares nothing.
+    let declaring = |name: &str, headers: &str| {
+        format!(
+            "{}request_headers = {headers}\n",
+            misbehave(name, "credential", "ok", "a", "")
+        )
+    };
+    let fx = Fixture::new(&format!(
+        "{}{}",
+        declaring("one", r#"["x-b", "x-a"]"#),
+        declaring("two", r#"["x-a", "cookie"]"#)
+    ));
+    assert_eq!(
+        fx.host().await.chain().request_headers(),
+        Some(&["cookie".to_string(), "x-a".into(), "x-b".into()][..])
+    );
+    let fx = Fixture::new(&format!(
+        "{}{}",
+        declaring("one", r#"["x-a"]"#),
+        misbehave("two", "credential", "ok", "a", "")
+    ));
+    assert_eq!(fx.host().await.chain().request_headers(), None);
+
     // A declaration the host cannot honour refuses the plugin.
     let fx = Fixture::new(&format!(
         "{}request_headers = [\"bad header\"]\n",

@@ -37,6 +37,8 @@ pub struct Chain {
     impersonation: Vec<Arc<Stage>>,
     routing: Vec<Arc<Stage>>,
     audit: Vec<Arc<Stage>>,
+    /// Union of the stages' declared request headers; `None` when one reads them all.
+    request_headers: Option<Vec<String>>,
 }
 
 /// A description of one stage of a chain, for status pages and tests.
@@ -69,7 +71,18 @@ impl Chain {
         stages: Vec<Arc<Stage>>,
     ) -> Chain {
         let of = |k: StageKind| stages.iter().filter(|s| s.kind() == k).cloned().collect();
+        let request_headers = stages
+            .iter()
+            .map(|s| s.headers.as_ref().map(|f| f.names()))
+            .collect::<Option<Vec<_>>>()
+            .map(|sets| {
+                let mut all = sets.concat();
+                all.sort();
+                all.dedup();
+                all
+            });
         Chain {
+            request_headers,
             generation,
             role,
             file,
@@ -111,6 +124,13 @@ impl Chain {
                 request_headers: s.headers.as_ref().map(|f| f.names().to_vec()),
             })
             .collect()
+    }
+
+    /// The request headers some stage reads (the union of what the plugins declared),
+    /// or `None` when a stage reads every header. The proxy copies only these into the
+    /// [`RequestHead`] it builds for a request.
+    pub fn request_headers(&self) -> Option<&[String]> {
+        self.request_headers.as_deref()
     }
 
     /// Whether any stage serves `kind`.

@@ -182,17 +182,17 @@ impl Pipeline {
             Some((p, q)) => (p.to_string(), q.to_string()),
             None => (ctx.path_and_query.clone(), String::new()),
         };
+        let chain = self.plugins.as_ref().map(|p| p.chain());
         let head = RequestHead {
             role: self.role,
             request_id: ctx.audit_id.clone(),
             method: method.as_str().to_string(),
             path,
             query,
-            // Copied only when stages will read them: no per-request cost without plugins.
-            headers: if self.plugins.is_some() {
-                plugin_headers(headers)
-            } else {
-                Vec::new()
+            // Copied only when stages will read them, and only those they declared.
+            headers: match &chain {
+                Some(chain) => plugin_headers(headers, chain.request_headers()),
+                None => Vec::new(),
             },
             client_addr: ctx.peer.to_string(),
             cluster: ctx.cluster.clone(),
@@ -202,7 +202,7 @@ impl Pipeline {
             .clone()
             .map(|log| AuditTrail::new(log, ctx, headers));
         Phases {
-            chain: self.plugins.as_ref().map(|p| p.chain()),
+            chain,
             head,
             principal: None,
             impersonated: None,
@@ -211,10 +211,12 @@ impl Pipeline {
     }
 }
 
-/// Headers as plugins see them: lower-case names, legal values only.
-fn plugin_headers(headers: &HeaderMap) -> Vec<plugin::Header> {
+/// Headers as plugins see them: lower-case names, legal values only; only `wanted`
+/// ones when given.
+fn plugin_headers(headers: &HeaderMap, wanted: Option<&[String]>) -> Vec<plugin::Header> {
     headers
         .iter()
+        .filter(|(n, _)| wanted.is_none_or(|w| w.iter().any(|x| x == n.as_str())))
         .filter_map(|(n, v)| {
             let value = v.to_str().ok()?;
             Some(plugin::Header {
