@@ -141,6 +141,61 @@ async fn response(rejection: Rejection) -> (u16, String) {
     )
 }
 
+/// Three access tokens of one user: one to revoke by id, one to keep, and one the
+/// refresh endpoint minted from a refresh credential (`rid`) that is revoked too.
+struct RevocationCase {
+    revoked: Issued,
+    refresh: Issued,
+    /// `(what, Authorization value)`: revoked, kept, minted.
+    tokens: [(&'static str, String); 3],
+}
+
+impl RevocationCase {
+    fn new(hub: &Hub) -> RevocationCase {
+        let req = access("alice@example.com", &["eu1"]);
+        let revoked = hub.issue(&req);
+        let kept = hub.issue(&req);
+        let refresh = hub.issue(&IssueRequest {
+            exec: true,
+            ..req.clone()
+        });
+        let mut minted = claims_for(ISSUER, &req, SystemTime::now()).unwrap();
+        minted.rid = Some(refresh.id.clone());
+        let minted = sign(&minted, hub.keys().signing_key());
+        let tokens = [
+            ("revoked", bearer(revoked.token.expose())),
+            ("kept", bearer(kept.token.expose())),
+            ("minted", bearer(minted.expose())),
+        ];
+        RevocationCase {
+            revoked,
+            refresh,
+            tokens,
+        }
+    }
+
+    /// `hawser credential revoke` of the revoked token and of the refresh credential.
+    fn revoke(&self, hub: &Hub) {
+        for c in [&self.revoked, &self.refresh] {
+            credential::revoke(hub.state(), &c.id, Some(c.expires_at)).unwrap();
+        }
+    }
+
+    /// The revoked and the minted token get the 401; the kept one still passes.
+    async fn assert_in_force(&self, host: &PluginHost) {
+        assert_unauthorized("revoked jti", check(host, &self.tokens[0].1, "eu1").await).await;
+        assert_unauthorized(
+            "minted from a revoked refresh credential",
+            check(host, &self.tokens[2].1, "eu1").await,
+        )
+        .await;
+        assert!(check(host, &self.tokens[1].1, "eu1")
+            .await
+            .unwrap()
+            .is_some());
+    }
+}
+
 /// A refusal by the jwt stage with kube-apiserver's exact 401.
 async fn assert_unauthorized(what: &str, out: Result<Option<Principal>, Rejection>) {
     let rejection = match out {
@@ -405,29 +460,13 @@ async fn a_revocation_takes_effect_on_chain_reload_without_a_restart() {
     let hub = hub();
     let fx = Fixture::new(&hub.stage("reuse", ""));
     let host = fx.host().await;
-    let req = access("alice@example.com", &["eu1"]);
-    let revoked = hub.issue(&req);
-    let kept = hub.issue(&req);
-    // An access token the refresh endpoint minted from a refresh credential (`rid`).
-    let refresh = hub.issue(&IssueRequest {
-        exec: true,
-        ..req.clone()
-    });
-    let mut minted = claims_for(ISSUER, &req, SystemTime::now()).unwrap();
-    minted.rid = Some(refresh.id.clone());
-    let minted = sign(&minted, hub.keys().signing_key());
-
-    let tokens = [
-        ("revoked", bearer(revoked.token.expose())),
-        ("kept", bearer(kept.token.expose())),
-        ("minted", bearer(minted.expose())),
-    ];
+    let case = RevocationCase::new(&hub);
+    let tokens = case.tokens.clone();
     for (what, auth) in &tokens {
         assert!(check(&host, auth, "eu1").await.unwrap().is_some(), "{what}");
     }
 
-    credential::revoke(hub.state(), &revoked.id, Some(revoked.expires_at)).unwrap();
-    credential::revoke(hub.state(), &refresh.id, Some(refresh.expires_at)).unwrap();
+    case.revoke(&hub);
     // The plugin's list is its config: nothing changes until the chain reloads.
     assert!(check(&host, &tokens[0].1, "eu1").await.unwrap().is_some());
 
@@ -443,13 +482,7 @@ async fn a_revocation_takes_effect_on_chain_reload_without_a_restart() {
         host.reload(ReloadTrigger::Admin).await.unwrap(),
         ReloadOutcome::Swapped(2)
     );
-    assert_unauthorized("revoked jti", check(&host, &tokens[0].1, "eu1").await).await;
-    assert_unauthorized(
-        "minted from a revoked refresh credential",
-        check(&host, &tokens[2].1, "eu1").await,
-    )
-    .await;
-    assert!(check(&host, &tokens[1].1, "eu1").await.unwrap().is_some());
+    case.assert_in_force(&host).await;
     for (what, auth) in &tokens {
         assert_eq!(
             hub.host_accepts(auth, "eu1"),
@@ -667,21 +700,8 @@ async fn a_revocation_file_takes_effect_within_its_interval_without_a_reload() {
     ));
     let host = fx.host().await;
     let generation = host.chain().generation();
-    let req = access("alice@example.com", &["eu1"]);
-    let revoked = hub.issue(&req);
-    let kept = hub.issue(&req);
-    let refresh = hub.issue(&IssueRequest {
-        exec: true,
-        ..req.clone()
-    });
-    let mut minted = claims_for(ISSUER, &req, SystemTime::now()).unwrap();
-    minted.rid = Some(refresh.id.clone());
-    let minted = sign(&minted, hub.keys().signing_key());
-    let tokens = [
-        ("revoked", bearer(revoked.token.expose())),
-        ("kept", bearer(kept.token.expose())),
-        ("minted", bearer(minted.expose())),
-    ];
+    let case = RevocationCase::new(&hub);
+    let tokens = case.tokens.clone();
     // Several calls, so more than one pooled instance has read the file.
     for _ in 0..4 {
         for (what, auth) in &tokens {
@@ -690,8 +710,7 @@ async fn a_revocation_file_takes_effect_within_its_interval_without_a_reload() {
     }
 
     // `hawser credential revoke`, then the sync to the granted directory.
-    credential::revoke(hub.state(), &revoked.id, Some(revoked.expires_at)).unwrap();
-    credential::revoke(hub.state(), &refresh.id, Some(refresh.expires_at)).unwrap();
+    case.revoke(&hub);
     credential::revocation::export(hub.state(), &file).unwrap();
     let written = std::time::Instant::now();
     let refused = hawser_tests::harness::eventually(Duration::from_secs(10), || async {
@@ -708,13 +727,7 @@ async fn a_revocation_file_takes_effect_within_its_interval_without_a_reload() {
     // Every instance now refuses both, after at most one more interval.
     tokio::time::sleep(interval).await;
     for _ in 0..4 {
-        assert_unauthorized("revoked jti", check(&host, &tokens[0].1, "eu1").await).await;
-        assert_unauthorized(
-            "minted from a revoked refresh credential",
-            check(&host, &tokens[2].1, "eu1").await,
-        )
-        .await;
-        assert!(check(&host, &tokens[1].1, "eu1").await.unwrap().is_some());
+        case.assert_in_force(&host).await;
     }
     assert_eq!(
         host.chain().generation(),
