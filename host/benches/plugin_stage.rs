@@ -4,8 +4,13 @@
 //!
 //! The plugins are the workspace's own (header-credential, impersonate, locality-route,
 //! audit-redact) and the request carries the headers kubectl sends, so the figures are
-//! what a hub pays per request. Fresh-instance figures include instantiation and `init`
-//! on the request path; tearing an instance down happens on the runtime's reaper thread.
+//! what a hub pays per request. Fresh instances come three ways:
+//! - `wasm-fresh`: `prewarm = 0`, so every call creates, initialises, calls and tears
+//!   down its own instance: the whole CPU cost of a fresh instance per request;
+//! - `wasm-fresh-prewarmed`: the default `prewarm = 2`, with the pool refilled between
+//!   requests and only the request timed: what a request waits for when the host is not
+//!   saturated (taking a ready instance, the call, tearing it down). Creating the
+//!   instance still costs the CPU `wasm-fresh` shows, off the request path.
 //!
 //! Needs the built plugins: `scripts/build-plugins.sh && cargo bench -p hawser --bench plugin_stage`.
 
@@ -55,6 +60,11 @@ fn load(
     stages: &[(&str, &str, &str)],
     instances: &str,
 ) -> Arc<Chain> {
+    let (instances, prewarm) = match instances {
+        "fresh" => ("fresh", "prewarm = 0\n"),
+        "fresh-prewarmed" => ("fresh", "prewarm = 2\n"),
+        other => (other, ""),
+    };
     let cache = testing::plugin_dir().join("../../hawser-bench-plugin-cache");
     std::fs::create_dir_all(&cache).unwrap();
     #[cfg(unix)]
@@ -71,7 +81,7 @@ fn load(
         // The JSON config as a TOML inline table.
         let config: toml::Value = serde_json::from_str(config).unwrap();
         text.push_str(&format!(
-            "[[stage]]\nname = \"s{i}\"\nkind = \"{kind}\"\nplugin = {path:?}\ninstances = \"{instances}\"\n\
+            "[[stage]]\nname = \"s{i}\"\nkind = \"{kind}\"\nplugin = {path:?}\ninstances = \"{instances}\"\n{prewarm}\
              config = {config}\n[stage.limits]\ntimeout_ms = 1000\n"
         ));
     }
@@ -92,6 +102,33 @@ async fn run_five(chain: &Chain, req: &RequestHead, cands: &[Candidate]) {
     ev.impersonated = Some(id);
     let ev = chain.audit(ev).await.unwrap().unwrap();
     black_box((route, ev));
+}
+
+/// Runs `call` `iters` times and returns the time spent in it. With pre-warming, waits
+/// (untimed) before each call until every stage has its instances ready again.
+async fn timed<F: std::future::Future<Output = ()>>(
+    chain: &Chain,
+    iters: u64,
+    instances: &str,
+    mut call: impl FnMut() -> F,
+) -> Duration {
+    if instances != "fresh-prewarmed" {
+        let start = Instant::now();
+        for _ in 0..iters {
+            call().await;
+        }
+        return start.elapsed();
+    }
+    let mut spent = Duration::ZERO;
+    for _ in 0..iters {
+        while chain.stages().iter().any(|s| s.ready_instances < 2) {
+            tokio::task::yield_now().await;
+        }
+        let start = Instant::now();
+        call().await;
+        spent += start.elapsed();
+    }
+    spent
 }
 
 fn bench(c: &mut Criterion) {
@@ -131,7 +168,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("native", |b| {
         b.iter(|| black_box(n_cred.check(black_box(&nreq))))
     });
-    for instances in ["reuse", "fresh"] {
+    for instances in ["reuse", "fresh", "fresh-prewarmed"] {
         let chain = load(
             &rt,
             dir.path(),
@@ -141,13 +178,9 @@ fn bench(c: &mut Criterion) {
         );
         g.bench_function(format!("wasm-{instances}"), |b| {
             b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        black_box(chain.check_credential(black_box(&req)).await.unwrap());
-                    }
-                    start.elapsed()
-                })
+                rt.block_on(timed(&chain, iters, instances, || async {
+                    black_box(chain.check_credential(black_box(&req)).await.unwrap());
+                }))
             })
         });
     }
@@ -170,7 +203,7 @@ fn bench(c: &mut Criterion) {
             ));
         })
     });
-    for instances in ["reuse", "fresh"] {
+    for instances in ["reuse", "fresh", "fresh-prewarmed"] {
         let chain = load(
             &rt,
             dir.path(),
@@ -180,13 +213,9 @@ fn bench(c: &mut Criterion) {
         );
         g.bench_function(format!("wasm-{instances}"), |b| {
             b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        run_five(&chain, &req, &cands).await;
-                    }
-                    start.elapsed()
-                })
+                rt.block_on(timed(&chain, iters, instances, || {
+                    run_five(&chain, &req, &cands)
+                }))
             })
         });
     }

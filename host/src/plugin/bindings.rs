@@ -17,7 +17,5 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq, Eq],
 });
 
-pub(crate) use self::exports::hawser::plugin::{
-    audit, credential, impersonation, lifecycle, routing,
-};
+pub(crate) use self::exports::hawser::plugin::lifecycle;
 pub(crate) use self::hawser::plugin::host;

@@ -58,6 +58,8 @@ pub struct StageInfo {
     pub quarantined: bool,
     /// The request headers the plugin declared it reads (`None`: every header).
     pub request_headers: Option<Vec<String>>,
+    /// Instances ready for the next requests: pre-warmed (fresh) or idle (reuse).
+    pub ready_instances: usize,
 }
 
 type Checked<T> = Result<T, (FailureKind, String)>;
@@ -122,6 +124,7 @@ impl Chain {
                 plugin_version: s.info.version.clone(),
                 quarantined: s.is_quarantined(),
                 request_headers: s.headers.as_ref().map(|f| f.names().to_vec()),
+                ready_instances: s.ready_instances(),
             })
             .collect()
     }

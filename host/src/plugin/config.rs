@@ -18,6 +18,7 @@
 //! failure = "closed"                 # closed (default) | open (not for impersonation)
 //! instances = "fresh"                # fresh (default) | reuse
 //! max_uses = 10000                   # reuse only: calls before an instance is retired
+//! prewarm = 2                        # fresh only: instances created ahead of requests
 //! [stage.limits]
 //! timeout_ms = 20                    # default 20, audit 50
 //! init_timeout_ms = 1000
@@ -88,6 +89,9 @@ pub struct StageSpec {
     pub instances: InstanceMode,
     /// Calls per instance before it is retired (reuse only).
     pub max_uses: u64,
+    /// Fresh instances kept instantiated and initialised ahead of requests (fresh
+    /// only; 0 creates each on the request path).
+    pub prewarm: u32,
     /// Time, memory and concurrency limits.
     pub limits: Limits,
     /// When repeated faults quarantine the plugin version.
@@ -157,6 +161,7 @@ struct RawStage {
     failure: Option<FailurePolicy>,
     instances: Option<InstanceMode>,
     max_uses: Option<u64>,
+    prewarm: Option<u32>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -268,6 +273,24 @@ impl ChainSpec {
             let at = format!("stage[{i}] ({:?})", s.name);
             stages.push(stage(s, &at, base, &runtime, &err)?);
         }
+        // A pre-warmed stage holds up to `prewarm` ready instances and as many used ones
+        // awaiting teardown; leave at least half the slots to requests.
+        let held: u32 = stages
+            .iter()
+            .filter(|s| s.instances == InstanceMode::Fresh)
+            .map(|s| 2 * s.prewarm)
+            .sum();
+        if held > runtime.max_instances / 2 {
+            return Err(err(
+                "runtime.max_instances".into(),
+                format!(
+                    "{} slots, but pre-warming holds up to {held} instances (2 x prewarm per \
+                     fresh stage) and at least half must stay free for requests; raise \
+                     max_instances or lower prewarm",
+                    runtime.max_instances
+                ),
+            ));
+        }
         Ok(ChainSpec {
             file: file.to_path_buf(),
             role,
@@ -297,6 +320,11 @@ fn runtime(raw: &RawRuntime, base: &Path, err: &ErrFn<'_>) -> Result<RuntimeSett
         cache_dir: raw.cache_dir.as_ref().map(|p| base.join(p)),
     })
 }
+
+/// Fresh instances kept ready per stage unless `prewarm` says otherwise: enough for
+/// the next request while a background task makes more.
+const DEFAULT_PREWARM: u32 = 2;
+const MAX_PREWARM: u32 = 64;
 
 fn range<T: PartialOrd + std::fmt::Display + Copy>(
     v: Option<T>,
@@ -344,6 +372,20 @@ fn stage(
     }
     let max_uses =
         range(s.max_uses, 1, u64::MAX, &format!("{at}.max_uses"), err)?.unwrap_or(10_000);
+    if s.prewarm.is_some() && instances == InstanceMode::Reuse {
+        return Err(err(
+            format!("{at}.prewarm"),
+            "only applies with instances = \"fresh\" (reused instances are kept anyway)".into(),
+        ));
+    }
+    let prewarm = range(
+        s.prewarm,
+        0,
+        MAX_PREWARM.min(runtime.max_instances),
+        &format!("{at}.prewarm"),
+        err,
+    )?
+    .unwrap_or(DEFAULT_PREWARM);
 
     let d = Limits::defaults(kind);
     let l = &s.limits;
@@ -451,6 +493,7 @@ fn stage(
         failure,
         instances,
         max_uses,
+        prewarm,
         limits,
         quarantine,
         grants,
@@ -577,6 +620,21 @@ mod tests {
                 "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"",
                 "stage[1].name",
                 "used twice",
+            ),
+            (
+                "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\ninstances = \"reuse\"\nprewarm = 1",
+                "stage[0] (\"a\").prewarm",
+                "only applies with instances = \"fresh\"",
+            ),
+            (
+                "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\nprewarm = 65",
+                "stage[0] (\"a\").prewarm",
+                "outside 0..=64",
+            ),
+            (
+                "role = \"hub\"\n[runtime]\nmax_instances = 6\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\nprewarm = 2",
+                "runtime.max_instances",
+                "pre-warming holds up to 4 instances",
             ),
             (
                 "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\n[stage.limits]\nmemory_mb = 4096",

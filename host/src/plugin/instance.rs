@@ -1,31 +1,29 @@
 //! Plugin instances: the per-store state, the host imports, creating an instance from a
-//! pre-instantiated component, calling it under a deadline, and keeping instances for
-//! reuse.
+//! pre-instantiated component, and calling it under a deadline.
 //!
 //! A [`Template`] is one plugin version ready to instantiate: its `InstancePre` (imports
 //! already resolved and type-checked) and the export indices of `lifecycle` and of its
 //! stage interface. An [`Instance`] is a `Store` with one instantiated, initialised
-//! component. Instances are fresh per call or kept in an [`Instances`] pool, as the
-//! stage configures. An instance that trapped, timed out, hit its memory cap or returned
-//! an illegal value is dropped, never reused; so is one whose call was cancelled.
+//! component. How a stage keeps instances (pre-warmed for fresh use, or for reuse) is
+//! `pool.rs`.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wasmtime::component::{InstancePre, ResourceTable};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::{audit, credential, host, impersonation, lifecycle, routing};
+use super::bindings::host;
 use super::engine::Runtime;
 use super::error::FailureKind;
+use super::exports::{ExportIndices, Funcs};
 use super::limits::MemoryCap;
 use super::types::{
-    AuditDecision, AuditEvent, Candidate, Denial, PluginInfo, Principal, RequestHead, RouteChoice,
-    StageKind,
+    AuditDecision, Candidate, Denial, PluginInfo, Principal, RouteChoice, StageKind,
 };
+use super::view::{AuditEventView, RequestView};
 
 /// Capabilities granted to a plugin (`[stage.grants]`). Everything is off by default:
 /// no stdio, no environment, no files; sockets are never granted.
@@ -156,10 +154,10 @@ impl super::bindings::hawser::plugin::types::Host for StoreState {}
 
 /// One call into a stage, borrowed from the caller.
 pub(crate) enum Call<'a> {
-    Credential(&'a RequestHead),
-    Impersonation(&'a Principal, &'a RequestHead),
-    Routing(&'a RequestHead, Option<&'a Principal>, &'a [Candidate]),
-    Audit(&'a AuditEvent),
+    Credential(&'a RequestView<'a>),
+    Impersonation(&'a Principal, &'a RequestView<'a>),
+    Routing(&'a RequestView<'a>, Option<&'a Principal>, &'a [Candidate]),
+    Audit(&'a AuditEventView<'a>),
 }
 
 /// What a stage returned, before host validation.
@@ -168,20 +166,6 @@ pub(crate) enum Reply {
     Impersonation(Result<Option<Principal>, Denial>),
     Routing(Result<Option<RouteChoice>, Denial>),
     Audit(Result<AuditDecision, String>),
-}
-
-enum StageIndices {
-    Credential(credential::GuestIndices),
-    Impersonation(impersonation::GuestIndices),
-    Routing(routing::GuestIndices),
-    Audit(audit::GuestIndices),
-}
-
-enum StageGuest {
-    Credential(credential::Guest),
-    Impersonation(impersonation::Guest),
-    Routing(routing::Guest),
-    Audit(audit::Guest),
 }
 
 /// A failed instantiation or call, classified.
@@ -194,8 +178,7 @@ pub(crate) struct CallError {
 pub(crate) struct Template {
     runtime: Arc<Runtime>,
     pre: InstancePre<StoreState>,
-    lifecycle: lifecycle::GuestIndices,
-    stage: StageIndices,
+    exports: ExportIndices,
     config_json: String,
     grants: Grants,
     memory_bytes: usize,
@@ -225,30 +208,23 @@ impl Template {
             .linker()
             .instantiate_pre(component)
             .map_err(|e| format!("cannot link: {e:#}"))?;
-        let lifecycle = lifecycle::GuestIndices::new(&pre).map_err(|e| format!("{e:#}"))?;
-        let stage = match kind {
-            StageKind::Credential => {
-                credential::GuestIndices::new(&pre).map(StageIndices::Credential)
-            }
-            StageKind::Impersonation => {
-                impersonation::GuestIndices::new(&pre).map(StageIndices::Impersonation)
-            }
-            StageKind::Routing => routing::GuestIndices::new(&pre).map(StageIndices::Routing),
-            StageKind::Audit => audit::GuestIndices::new(&pre).map(StageIndices::Audit),
-        }
-        .map_err(|e| format!("not a {kind} plugin: {e:#}"))?;
+        let exports = ExportIndices::new(&pre, kind)?;
         let tick = runtime.settings().epoch_tick;
         Ok(Template {
             tick,
             runtime,
             pre,
-            lifecycle,
-            stage,
+            exports,
             config_json,
             grants,
             memory_bytes,
             stage_name,
         })
+    }
+
+    /// The name of the stage this template serves.
+    pub(crate) fn stage_name(&self) -> &str {
+        &self.stage_name
     }
 
     /// Creates and initialises an instance; the guest may run for `budget` in total
@@ -288,25 +264,14 @@ impl Template {
             Ok(i) => i,
             Err(e) => return Err(classify(&e, &store, FailureKind::Instantiate)),
         };
-        let loaded = (|| -> wasmtime::Result<(lifecycle::Guest, StageGuest)> {
-            let lifecycle = self.lifecycle.load(&mut store, &instance)?;
-            let guest = match &self.stage {
-                StageIndices::Credential(i) => {
-                    StageGuest::Credential(i.load(&mut store, &instance)?)
-                }
-                StageIndices::Impersonation(i) => {
-                    StageGuest::Impersonation(i.load(&mut store, &instance)?)
-                }
-                StageIndices::Routing(i) => StageGuest::Routing(i.load(&mut store, &instance)?),
-                StageIndices::Audit(i) => StageGuest::Audit(i.load(&mut store, &instance)?),
-            };
-            Ok((lifecycle, guest))
-        })();
-        let (lifecycle, guest) = loaded.map_err(|e| CallError {
-            kind: FailureKind::Instantiate,
-            detail: format!("{e:#}"),
-        })?;
-        let info = match lifecycle.call_init(&mut store, &self.config_json).await {
+        let funcs = self
+            .exports
+            .load(&mut store, &instance)
+            .map_err(|e| CallError {
+                kind: FailureKind::Instantiate,
+                detail: format!("{e:#}"),
+            })?;
+        let info = match funcs.init(&mut store, &self.config_json).await {
             Ok(Ok(info)) => info,
             Ok(Err(reason)) => {
                 return Err(CallError {
@@ -319,7 +284,7 @@ impl Template {
         Ok((
             Instance {
                 store,
-                guest,
+                funcs,
                 uses: 0,
                 tick: self.tick,
             },
@@ -331,8 +296,8 @@ impl Template {
 /// A store with one initialised instance of a stage.
 pub(crate) struct Instance {
     store: Store<StoreState>,
-    guest: StageGuest,
-    uses: u64,
+    funcs: Funcs,
+    pub(crate) uses: u64,
     tick: Duration,
 }
 
@@ -348,93 +313,8 @@ impl Instance {
         self.store.data_mut().log_lines = 0;
         self.store.set_epoch_deadline(1);
         let store = &mut self.store;
-        let result = match (&self.guest, call) {
-            (StageGuest::Credential(g), Call::Credential(req)) => {
-                g.call_check(&mut *store, req).await.map(Reply::Credential)
-            }
-            (StageGuest::Impersonation(g), Call::Impersonation(who, req)) => g
-                .call_apply(&mut *store, who, req)
-                .await
-                .map(Reply::Impersonation),
-            (StageGuest::Routing(g), Call::Routing(req, who, candidates)) => g
-                .call_route(&mut *store, req, who, candidates)
-                .await
-                .map(Reply::Routing),
-            (StageGuest::Audit(g), Call::Audit(event)) => {
-                g.call_decide(&mut *store, event).await.map(Reply::Audit)
-            }
-            _ => {
-                return Err(CallError {
-                    kind: FailureKind::Trap,
-                    detail: "host error: call does not match the stage kind".into(),
-                })
-            }
-        };
+        let result = self.funcs.call(store, call).await;
         result.map_err(|e| classify(&e, store, FailureKind::Trap))
-    }
-}
-
-/// How a stage gets instances.
-pub(crate) enum Instances {
-    /// A new instance for every call.
-    Fresh,
-    /// Instances are kept and reused up to `max_uses` calls each.
-    Reuse {
-        idle: Mutex<Vec<Instance>>,
-        max_idle: usize,
-        max_uses: u64,
-        /// Set when the stage left the serving chain: keep nothing more.
-        retired: AtomicBool,
-    },
-}
-
-impl Instances {
-    pub(crate) fn reuse(max_idle: usize, max_uses: u64) -> Self {
-        Instances::Reuse {
-            idle: Mutex::new(Vec::with_capacity(max_idle)),
-            max_idle,
-            max_uses,
-            retired: AtomicBool::new(false),
-        }
-    }
-
-    /// Drops idle instances and keeps none from now on (the stage left the serving
-    /// chain; requests still running on it create instances as needed).
-    pub(crate) fn retire(&self) {
-        if let Instances::Reuse { idle, retired, .. } = self {
-            retired.store(true, Ordering::Relaxed);
-            idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        }
-    }
-
-    /// An idle instance, if the stage reuses instances and one is available.
-    pub(crate) fn take(&self) -> Option<Instance> {
-        match self {
-            Instances::Fresh => None,
-            Instances::Reuse { idle, .. } => idle.lock().unwrap_or_else(|p| p.into_inner()).pop(),
-        }
-    }
-
-    /// Returns a healthy instance after a successful call; drops it otherwise.
-    pub(crate) fn give_back(&self, instance: Instance) {
-        if let Instances::Reuse {
-            idle,
-            max_idle,
-            max_uses,
-            retired,
-        } = self
-        {
-            if instance.uses < *max_uses && !retired.load(Ordering::Relaxed) {
-                let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
-                if idle.len() < *max_idle {
-                    idle.push(instance);
-                }
-            }
-        }
-    }
-
-    pub(crate) fn is_reuse(&self) -> bool {
-        matches!(self, Instances::Reuse { .. })
     }
 }
 

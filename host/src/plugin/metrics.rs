@@ -7,6 +7,8 @@
 //! - `hawser_plugin_failures_total{...,reason}` (trap, timeout, memory_limit, ...)
 //! - `hawser_plugin_fail_open_total{...}`: failures let through by a fail-open stage
 //! - `hawser_plugin_quarantines_total{...}`
+//! - `hawser_plugin_cold_starts_total{...}`: fresh instances created on the request path
+//!   because none was pre-warmed
 //! - `hawser_plugin_call_seconds_sum` / `_count{...}`
 //! - `hawser_plugin_reloads_total{result="ok"|"failed"|"unchanged"}`
 //! - `hawser_plugin_chain_generation`
@@ -37,6 +39,7 @@ pub(crate) struct StageCounters {
     pub(crate) denials: AtomicU64,
     pub(crate) fail_open: AtomicU64,
     pub(crate) quarantines: AtomicU64,
+    pub(crate) cold_starts: AtomicU64,
     pub(crate) call_nanos: AtomicU64,
     failures: [AtomicU64; FailureKind::ALL.len()],
 }
@@ -58,6 +61,8 @@ pub struct StageSnapshot {
     pub fail_open: u64,
     /// Times a version of this stage was quarantined.
     pub quarantines: u64,
+    /// Fresh instances created on the request path because none was pre-warmed.
+    pub cold_starts: u64,
     /// Failures by kind.
     pub failures: BTreeMap<FailureKind, u64>,
 }
@@ -103,6 +108,7 @@ impl StageMetrics {
             denials: AtomicU64::new(0),
             fail_open: AtomicU64::new(0),
             quarantines: AtomicU64::new(0),
+            cold_starts: AtomicU64::new(0),
             call_nanos: AtomicU64::new(0),
             failures: Default::default(),
         });
@@ -139,6 +145,7 @@ impl StageMetrics {
             s.denials += c.denials.load(Ordering::Relaxed);
             s.fail_open += c.fail_open.load(Ordering::Relaxed);
             s.quarantines += c.quarantines.load(Ordering::Relaxed);
+            s.cold_starts += c.cold_starts.load(Ordering::Relaxed);
             for k in FailureKind::ALL {
                 let n = c.failures[k as usize].load(Ordering::Relaxed);
                 if n > 0 {
@@ -153,7 +160,7 @@ impl StageMetrics {
     pub fn render_prometheus(&self) -> String {
         let stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
-        let families: [Family; 4] = [
+        let families: [Family; 5] = [
             (
                 "hawser_plugin_invocations_total",
                 "Calls into a plugin stage.",
@@ -173,6 +180,11 @@ impl StageMetrics {
                 "hawser_plugin_quarantines_total",
                 "Times a plugin version was quarantined after repeated faults.",
                 |c| c.quarantines.load(Ordering::Relaxed),
+            ),
+            (
+                "hawser_plugin_cold_starts_total",
+                "Fresh plugin instances created on the request path because none was pre-warmed.",
+                |c| c.cold_starts.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, get) in families {

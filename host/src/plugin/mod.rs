@@ -30,7 +30,11 @@
 //! - `bindings`: `bindgen!` for the WIT, once.
 //! - [`engine`]: the one `Engine` (pooling allocator, epoch ticker) and `Linker`.
 //! - `cache`: compiled artifacts by content hash and engine fingerprint.
-//! - `instance`: stores, host imports, capability grants, fresh vs reused instances.
+//! - `instance`: stores, host imports, capability grants, creating and calling an instance.
+//! - `exports`: the export functions a stage calls, type-checked once per plugin version.
+//! - `view`: borrowed request and audit records, lowered without copying.
+//! - `header_filter`: the request headers each plugin declared it reads.
+//! - `pool`: fresh instances pre-warmed ahead of requests, or reused instances.
 //! - [`limits`]: time, memory and concurrency limits; the quarantine breaker.
 //! - `stage`: one configured plugin and its single call path.
 //! - [`chain`]: the phases over an ordered list of stages.
@@ -46,15 +50,18 @@ pub mod chain;
 pub mod config;
 pub mod engine;
 pub mod error;
+mod exports;
 mod header_filter;
 mod instance;
 pub mod limits;
 pub mod metrics;
+mod pool;
 pub mod reload;
 mod stage;
 pub mod testing;
 pub mod types;
 pub mod validate;
+mod view;
 
 pub use cache::CacheStats;
 pub use chain::{Chain, StageInfo};

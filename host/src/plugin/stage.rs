@@ -11,9 +11,10 @@ use super::config::{FailurePolicy, InstanceMode, StageSpec};
 use super::engine::Runtime;
 use super::error::{FailureKind, PluginFailure};
 use super::header_filter::HeaderFilter;
-use super::instance::{Call, CallError, Instance, Instances, Reply, Template};
+use super::instance::{Call, CallError, Instance, Reply, Template};
 use super::limits::{Breaker, Gate};
 use super::metrics::{Labels, StageCounters, StageMetrics};
+use super::pool::Instances;
 use super::types::{PluginInfo, StageKind};
 
 /// A loaded, self-checked stage.
@@ -25,8 +26,8 @@ pub(crate) struct Stage {
     pub(crate) info: PluginInfo,
     /// The request headers the plugin declared it reads; `None`: all.
     pub(crate) headers: Option<HeaderFilter>,
-    template: Template,
-    instances: Instances,
+    template: Arc<Template>,
+    instances: Arc<Instances>,
     gate: Gate,
     breaker: Breaker,
     pub(crate) counters: Arc<StageCounters>,
@@ -51,7 +52,7 @@ impl Stage {
                 .map_err(|e| format!("compiler task failed: {e}"))?
                 .map_err(|e| format!("not a valid component: {e}"))?;
 
-        let template = Template::new(
+        let template = Arc::new(Template::new(
             runtime.clone(),
             &component,
             spec.kind,
@@ -59,7 +60,7 @@ impl Stage {
             spec.config_json.clone(),
             spec.grants.clone(),
             spec.limits.memory_bytes,
-        )?;
+        )?);
         let (instance, info) = template
             .instantiate(spec.limits.init_timeout)
             .await
@@ -75,13 +76,15 @@ impl Stage {
             ));
         }
         let headers = HeaderFilter::from_declared(info.request_headers.as_deref())?;
-        let instances = match spec.instances {
-            InstanceMode::Fresh => Instances::Fresh,
+        let instances = Arc::new(match spec.instances {
+            InstanceMode::Fresh => Instances::fresh(spec.prewarm as usize),
             InstanceMode::Reuse => {
                 Instances::reuse(spec.limits.concurrency as usize, spec.max_uses)
             }
-        };
+        });
+        // The self-check instance has only run `init`: as good as a pre-warmed one.
         instances.give_back(instance);
+        instances.refill(&template, spec.limits.init_timeout);
         let file = spec
             .plugin
             .file_name()
@@ -131,6 +134,11 @@ impl Stage {
         self.instances.retire();
     }
 
+    /// Instances ready for the next calls: pre-warmed (fresh) or idle (reuse).
+    pub(crate) fn ready_instances(&self) -> usize {
+        self.instances.ready_count()
+    }
+
     pub(crate) fn is_quarantined(&self) -> bool {
         self.breaker.quarantined(self.runtime.now_ms()).is_some()
     }
@@ -171,6 +179,9 @@ impl Stage {
         match check(reply) {
             Ok(out) => {
                 self.instances.give_back(instance);
+                // Hands a used fresh instance to the refill task to tear down.
+                self.instances
+                    .refill(&self.template, self.spec.limits.init_timeout);
                 self.breaker.success();
                 self.counters
                     .call_nanos
@@ -181,16 +192,22 @@ impl Stage {
         }
     }
 
-    /// An instance armed with the call's time budget. A fresh instance's budget covers
-    /// its start-up and `init` too; a new reusable instance gets `init_timeout` for
-    /// `init` and then the full call budget.
+    /// An instance armed with the call's time budget. A kept instance (pre-warmed or
+    /// reused) ran `init` under `init_timeout` and gets the full call budget; so does a
+    /// new reusable one. A fresh instance created on the request path (a cold start)
+    /// has the call budget cover its start-up and `init` too.
     async fn instance(&self) -> Result<Instance, CallError> {
         let limits = &self.spec.limits;
-        if let Some(mut i) = self.instances.take() {
+        let kept = self.instances.take();
+        if self.instances.is_fresh() {
+            self.instances.refill(&self.template, limits.init_timeout);
+        }
+        if let Some(mut i) = kept {
             i.arm(limits.timeout);
             return Ok(i);
         }
-        if !self.instances.is_reuse() {
+        if self.instances.is_fresh() {
+            self.counters.cold_starts.fetch_add(1, Ordering::Relaxed);
             return Ok(self.template.instantiate(limits.timeout).await?.0);
         }
         let (mut i, _) = self.template.instantiate(limits.init_timeout).await?;
