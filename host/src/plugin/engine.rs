@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings;
 use super::cache::{ArtifactCache, CacheStats};
@@ -133,9 +133,6 @@ fn engine_config(settings: &RuntimeSettings) -> Config {
         // TLB shootdowns. Plugins are linked with a small stack (build-plugins.sh).
         .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(KEEP_RESIDENT)
-        // Where the kernel can report which pages an instance wrote (Linux 6.7+), reset
-        // only those instead of the whole kept-resident region.
-        .pagemap_scan(Enabled::Auto)
         // Return memory to the OS in batches rather than once per instance.
         .decommit_batch_size(16);
 
