@@ -59,10 +59,14 @@ async fn without_prewarm_every_fresh_call_is_a_cold_start() {
     }
     assert_eq!(ready(&host), 0);
     assert_eq!(host.metrics().snapshot("creds").cold_starts, 3);
-    assert!(host
-        .metrics()
-        .render_prometheus()
-        .contains("hawser_plugin_cold_starts_total{stage=\"creds\""));
+    let text = host.metrics().render_prometheus();
+    assert!(text.contains("hawser_plugin_cold_starts_total{stage=\"creds\""));
+    // Every call lands in the call-time histogram, start-up included.
+    let count = text
+        .lines()
+        .find(|l| l.starts_with("hawser_plugin_call_seconds_count{stage=\"creds\""))
+        .expect("call-time histogram");
+    assert!(count.ends_with(" 3"), "{count}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

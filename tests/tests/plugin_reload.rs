@@ -421,37 +421,3 @@ async fn sighup_alone_triggers_a_reload() {
     .await;
     assert_eq!(host.status().last_trigger, ReloadTrigger::Signal);
 }
-
-#[tokio::test]
-async fn compiled_artifacts_are_cached_on_disk_by_content_and_engine() {
-    let cache = tempfile::tempdir().unwrap();
-    let fx = Fixture::new("");
-    let text = |v: &str| {
-        format!(
-            "role = \"hub\"\n[runtime]\nmax_instances = 16\ncache_dir = {:?}\n{}",
-            cache.path().display().to_string(),
-            plugin_support::expand(&misbehave("creds", "credential", "ok", v, ""))
-        )
-    };
-    std::fs::write(&fx.file, text("a")).unwrap();
-    let first = fx.host().await;
-    assert_eq!(first.runtime().cache_stats().compiled, 1);
-    let files: Vec<_> = std::fs::read_dir(cache.path()).unwrap().collect();
-    assert_eq!(files.len(), 1, "one .cwasm artifact");
-
-    // A config-only change reuses the component from memory.
-    std::fs::write(&fx.file, text("b")).unwrap();
-    first.reload(ReloadTrigger::Admin).await.unwrap();
-    let s = first.runtime().cache_stats();
-    assert_eq!((s.compiled, s.memory_hits), (1, 1));
-
-    // A new process (runtime) loads it from disk instead of compiling.
-    let second = fx.host().await;
-    let s = second.runtime().cache_stats();
-    assert_eq!((s.compiled, s.disk_hits), (0, 1));
-    assert!(second
-        .chain()
-        .check_credential(&request("/", &[]))
-        .await
-        .is_ok());
-}

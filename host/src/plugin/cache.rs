@@ -6,7 +6,11 @@
 //! - memory: components of the current chain, so a reload that keeps a plugin does not
 //!   even deserialize it;
 //! - disk (optional `cache_dir`): `<digest>-<engine>.cwasm` files written by
-//!   [`Component::serialize`], loaded with [`Component::deserialize_file`].
+//!   [`Component::serialize`], loaded with [`Component::deserialize_file`]. A load
+//!   touches the file's modification time; after each new artifact the directory is
+//!   pruned to `cache_max_entries`, least recently used first, never removing one the
+//!   process holds (the chain served or being loaded). Artifacts of other engine
+//!   versions are never loaded, so they age out the same way.
 //!
 //! Loading native code from disk trusts the directory: the cache creates it with mode
 //! 0700 and refuses to use a directory writable by group or others.
@@ -51,6 +55,7 @@ pub struct CacheStats {
 
 pub(crate) struct ArtifactCache {
     dir: Option<PathBuf>,
+    max_entries: usize,
     engine_key: String,
     memory: Mutex<HashMap<Digest, Component>>,
     compiled: AtomicU64,
@@ -59,7 +64,11 @@ pub(crate) struct ArtifactCache {
 }
 
 impl ArtifactCache {
-    pub(crate) fn new(engine: &Engine, dir: Option<PathBuf>) -> Result<Self, PluginError> {
+    pub(crate) fn new(
+        engine: &Engine,
+        dir: Option<PathBuf>,
+        max_entries: usize,
+    ) -> Result<Self, PluginError> {
         if let Some(dir) = &dir {
             prepare_dir(dir)?;
         }
@@ -68,6 +77,7 @@ impl ArtifactCache {
         let engine_key = hex(&hasher.0.finalize(), 8);
         Ok(ArtifactCache {
             dir,
+            max_entries,
             engine_key,
             memory: Mutex::new(HashMap::new()),
             compiled: AtomicU64::new(0),
@@ -107,11 +117,46 @@ impl ArtifactCache {
                         tracing::warn!(path = %path.display(), error = %e, "plugin cache: could not write compiled artifact");
                     }
                 }
-                c
+                self.lock().insert(*digest, c.clone());
+                self.prune();
+                return Ok(c);
             }
         };
         self.lock().insert(*digest, component.clone());
         Ok(component)
+    }
+
+    /// Removes the least recently used artifacts past `max_entries`, keeping those of
+    /// components this process holds.
+    fn prune(&self) {
+        let Some(dir) = &self.dir else { return };
+        let held: Vec<String> = self.lock().keys().map(|d| hex(d, 32)).collect();
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        let mut artifacts: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let digest = name.strip_suffix(".cwasm")?.split('-').next()?.to_owned();
+                if held.contains(&digest) {
+                    return None;
+                }
+                Some((e.metadata().ok()?.modified().ok()?, e.path()))
+            })
+            .collect();
+        let excess = (artifacts.len() + held.len()).saturating_sub(self.max_entries);
+        artifacts.sort();
+        for (_, path) in artifacts.into_iter().take(excess) {
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::debug!(path = %path.display(), "plugin cache: removed least recently used artifact")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "plugin cache: could not remove artifact")
+                }
+            }
+        }
     }
 
     /// Drops in-memory components not in `keep` (those of the chain just installed).
@@ -143,6 +188,11 @@ impl ArtifactCache {
         match loaded {
             Ok(c) => {
                 self.disk_hits.fetch_add(1, Ordering::Relaxed);
+                // Marks it recently used for pruning; failing to is harmless.
+                let _ = fs::File::options()
+                    .write(true)
+                    .open(path)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
                 Some(c)
             }
             Err(e) => {

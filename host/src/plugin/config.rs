@@ -10,6 +10,7 @@
 //! max_instances = 256
 //! max_memory_mb = 128
 //! cache_dir = "/var/cache/hawser/plugins"   # relative paths are relative to this file
+//! cache_max_entries = 64             # artifacts kept on disk; least recently used go first
 //!
 //! [[stage]]                          # stages run in file order within their phase
 //! name = "tokens"                    # unique; appears in logs, metrics and Status messages
@@ -141,6 +142,7 @@ struct RawRuntime {
     max_instances: Option<u32>,
     max_memory_mb: Option<u32>,
     cache_dir: Option<PathBuf>,
+    cache_max_entries: Option<u32>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -313,11 +315,25 @@ fn runtime(raw: &RawRuntime, base: &Path, err: &ErrFn<'_>) -> Result<RuntimeSett
     let tick = range(raw.epoch_tick_ms, 1, 100, "runtime.epoch_tick_ms", err)?;
     let max_instances = range(raw.max_instances, 1, 10_000, "runtime.max_instances", err)?;
     let max_memory_mb = range(raw.max_memory_mb, 1, 4096, "runtime.max_memory_mb", err)?;
+    let max_entries = range(
+        raw.cache_max_entries,
+        1,
+        100_000,
+        "runtime.cache_max_entries",
+        err,
+    )?;
+    if max_entries.is_some() && raw.cache_dir.is_none() {
+        return Err(err(
+            "runtime.cache_max_entries".into(),
+            "only applies with runtime.cache_dir".into(),
+        ));
+    }
     Ok(RuntimeSettings {
         epoch_tick: tick.map_or(d.epoch_tick, Duration::from_millis),
         max_instances: max_instances.unwrap_or(d.max_instances),
         max_memory_mb: max_memory_mb.unwrap_or(d.max_memory_mb),
         cache_dir: raw.cache_dir.as_ref().map(|p| base.join(p)),
+        cache_max_entries: max_entries.map_or(d.cache_max_entries, |n| n as usize),
     })
 }
 
@@ -630,6 +646,11 @@ mod tests {
                 "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\nprewarm = 65",
                 "stage[0] (\"a\").prewarm",
                 "outside 0..=64",
+            ),
+            (
+                "role = \"hub\"\n[runtime]\ncache_max_entries = 5",
+                "runtime.cache_max_entries",
+                "only applies with runtime.cache_dir",
             ),
             (
                 "role = \"hub\"\n[runtime]\nmax_instances = 6\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\nprewarm = 2",

@@ -37,6 +37,9 @@ pub struct RuntimeSettings {
     pub max_memory_mb: u32,
     /// Where compiled artifacts are cached; `None` keeps them in memory only.
     pub cache_dir: Option<PathBuf>,
+    /// Artifacts kept in `cache_dir`; past that the least recently used go, except
+    /// those of the chain being served or loaded. Default 64.
+    pub cache_max_entries: usize,
 }
 
 impl Default for RuntimeSettings {
@@ -46,6 +49,7 @@ impl Default for RuntimeSettings {
             max_instances: 256,
             max_memory_mb: 128,
             cache_dir: None,
+            cache_max_entries: 64,
         }
     }
 }
@@ -69,7 +73,11 @@ impl Runtime {
             .map_err(|e| PluginError::Internal(format!("linking WASI: {e}")))?;
         bindings::Plugin::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(|e| PluginError::Internal(format!("linking host imports: {e}")))?;
-        let cache = ArtifactCache::new(&engine, settings.cache_dir.clone())?;
+        let cache = ArtifactCache::new(
+            &engine,
+            settings.cache_dir.clone(),
+            settings.cache_max_entries,
+        )?;
         let ticker = EpochTicker::start(engine.clone(), settings.epoch_tick)?;
         Ok(Arc::new(Runtime {
             engine,

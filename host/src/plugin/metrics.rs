@@ -9,7 +9,9 @@
 //! - `hawser_plugin_quarantines_total{...}`
 //! - `hawser_plugin_cold_starts_total{...}`: fresh instances created on the request path
 //!   because none was pre-warmed
-//! - `hawser_plugin_call_seconds_sum` / `_count{...}`
+//! - `hawser_plugin_call_seconds_bucket{...,le}` / `_sum` / `_count`: a histogram of the
+//!   time from taking an instance to the plugin's answer (or its failure), start-up
+//!   included for cold starts
 //! - `hawser_plugin_reloads_total{result="ok"|"failed"|"unchanged"}`
 //! - `hawser_plugin_chain_generation`
 
@@ -40,11 +42,31 @@ pub(crate) struct StageCounters {
     pub(crate) fail_open: AtomicU64,
     pub(crate) quarantines: AtomicU64,
     pub(crate) cold_starts: AtomicU64,
-    pub(crate) call_nanos: AtomicU64,
+    call_nanos: AtomicU64,
+    /// Calls per bucket of [`CALL_BUCKETS_US`], the last one past every bound.
+    call_buckets: [AtomicU64; CALL_BUCKETS_US.len() + 1],
     failures: [AtomicU64; FailureKind::ALL.len()],
 }
 
+/// Upper bounds of the call-time histogram, in microseconds: a reused instance answers
+/// in a few microseconds, a cold start takes tens, a budget runs out at milliseconds.
+const CALL_BUCKETS_US: [u64; 14] = [
+    2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000,
+];
+
 impl StageCounters {
+    /// Records one call that took `d`.
+    pub(crate) fn observe_call(&self, d: std::time::Duration) {
+        let us = d.as_micros() as u64;
+        let i = CALL_BUCKETS_US
+            .iter()
+            .position(|&le| us <= le)
+            .unwrap_or(CALL_BUCKETS_US.len());
+        self.call_buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.call_nanos
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
     pub(crate) fn failure(&self, kind: FailureKind) {
         self.failures[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
@@ -110,6 +132,7 @@ impl StageMetrics {
             quarantines: AtomicU64::new(0),
             cold_starts: AtomicU64::new(0),
             call_nanos: AtomicU64::new(0),
+            call_buckets: Default::default(),
             failures: Default::default(),
         });
         stages.push(c.clone());
@@ -207,17 +230,21 @@ impl StageMetrics {
         let name = "hawser_plugin_call_seconds";
         let _ = writeln!(
             out,
-            "# HELP {name} Time spent in plugin calls.\n# TYPE {name} summary"
+            "# HELP {name} Time of plugin calls, from taking an instance to the answer.\n# TYPE {name} histogram"
         );
         for c in stages.iter() {
             let l = labels(&c.labels);
+            let mut seen = 0;
+            for (i, n) in c.call_buckets.iter().enumerate() {
+                seen += n.load(Ordering::Relaxed);
+                let le = match CALL_BUCKETS_US.get(i) {
+                    Some(us) => format!("{}", *us as f64 / 1e6),
+                    None => "+Inf".to_owned(),
+                };
+                let _ = writeln!(out, "{name}_bucket{{{l},le=\"{le}\"}} {seen}");
+            }
             let secs = c.call_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-            let _ = writeln!(out, "{name}_sum{{{l}}} {secs}");
-            let _ = writeln!(
-                out,
-                "{name}_count{{{l}}} {}",
-                c.invocations.load(Ordering::Relaxed)
-            );
+            let _ = writeln!(out, "{name}_sum{{{l}}} {secs}\n{name}_count{{{l}}} {seen}");
         }
         let name = "hawser_plugin_reloads_total";
         let _ = writeln!(
@@ -281,12 +308,28 @@ mod tests {
         });
         c.invocations.fetch_add(3, Ordering::Relaxed);
         c.failure(FailureKind::Timeout);
+        c.observe_call(std::time::Duration::from_micros(3));
+        c.observe_call(std::time::Duration::from_micros(40));
+        c.observe_call(std::time::Duration::from_secs(1));
         m.reload(ReloadResult::Ok, 2);
         let text = m.render_prometheus();
         assert!(text.contains(
             "hawser_plugin_invocations_total{stage=\"tok\\\"ens\",kind=\"credential\",plugin=\"p\",version=\"1\",digest=\"abc\"} 3"
         ));
         assert!(text.contains("reason=\"timeout\"} 1"));
+        // Cumulative buckets: 3 us falls in le=5us, 40 us in le=50us, 1 s past them all.
+        let bucket = |le: &str| {
+            let key = format!("digest=\"abc\",le=\"{le}\"}} ");
+            let line = text.lines().find(|l| l.contains(&key)).expect(le);
+            line.rsplit(' ').next().unwrap().to_owned()
+        };
+        assert_eq!(bucket("0.000002"), "0");
+        assert_eq!(bucket("0.000005"), "1");
+        assert_eq!(bucket("0.00005"), "2");
+        assert_eq!(bucket("0.1"), "2");
+        assert_eq!(bucket("+Inf"), "3");
+        assert!(text.contains("hawser_plugin_call_seconds_count{stage=\"tok\\\"ens\""));
+        assert!(text.contains("} 1.000043\n"), "sum of the three calls");
         assert!(text.contains("hawser_plugin_reloads_total{result=\"ok\"} 1"));
         assert!(text.contains("hawser_plugin_chain_generation 2"));
         assert_eq!(m.snapshot("tok\"ens").failures(FailureKind::Timeout), 1);

@@ -170,9 +170,14 @@ impl Stage {
         let start = Instant::now();
         let mut instance = match self.instance().await {
             Ok(i) => i,
-            Err(e) => return Err(self.fail(e.kind, e.detail)),
+            Err(e) => {
+                self.counters.observe_call(start.elapsed());
+                return Err(self.fail(e.kind, e.detail));
+            }
         };
-        let reply = match instance.call(call).await {
+        let reply = instance.call(call).await;
+        self.counters.observe_call(start.elapsed());
+        let reply = match reply {
             Ok(r) => r,
             Err(e) => return Err(self.fail(e.kind, e.detail)),
         };
@@ -183,9 +188,6 @@ impl Stage {
                 self.instances
                     .refill(&self.template, self.spec.limits.init_timeout);
                 self.breaker.success();
-                self.counters
-                    .call_nanos
-                    .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 Ok(out)
             }
             Err((kind, detail)) => Err(self.fail(kind, detail)),
