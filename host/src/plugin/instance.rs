@@ -302,6 +302,11 @@ pub(crate) struct Instance {
 }
 
 impl Instance {
+    /// Bytes of linear memory this instance has grown to.
+    pub(crate) fn memory_used(&self) -> usize {
+        self.store.data().memory.used()
+    }
+
     /// Gives the next call a fresh time budget.
     pub(crate) fn arm(&mut self, budget: Duration) {
         self.store.data_mut().ticks_left = ticks(budget, self.tick);

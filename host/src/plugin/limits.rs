@@ -85,6 +85,11 @@ impl MemoryCap {
     pub(crate) fn max(&self) -> usize {
         self.max
     }
+
+    /// Bytes of linear memory the instance has grown to (memories never shrink).
+    pub(crate) fn used(&self) -> usize {
+        self.used
+    }
 }
 
 impl ResourceLimiter for MemoryCap {

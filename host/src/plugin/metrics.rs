@@ -12,6 +12,8 @@
 //! - `hawser_plugin_call_seconds_bucket{...,le}` / `_sum` / `_count`: a histogram of the
 //!   time from taking an instance to the plugin's answer (or its failure), start-up
 //!   included for cold starts
+//! - `hawser_plugin_memory_peak_bytes{...}`: the most linear memory an instance of the
+//!   version grew to, for sizing `memory_mb`
 //! - `hawser_plugin_reloads_total{result="ok"|"failed"|"unchanged"}`
 //! - `hawser_plugin_chain_generation`
 
@@ -43,6 +45,7 @@ pub(crate) struct StageCounters {
     pub(crate) quarantines: AtomicU64,
     pub(crate) cold_starts: AtomicU64,
     call_nanos: AtomicU64,
+    memory_peak: AtomicU64,
     /// Calls per bucket of [`CALL_BUCKETS_US`], the last one past every bound.
     call_buckets: [AtomicU64; CALL_BUCKETS_US.len() + 1],
     failures: [AtomicU64; FailureKind::ALL.len()],
@@ -55,6 +58,14 @@ const CALL_BUCKETS_US: [u64; 14] = [
 ];
 
 impl StageCounters {
+    /// Records that an instance had grown to `bytes` of linear memory.
+    pub(crate) fn observe_memory(&self, bytes: usize) {
+        let bytes = bytes as u64;
+        if bytes > self.memory_peak.load(Ordering::Relaxed) {
+            self.memory_peak.fetch_max(bytes, Ordering::Relaxed);
+        }
+    }
+
     /// Records one call that took `d`.
     pub(crate) fn observe_call(&self, d: std::time::Duration) {
         let us = d.as_micros() as u64;
@@ -85,6 +96,8 @@ pub struct StageSnapshot {
     pub quarantines: u64,
     /// Fresh instances created on the request path because none was pre-warmed.
     pub cold_starts: u64,
+    /// The most linear memory an instance of any version grew to, in bytes.
+    pub memory_peak_bytes: u64,
     /// Failures by kind.
     pub failures: BTreeMap<FailureKind, u64>,
 }
@@ -132,6 +145,7 @@ impl StageMetrics {
             quarantines: AtomicU64::new(0),
             cold_starts: AtomicU64::new(0),
             call_nanos: AtomicU64::new(0),
+            memory_peak: AtomicU64::new(0),
             call_buckets: Default::default(),
             failures: Default::default(),
         });
@@ -169,6 +183,9 @@ impl StageMetrics {
             s.fail_open += c.fail_open.load(Ordering::Relaxed);
             s.quarantines += c.quarantines.load(Ordering::Relaxed);
             s.cold_starts += c.cold_starts.load(Ordering::Relaxed);
+            s.memory_peak_bytes = s
+                .memory_peak_bytes
+                .max(c.memory_peak.load(Ordering::Relaxed));
             for k in FailureKind::ALL {
                 let n = c.failures[k as usize].load(Ordering::Relaxed);
                 if n > 0 {
@@ -246,6 +263,15 @@ impl StageMetrics {
             let secs = c.call_nanos.load(Ordering::Relaxed) as f64 / 1e9;
             let _ = writeln!(out, "{name}_sum{{{l}}} {secs}\n{name}_count{{{l}}} {seen}");
         }
+        let name = "hawser_plugin_memory_peak_bytes";
+        let _ = writeln!(
+            out,
+            "# HELP {name} The most linear memory an instance of a plugin version grew to.\n# TYPE {name} gauge"
+        );
+        for c in stages.iter() {
+            let peak = c.memory_peak.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{{}}} {peak}", labels(&c.labels));
+        }
         let name = "hawser_plugin_reloads_total";
         let _ = writeln!(
             out,
@@ -311,6 +337,8 @@ mod tests {
         c.observe_call(std::time::Duration::from_micros(3));
         c.observe_call(std::time::Duration::from_micros(40));
         c.observe_call(std::time::Duration::from_secs(1));
+        c.observe_memory(3 << 20);
+        c.observe_memory(1 << 20);
         m.reload(ReloadResult::Ok, 2);
         let text = m.render_prometheus();
         assert!(text.contains(
@@ -332,6 +360,7 @@ mod tests {
         assert!(text.contains("} 1.000043\n"), "sum of the three calls");
         assert!(text.contains("hawser_plugin_reloads_total{result=\"ok\"} 1"));
         assert!(text.contains("hawser_plugin_chain_generation 2"));
+        assert!(text.contains("hawser_plugin_memory_peak_bytes{stage=\"tok\\\"ens\",kind=\"credential\",plugin=\"p\",version=\"1\",digest=\"abc\"} 3145728"));
         assert_eq!(m.snapshot("tok\"ens").failures(FailureKind::Timeout), 1);
     }
 }

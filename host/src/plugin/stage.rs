@@ -177,6 +177,7 @@ impl Stage {
         };
         let reply = instance.call(call).await;
         self.counters.observe_call(start.elapsed());
+        self.counters.observe_memory(instance.memory_used());
         let reply = match reply {
             Ok(r) => r,
             Err(e) => return Err(self.fail(e.kind, e.detail)),
