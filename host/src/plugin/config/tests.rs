@@ -1,0 +1,114 @@
+//! Tests of the chain TOML: defaults, and errors naming file, key and reason.
+
+use super::*;
+
+fn parse(text: &str) -> Result<ChainSpec, PluginError> {
+    let dir = std::env::temp_dir();
+    let wasm = dir.join("hawser-config-test.wasm");
+    std::fs::write(&wasm, b"not wasm").unwrap();
+    let text = text.replace("$WASM", &wasm.display().to_string());
+    ChainSpec::parse(&text, &dir.join("plugins-hub.toml"), Role::Hub)
+}
+
+fn config_err(r: Result<ChainSpec, PluginError>) -> (String, String) {
+    match r {
+        Err(PluginError::Config { key, reason, .. }) => (key, reason),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+}
+
+#[test]
+fn minimal_file_gets_defaults() {
+    let spec = parse(
+        r#"
+        role = "hub"
+        [[stage]]
+        name = "tokens"
+        kind = "credential"
+        plugin = "$WASM"
+        [stage.config]
+        tokens = { a = "alice" }
+        "#,
+    )
+    .unwrap();
+    let s = &spec.stages[0];
+    assert_eq!(s.failure, FailurePolicy::Closed);
+    assert_eq!(s.instances, InstanceMode::Fresh);
+    assert_eq!(s.limits, Limits::defaults(StageKind::Credential));
+    assert_eq!(s.grants, Grants::default());
+    assert_eq!(s.config_json, r#"{"tokens":{"a":"alice"}}"#);
+    assert_eq!(spec.runtime, RuntimeSettings::default());
+}
+
+#[test]
+fn errors_name_the_key() {
+    let cases = [
+        ("role = \"hub\"\nbogus = 1", "bogus", "unknown field `bogus`"),
+        ("role = \"agent\"", "role", "configures the agent"),
+        (
+            "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"routing\"\nplugin = \"$WASM\"\n[stage.limits]\ntimeout_ms = 0",
+            "stage[0] (\"a\").limits.timeout_ms",
+            "outside",
+        ),
+        (
+            "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"rooting\"\nplugin = \"$WASM\"",
+            "stage[0].kind",
+            "unknown variant",
+        ),
+        (
+            "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"impersonation\"\nplugin = \"$WASM\"\nfailure = \"open\"",
+            "stage[0] (\"a\").failure",
+            "not allowed",
+        ),
+        (
+            "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"/nonexistent.wasm\"",
+            "stage[0] (\"a\").plugin",
+            "does not exist",
+        ),
+        (
+            "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\n[stage.policy]\nallow_headers = [\"x\"]",
+            "stage[0] (\"a\").policy.allow_headers",
+            "only applies to routing",
+        ),
+        (
+            "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"",
+            "stage[1].name",
+            "used twice",
+        ),
+        (
+            "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\ninstances = \"reuse\"\nprewarm = 1",
+            "stage[0] (\"a\").prewarm",
+            "only applies with instances = \"fresh\"",
+        ),
+        (
+            "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\nprewarm = 65",
+            "stage[0] (\"a\").prewarm",
+            "outside 0..=64",
+        ),
+        (
+            "role = \"hub\"\n[runtime]\ncache_max_entries = 5",
+            "runtime.cache_max_entries",
+            "only applies with runtime.cache_dir",
+        ),
+        (
+            "role = \"hub\"\n[runtime]\nmax_instances = 6\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\nprewarm = 2",
+            "runtime.max_instances",
+            "pre-warming holds up to 4 instances",
+        ),
+        (
+            "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\n[stage.limits]\nmemory_mb = 4096",
+            "stage[0] (\"a\").limits.memory_mb",
+            "outside 1..=128",
+        ),
+        (
+            "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\n[stage.limits]\ntimeout = 5",
+            "stage[0].limits.timeout",
+            "unknown field `timeout`",
+        ),
+    ];
+    for (text, key, reason) in cases {
+        let (k, r) = config_err(parse(text));
+        assert_eq!(k, key, "for {text:?}: {r}");
+        assert!(r.contains(reason), "for {text:?}: {r:?} lacks {reason:?}");
+    }
+}
