@@ -141,7 +141,9 @@ impl Instances {
         tokio::spawn(
             async move {
                 loop {
-                    drop(std::mem::take(&mut *pool.spent()));
+                    // Teardown happens after the lock is released.
+                    let spent = std::mem::take(&mut *pool.spent());
+                    drop(spent);
                     while pool.wants_more() {
                         match template.instantiate(init_budget).await {
                             Ok((instance, _)) => pool.give_back(instance),
