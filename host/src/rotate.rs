@@ -12,10 +12,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::bundle::{
-    remove_files, yaml_block, yaml_str, BundleError, AGENT_CRT, AGENT_KEY, CA_CRT,
+    write_then_save, yaml_block, yaml_str, BundleError, AGENT_CRT, AGENT_KEY, CA_CRT,
 };
 use crate::pki::{Fingerprint, HubCa, Validity};
-use crate::registry::{create_private_dir, write_atomic, ClusterRecord, Registry};
+use crate::registry::{create_private_dir, ClusterRecord, Registry};
 
 /// The Secret patch `rotate-cert` writes next to the certificate.
 pub const SECRET_PATCH: &str = "secret-patch.yaml";
@@ -93,21 +93,7 @@ pub fn rotate_cert(req: &RotateRequest) -> Result<RotateOutcome, BundleError> {
         // The patch carries the key, so it is as secret as the key.
         (secret_patch(&issued.cert_pem, key), 0o600),
     ];
-    let mut written = Vec::new();
-    for (path, (text, mode)) in paths.iter().zip(contents.iter()) {
-        if let Err(source) = write_atomic(path, text.as_bytes(), *mode) {
-            remove_files(&written);
-            return Err(BundleError::Write {
-                path: path.clone(),
-                source,
-            });
-        }
-        written.push(path.clone());
-    }
-    if let Err(e) = registry.save(&req.state_dir) {
-        remove_files(&written);
-        return Err(e.into());
-    }
+    let written = write_then_save(&paths, &contents, &registry, &req.state_dir)?;
     tracing::info!(cluster = %req.name, fingerprint = %issued.fingerprint, "issued a rotated agent certificate; old and new are both admitted");
     Ok(RotateOutcome {
         fingerprint: issued.fingerprint,

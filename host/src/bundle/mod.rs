@@ -127,23 +127,7 @@ pub fn register_cluster(req: &RegisterRequest) -> Result<RegisterOutcome, Bundle
         source,
     })?;
     let contents = bundle_contents(req, &ca, &issued);
-    let mut written = Vec::new();
-    for (path, (text, mode)) in paths.iter().zip(contents.iter()) {
-        if let Err(source) = write_atomic(path, text.as_bytes(), *mode) {
-            remove_files(&written);
-            return Err(BundleError::Write {
-                path: path.clone(),
-                source,
-            });
-        }
-        written.push(path.clone());
-    }
-    // The registry is saved last: if the bundle could not be written, the hub
-    // never admits a certificate nobody holds.
-    if let Err(e) = registry.save(&req.state_dir) {
-        remove_files(&written);
-        return Err(e.into());
-    }
+    let written = write_then_save(&paths, &contents, &registry, &req.state_dir)?;
     tracing::info!(cluster = %req.name, fingerprint = %issued.fingerprint, out_dir = %req.out_dir.display(), "registered cluster");
     Ok(RegisterOutcome {
         record,
@@ -247,7 +231,34 @@ fn bundle_contents(req: &RegisterRequest, ca: &HubCa, issued: &IssuedCert) -> [(
     ]
 }
 
-pub(crate) fn remove_files(paths: &[PathBuf]) {
+/// Writes `contents[i]` (text, mode) to `paths[i]`, then saves `registry`; on any
+/// failure removes what it wrote. The registry is saved last: if the files could not
+/// be written, the hub never admits a certificate nobody holds.
+pub(crate) fn write_then_save(
+    paths: &[PathBuf],
+    contents: &[(String, u32)],
+    registry: &Registry,
+    state_dir: &Path,
+) -> Result<Vec<PathBuf>, BundleError> {
+    let mut written = Vec::new();
+    for (path, (text, mode)) in paths.iter().zip(contents) {
+        if let Err(source) = write_atomic(path, text.as_bytes(), *mode) {
+            remove_files(&written);
+            return Err(BundleError::Write {
+                path: path.clone(),
+                source,
+            });
+        }
+        written.push(path.clone());
+    }
+    if let Err(e) = registry.save(state_dir) {
+        remove_files(&written);
+        return Err(e.into());
+    }
+    Ok(written)
+}
+
+fn remove_files(paths: &[PathBuf]) {
     for path in paths {
         let _ = std::fs::remove_file(path);
     }
