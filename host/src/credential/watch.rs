@@ -21,14 +21,17 @@ pub trait FromFile: Sized + Send + Sync + 'static {
     fn from_file(path: &Path) -> Result<Self, Self::Error>;
 }
 
+/// Identity of a file: inode (after following symlinks, so a Secret volume's `..data`
+/// swap changes it), modification time and size. Compared to notice a replaced file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+pub(crate) struct Stamp {
     inode: u64,
     modified: Option<SystemTime>,
     len: u64,
 }
 
-fn stamp(path: &Path) -> Option<Stamp> {
+/// The stamp of `path`; `None` when it cannot be read.
+pub(crate) fn stamp(path: &Path) -> Option<Stamp> {
     let meta = std::fs::metadata(path).ok()?;
     #[cfg(unix)]
     let inode = std::os::unix::fs::MetadataExt::ino(&meta);

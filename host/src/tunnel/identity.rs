@@ -8,9 +8,9 @@
 //! key that does not match, a certificate for another cluster or CA) is logged
 //! and the current identity stays: the tunnels up keep serving.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::ClientConfig;
@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HubLink;
+use crate::credential::watch::{stamp, Stamp};
 use crate::pki::{cluster_of_cert, fingerprint_of_der, first_cert_der_from_pem, Fingerprint};
 use crate::tls::{self, TlsError};
 
@@ -157,28 +158,6 @@ fn check_chain(ca_pem: &str, der: &[u8]) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// Identity of the files: inode (after following symlinks, as a Secret volume's
-/// `..data` swap changes it), modification time and size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    inode: u64,
-    modified: Option<SystemTime>,
-    len: u64,
-}
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    #[cfg(unix)]
-    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
-    #[cfg(not(unix))]
-    let inode = 0;
-    Some(Stamp {
-        inode,
-        modified: meta.modified().ok(),
-        len: meta.len(),
-    })
-}
-
 fn stamps(hub: &HubLink) -> [Option<Stamp>; 3] {
     [
         stamp(&hub.ca_file),
@@ -238,6 +217,7 @@ pub async fn watch_identity(
 mod tests {
     use super::*;
     use crate::pki::{HubCa, Validity};
+    use std::path::Path;
 
     fn link(dir: &Path) -> HubLink {
         HubLink {
