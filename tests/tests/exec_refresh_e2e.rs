@@ -14,7 +14,7 @@ use hawser::plugin::testing::plugin_path;
 use hawser_tests::harness::kubectl::Kubectl;
 use hawser_tests::harness::procs::{HubOpts, HubProc, FAST_TUNNEL};
 use hawser_tests::harness::stack::{double_config, Stack, CLUSTER};
-use hawser_tests::harness::{eventually, hawser_bin};
+use hawser_tests::harness::{eventually, hawser_cli as cli, issued_id};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -25,23 +25,6 @@ const REFRESHED_TTL: Duration = Duration::from_secs(5);
 /// kubeconfig's `/clusters/<name>` prefix (unless `--append-server-path`), so
 /// requests through it carry the prefix.
 const PODS: &str = "/clusters/eu1/api/v1/namespaces/default/pods";
-
-fn cli(args: &[&str]) -> String {
-    let out = std::process::Command::new(hawser_bin())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// The hub's JWT stage: its public keys, and the revocation file synced to `synced`.
 fn jwt_chain(state: &Path, synced: &Path) -> String {
@@ -150,22 +133,20 @@ async fn kubectl_refreshes_at_expiry_and_stops_once_the_refresh_credential_is_re
         "--hub-url",
         &hub_url,
     ]);
-    let refresh_id = out
-        .split("issued credential ")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .unwrap()
-        .to_string();
+    let refresh_id = issued_id(&out);
     // The operator's sync of public keys and revocations for the credential stage.
     let synced = d.join("synced");
-    cli(&[
-        "credential",
-        "export-keys",
-        "-c",
-        &cfg,
-        "--out-dir",
-        synced.to_str().unwrap(),
-    ]);
+    let sync = || {
+        cli(&[
+            "credential",
+            "export-keys",
+            "-c",
+            &cfg,
+            "--out-dir",
+            synced.to_str().unwrap(),
+        ])
+    };
+    sync();
 
     // Restart the hub (same ports) with 5 s access tokens and the JWT stage.
     let chain = d.join("hub-chain.toml");
@@ -266,14 +247,7 @@ async fn kubectl_refreshes_at_expiry_and_stops_once_the_refresh_credential_is_re
     })
     .await;
     assert!(reloaded.is_some(), "the hub did not re-read revoked.toml");
-    cli(&[
-        "credential",
-        "export-keys",
-        "-c",
-        &cfg,
-        "--out-dir",
-        synced.to_str().unwrap(),
-    ]);
+    sync();
     // The cached token (minted from it, not expired yet) is refused with a 401 ...
     let unauthorized = eventually(Duration::from_secs(10), || async {
         let (code, body) = proxy_get(proxy_addr, PODS).await;

@@ -12,10 +12,10 @@ use hawser::credential::{self, IssueRequest, IssuerKeys, KeyState};
 use hawser::plugin::testing::plugin_path;
 use hawser_tests::apiserver::{Rule, UserInfo};
 use hawser_tests::harness::audit_log::{audit_file, audit_section};
-use hawser_tests::harness::hawser_bin;
 use hawser_tests::harness::kubectl::Kubectl;
 use hawser_tests::harness::procs::{agent_config, AgentProc, HubOpts, HubProc, FAST_TUNNEL};
 use hawser_tests::harness::stack::{double_config, Stack, CLUSTER};
+use hawser_tests::harness::{hawser_cli as cli, issued_id};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -42,30 +42,6 @@ fn jwt_stage(state: &Path, extra: &str, revoked: &[String]) -> String {
         "[[stage]]\nname = \"jwt\"\nkind = \"credential\"\nplugin = \"{}\"\ninstances = \"reuse\"\n[stage.config]\nissuer = \"hawser-hub\"\nrevoked = {revoked:?}\n{extra}\n[stage.config.keys]\n{keys}",
         wasm("jwt-credential")
     )
-}
-
-fn cli(args: &[&str]) -> String {
-    let out = std::process::Command::new(hawser_bin())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn issued_id(stderr: &str) -> String {
-    stderr
-        .split("issued credential ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,6 +29,35 @@ pub fn hawser_bin() -> PathBuf {
     bin
 }
 
+/// Runs the `hawser` CLI with `args`, asserting it succeeds; returns its stdout then
+/// its stderr.
+pub fn hawser_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(hawser_bin())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running hawser {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The credential id in `hawser credential issue` output ("issued credential ID ...").
+pub fn issued_id(output: &str) -> String {
+    output
+        .split("issued credential ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no credential id in {output:?}"))
+        .to_string()
+}
+
 /// Polls `check` every 20 ms until it returns `Some` or `timeout` passes.
 pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
 where
