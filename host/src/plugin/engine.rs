@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings;
 use super::cache::{ArtifactCache, CacheStats};
@@ -142,7 +142,12 @@ fn engine_config(settings: &RuntimeSettings) -> Config {
         .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(KEEP_RESIDENT)
         // Return memory to the OS in batches rather than once per instance.
-        .decommit_batch_size(16);
+        .decommit_batch_size(16)
+        // Where the kernel has PAGEMAP_SCAN (Linux 6.7+), reset only the pages an
+        // instance wrote instead of the whole kept-resident region: most of a
+        // plugin's memory is never written in one call, and the memset/memcpy of it
+        // was a sixth of a fresh instance's cost.
+        .pagemap_scan(Enabled::Auto);
 
     let mut config = Config::new();
     config
