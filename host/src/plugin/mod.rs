@@ -62,6 +62,7 @@ pub mod testing;
 pub mod types;
 pub mod validate;
 mod view;
+mod watch;
 
 pub use cache::CacheStats;
 pub use chain::{Chain, StageInfo};
@@ -70,7 +71,6 @@ pub use engine::{Runtime, RuntimeSettings};
 pub use error::{ErrorSource, FailureKind, PluginError, PluginFailure, Rejection};
 pub use instance::Grants;
 pub use metrics::{ReloadResult, StageMetrics, StageSnapshot};
-pub use reload::{
-    watch, PluginHost, ReloadOutcome, ReloadStatus, ReloadTrigger, WatchOptions, Watcher,
-};
+pub use reload::{PluginHost, ReloadOutcome, ReloadStatus, ReloadTrigger};
 pub use types::*;
+pub use watch::{watch, WatchOptions, Watcher};

@@ -1,5 +1,5 @@
 //! [`PluginHost`]: the serving chain behind an `ArcSwap`, and everything that replaces
-//! it: reloads on demand (admin endpoint), on SIGHUP and on file changes.
+//! it: reloads on demand (admin endpoint), and on SIGHUP and file changes (`watch.rs`).
 //!
 //! A reload reads the TOML, reads every plugin file, compiles what is new (in a
 //! blocking task, once per version), pre-instantiates, runs `init` with the stage's
@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use sha2::{Digest as _, Sha256};
@@ -390,108 +390,4 @@ fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// Settings of [`watch`].
-#[derive(Clone, Debug)]
-pub struct WatchOptions {
-    /// How often file metadata is checked. Default 1 s.
-    pub poll_interval: Duration,
-    /// How long files must stay unchanged before a reload starts (editors and
-    /// ConfigMap updates write in several steps). Default 250 ms.
-    pub debounce: Duration,
-    /// Reload on SIGHUP. Default true.
-    pub sighup: bool,
-}
-
-impl Default for WatchOptions {
-    fn default() -> Self {
-        WatchOptions {
-            poll_interval: Duration::from_secs(1),
-            debounce: Duration::from_millis(250),
-            sighup: true,
-        }
-    }
-}
-
-/// A running watcher; stops when dropped.
-pub struct Watcher {
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Reloads `host` when its config or plugin files change and (optionally) on SIGHUP.
-///
-/// Files are polled by metadata (size, mtime, inode), which also follows the symlink
-/// swaps of Kubernetes ConfigMap volumes. Must be called inside a Tokio runtime; the
-/// SIGHUP handler is installed before this returns.
-pub fn watch(host: &Arc<PluginHost>, options: WatchOptions) -> Result<Watcher, PluginError> {
-    let mut hangup = if options.sighup {
-        Some(
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(
-                |e| PluginError::Internal(format!("installing the SIGHUP handler: {e}")),
-            )?,
-        )
-    } else {
-        None
-    };
-    let stamp_of = |h: &PluginHost| stamp(&h.watched_files());
-    // Taken now, so a change made right after `watch` returns is seen as a change.
-    let mut last = stamp_of(host);
-    let host = Arc::downgrade(host);
-    let task = tokio::spawn(async move {
-        loop {
-            let signalled = tokio::select! {
-                _ = tokio::time::sleep(options.poll_interval) => false,
-                Some(()) = async {
-                    match hangup.as_mut() {
-                        Some(h) => h.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => true,
-            };
-            let Some(h) = host.upgrade() else { return };
-            let trigger = if signalled {
-                ReloadTrigger::Signal
-            } else {
-                let mut now = stamp_of(&h);
-                if now == last {
-                    continue;
-                }
-                // Wait until the files stop changing.
-                loop {
-                    tokio::time::sleep(options.debounce).await;
-                    let again = stamp_of(&h);
-                    if again == now {
-                        break;
-                    }
-                    now = again;
-                }
-                ReloadTrigger::FileChange
-            };
-            // Errors are recorded in the status, metrics and log by `reload`.
-            let _ = h.reload(trigger).await;
-            last = stamp_of(&h);
-        }
-    });
-    Ok(Watcher { task })
-}
-
-type Stamp = Vec<Option<(u64, i64, i64, u64)>>;
-
-fn stamp(files: &[PathBuf]) -> Stamp {
-    use std::os::unix::fs::MetadataExt;
-    files
-        .iter()
-        .map(|f| {
-            std::fs::metadata(f)
-                .ok()
-                .map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ino()))
-        })
-        .collect()
 }

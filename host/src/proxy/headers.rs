@@ -2,6 +2,8 @@
 //! kube-apiserver's authentication filters.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::plugin::Principal;
 use std::net::IpAddr;
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1, Go's
@@ -164,6 +166,52 @@ pub fn ensure_audit_id(headers: &mut HeaderMap) -> HeaderValue {
     id
 }
 
+/// `Impersonate-*` lines for an identity, as client-go writes them: one
+/// `Impersonate-Group` line per group, one `Impersonate-Extra-<key>` line per
+/// value with the key lower-cased and escaped.
+pub fn impersonation_headers(who: &Principal) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    let value = |v: &str| {
+        HeaderValue::from_str(v).map_err(|_| format!("`{v}` is not a legal header value"))
+    };
+    let mut out = vec![(
+        HeaderName::from_static("impersonate-user"),
+        value(&who.user)?,
+    )];
+    if !who.uid.is_empty() {
+        out.push((HeaderName::from_static("impersonate-uid"), value(&who.uid)?));
+    }
+    for g in &who.groups {
+        out.push((HeaderName::from_static("impersonate-group"), value(g)?));
+    }
+    for extra in &who.extra {
+        let name = format!(
+            "impersonate-extra-{}",
+            escape_extra_key(&extra.key.to_ascii_lowercase())
+        );
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("extra key `{}` cannot be a header", extra.key))?;
+        for v in &extra.values {
+            out.push((name.clone(), value(v)?));
+        }
+    }
+    Ok(out)
+}
+
+/// client-go's `headerKeyEscape`: bytes that are not HTTP token characters, and
+/// `%` itself, become upper-case `%XX`.
+pub fn escape_extra_key(key: &str) -> String {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$&'*+-.^_`|~".contains(&b);
+    key.bytes()
+        .map(|b| {
+            if token(b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +293,43 @@ mod tests {
         let id = ensure_audit_id(&mut h);
         assert_eq!(id.len(), 36);
         assert_eq!(h["audit-id"], id);
+    }
+
+    #[test]
+    fn extra_keys_are_escaped_like_client_go() {
+        assert_eq!(escape_extra_key("acme.com/project"), "acme.com%2Fproject");
+        assert_eq!(escape_extra_key("100%"), "100%25");
+        assert_eq!(escape_extra_key("scopes"), "scopes");
+    }
+
+    #[test]
+    fn impersonation_lines() {
+        let who = Principal {
+            user: "alice".into(),
+            uid: "u-1".into(),
+            groups: vec!["devs".into(), "a, b".into()],
+            extra: vec![crate::plugin::Extra {
+                key: "Acme.com/Project".into(),
+                values: vec!["x".into(), "y".into()],
+            }],
+        };
+        let lines: Vec<(String, String)> = impersonation_headers(&who)
+            .unwrap()
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        let expect = [
+            ("impersonate-user", "alice"),
+            ("impersonate-uid", "u-1"),
+            ("impersonate-group", "devs"),
+            ("impersonate-group", "a, b"),
+            ("impersonate-extra-acme.com%2fproject", "x"),
+            ("impersonate-extra-acme.com%2fproject", "y"),
+        ];
+        let expect: Vec<(String, String)> = expect
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(lines, expect);
     }
 }

@@ -10,17 +10,21 @@ use std::fs;
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use rcgen::string::Ia5String;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
 };
-use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
 use crate::registry::{create_private_dir, validate_cluster_name, write_atomic};
+
+mod cert;
+
+pub use cert::{
+    cluster_of_cert, fingerprint_of_der, first_cert_der_from_pem, Fingerprint, SecretPem,
+};
 
 /// File name of the CA certificate inside the state directory.
 pub const CA_CERT_FILE: &str = "ca.crt";
@@ -79,85 +83,6 @@ pub enum PkiError {
     /// A fingerprint string is not `sha256:<64 hex>`.
     #[error("invalid fingerprint {input:?}: {reason}")]
     BadFingerprint { input: String, reason: &'static str },
-}
-
-/// A PEM-encoded private key. `Debug` never prints it.
-pub struct SecretPem(String);
-
-impl SecretPem {
-    /// Wraps a PEM private key.
-    pub fn new(pem: String) -> SecretPem {
-        SecretPem(pem)
-    }
-    /// The PEM text, for writing it to its (0600) destination.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretPem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretPem(<redacted>)")
-    }
-}
-
-/// SHA-256 of a DER certificate; the identity the registry admits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Fingerprint(pub [u8; 32]);
-
-const FP_PREFIX: &str = "sha256:";
-
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(FP_PREFIX)?;
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
-    }
-}
-
-impl fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Fingerprint({self})")
-    }
-}
-
-impl FromStr for Fingerprint {
-    type Err = PkiError;
-    fn from_str(s: &str) -> Result<Fingerprint, PkiError> {
-        let bad = |reason| PkiError::BadFingerprint {
-            input: s.to_string(),
-            reason,
-        };
-        let hex = s
-            .strip_prefix(FP_PREFIX)
-            .ok_or_else(|| bad("expected the prefix \"sha256:\""))?;
-        if hex.len() != 64 {
-            return Err(bad("expected 64 hex digits after \"sha256:\""));
-        }
-        let mut out = [0u8; 32];
-        for (byte, pair) in out.iter_mut().zip(hex.as_bytes().chunks(2)) {
-            let text = std::str::from_utf8(pair).map_err(|_| bad("not hex"))?;
-            *byte = u8::from_str_radix(text, 16).map_err(|_| bad("not hex"))?;
-        }
-        Ok(Fingerprint(out))
-    }
-}
-
-impl serde::Serialize for Fingerprint {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Fingerprint {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Fingerprint, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// The fingerprint of a DER-encoded certificate.
-pub fn fingerprint_of_der(der: &[u8]) -> Fingerprint {
-    Fingerprint(Sha256::digest(der).into())
 }
 
 /// A certificate's validity window.
@@ -375,53 +300,9 @@ impl HubCa {
             .map_err(generate_err(what))?;
         Ok(IssuedCert {
             cert_pem: cert.pem(),
-            key_pem: SecretPem(key.serialize_pem()),
+            key_pem: SecretPem::new(key.serialize_pem()),
             fingerprint: fingerprint_of_der(cert.der()),
         })
-    }
-}
-
-/// The cluster a certificate was issued for: the name in its
-/// `hawser://cluster/<name>` URI SAN (an error if there is none, or several).
-pub fn cluster_of_cert(der: &[u8]) -> Result<String, PkiError> {
-    let bad = |reason: String| PkiError::BadCert {
-        origin: "peer certificate".into(),
-        reason,
-    };
-    let (_, x509) = x509_parser::parse_x509_certificate(der).map_err(|e| bad(e.to_string()))?;
-    let sans = x509
-        .subject_alternative_name()
-        .map_err(|e| bad(e.to_string()))?;
-    let mut names: Vec<String> = sans
-        .iter()
-        .flat_map(|ext| ext.value.general_names.iter())
-        .filter_map(|gn| match gn {
-            x509_parser::extensions::GeneralName::URI(uri) => uri.strip_prefix(CLUSTER_URI_PREFIX),
-            _ => None,
-        })
-        .map(str::to_string)
-        .collect();
-    match names.len() {
-        0 => Err(PkiError::NoClusterUri),
-        1 => {
-            let name = names.remove(0);
-            validate_cluster_name(&name).map_err(|e| invalid_name(&name, e))?;
-            Ok(name)
-        }
-        _ => Err(PkiError::SeveralClusterUris(names)),
-    }
-}
-
-/// The DER of the first `CERTIFICATE` block in a PEM text.
-pub fn first_cert_der_from_pem(pem: &str) -> Result<Vec<u8>, PkiError> {
-    let bad = |reason: String| PkiError::BadCert {
-        origin: "PEM text".into(),
-        reason,
-    };
-    match rustls_pemfile::certs(&mut pem.as_bytes()).next() {
-        Some(Ok(der)) => Ok(der.to_vec()),
-        Some(Err(e)) => Err(bad(e.to_string())),
-        None => Err(bad("no CERTIFICATE block".into())),
     }
 }
 
@@ -526,174 +407,4 @@ fn check_dns_name(name: &str) -> Result<(), PkiError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rustls::client::danger::ServerCertVerifier;
-    use rustls::client::WebPkiServerVerifier;
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::server::WebPkiClientVerifier;
-    use rustls::{CertificateError, RootCertStore};
-    use std::sync::Arc;
-
-    fn roots(ca: &HubCa) -> (Arc<RootCertStore>, Arc<rustls::crypto::CryptoProvider>) {
-        let mut roots = RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(ca.cert_der().to_vec()))
-            .expect("CA root");
-        (
-            Arc::new(roots),
-            Arc::new(rustls::crypto::ring::default_provider()),
-        )
-    }
-
-    fn leaf(cert_pem: &str) -> CertificateDer<'static> {
-        CertificateDer::from(first_cert_der_from_pem(cert_pem).expect("cert PEM"))
-    }
-
-    fn verify(ca: &HubCa, cert_pem: &str) -> Result<(), rustls::Error> {
-        let (roots, provider) = roots(ca);
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
-            .build()
-            .expect("verifier");
-        verifier
-            .verify_client_cert(&leaf(cert_pem), &[], UnixTime::now())
-            .map(|_| ())
-    }
-
-    #[test]
-    fn ca_is_created_once_then_reloaded_identical() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        let first = HubCa::load_or_create(&state).unwrap();
-        let second = HubCa::load_or_create(&state).unwrap();
-        assert_eq!(first.cert_pem(), second.cert_pem());
-        assert_eq!(first.key.serialize_pem(), second.key.serialize_pem());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode(&state.join(CA_KEY_FILE)), 0o600);
-            assert_eq!(mode(&state), 0o700);
-        }
-        let (_, x509) = x509_parser::parse_x509_certificate(first.cert_der()).unwrap();
-        assert!(x509.is_ca());
-        assert!(x509.subject().to_string().contains(CA_COMMON_NAME));
-        assert!(!format!("{first:?}").contains("PRIVATE"));
-    }
-
-    #[test]
-    fn load_refuses_missing_or_half_a_ca() {
-        let dir = tempfile::tempdir().unwrap();
-        let err = HubCa::load(dir.path()).unwrap_err();
-        assert!(matches!(err, PkiError::Missing { .. }), "{err}");
-        HubCa::load_or_create(dir.path()).unwrap();
-        fs::remove_file(dir.path().join(CA_KEY_FILE)).unwrap();
-        let err = HubCa::load_or_create(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("ca.key"), "{err}");
-    }
-
-    #[test]
-    fn agent_cert_verifies_and_names_its_cluster() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = HubCa::load_or_create(dir.path()).unwrap();
-        let issued = ca.issue_agent("eu1", Validity::days_from_now(30)).unwrap();
-        verify(&ca, &issued.cert_pem).expect("agent cert chains to the hub CA");
-        let der = first_cert_der_from_pem(&issued.cert_pem).unwrap();
-        assert_eq!(cluster_of_cert(&der).unwrap(), "eu1");
-        assert_eq!(fingerprint_of_der(&der), issued.fingerprint);
-        assert_eq!(format!("{:?}", issued.key_pem), "SecretPem(<redacted>)");
-        assert!(issued.key_pem.expose().contains("PRIVATE KEY"));
-        // Two certificates for the same cluster differ (fresh key and serial).
-        let again = ca.issue_agent("eu1", Validity::days_from_now(30)).unwrap();
-        assert_ne!(again.fingerprint, issued.fingerprint);
-    }
-
-    #[test]
-    fn foreign_and_expired_certs_are_rejected() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = HubCa::load_or_create(&dir.path().join("a")).unwrap();
-        let other = HubCa::load_or_create(&dir.path().join("b")).unwrap();
-        let foreign = other
-            .issue_agent("eu1", Validity::days_from_now(30))
-            .unwrap();
-        assert!(verify(&ca, &foreign.cert_pem).is_err());
-
-        let now = OffsetDateTime::now_utc();
-        let past = Validity {
-            not_before: now - Duration::days(10),
-            not_after: now - Duration::days(1),
-        };
-        let expired = ca.issue_agent("eu1", past).unwrap();
-        match verify(&ca, &expired.cert_pem) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::Expired | CertificateError::ExpiredContext { .. },
-            )) => {}
-            other => panic!("expected an expired-certificate error, got {other:?}"),
-        }
-        let empty = Validity {
-            not_before: now,
-            not_after: now,
-        };
-        assert!(matches!(
-            ca.issue_agent("eu1", empty),
-            Err(PkiError::InvalidValidity { .. })
-        ));
-        assert!(matches!(
-            ca.issue_agent("EU/1", past),
-            Err(PkiError::InvalidName { .. })
-        ));
-    }
-
-    #[test]
-    fn server_cert_carries_dns_and_ip_names() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = HubCa::load_or_create(dir.path()).unwrap();
-        let names = vec!["hub.example.com".to_string(), "127.0.0.1".to_string()];
-        let issued = ca
-            .issue_server(&names, Validity::days_from_now(30))
-            .unwrap();
-        let (roots, provider) = roots(&ca);
-        let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider)
-            .build()
-            .unwrap();
-        for name in ["hub.example.com", "127.0.0.1"] {
-            let name = ServerName::try_from(name).unwrap();
-            verifier
-                .verify_server_cert(&leaf(&issued.cert_pem), &[], &name, &[], UnixTime::now())
-                .unwrap();
-        }
-        let other = ServerName::try_from("evil.example.com").unwrap();
-        assert!(verifier
-            .verify_server_cert(&leaf(&issued.cert_pem), &[], &other, &[], UnixTime::now())
-            .is_err());
-        // A server certificate is no agent identity.
-        assert!(verify(&ca, &issued.cert_pem).is_err());
-        let der = first_cert_der_from_pem(&issued.cert_pem).unwrap();
-        assert!(matches!(cluster_of_cert(&der), Err(PkiError::NoClusterUri)));
-        assert!(ca.issue_server(&[], Validity::days_from_now(1)).is_err());
-        assert!(ca
-            .issue_server(&["bad name".into()], Validity::days_from_now(1))
-            .is_err());
-    }
-
-    #[test]
-    fn fingerprint_round_trips_as_hex() {
-        let fp = Fingerprint(std::array::from_fn(|i| (i * 7) as u8));
-        let text = fp.to_string();
-        assert!(text.starts_with("sha256:") && text.len() == 7 + 64);
-        assert_eq!(text, text.to_lowercase());
-        assert_eq!(text.parse::<Fingerprint>().unwrap(), fp);
-        let json = serde_json::to_string(&fp).unwrap();
-        assert_eq!(json, format!("\"{text}\""));
-        assert_eq!(serde_json::from_str::<Fingerprint>(&json).unwrap(), fp);
-        for bad in [
-            "",
-            "sha256:",
-            "md5:00",
-            &text[..70],
-            &text.replace('0', "g"),
-        ] {
-            assert!(bad.parse::<Fingerprint>().is_err(), "{bad:?} accepted");
-        }
-    }
-}
+mod tests;
