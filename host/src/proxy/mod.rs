@@ -7,6 +7,7 @@ pub mod forward;
 pub mod framing;
 pub mod front;
 pub mod headers;
+mod hub_request;
 pub mod lifecycle;
 pub mod request_info;
 pub mod route;
