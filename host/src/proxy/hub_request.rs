@@ -85,6 +85,7 @@ impl Front {
             pass_client_impersonation(&asked, &mut parts.headers);
         }
 
+        // Phase 3, impersonate, runs at the agent.
         // Phase 4: route among live tunnels; a stage may pick one, never add one.
         let order = match self
             .route(&mut phases, &ctx.cluster, &mut parts.headers)
