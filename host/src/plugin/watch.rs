@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use super::error::PluginError;
 use super::reload::{PluginHost, ReloadTrigger};
 use crate::credential::watch::{stamp as file_stamp, Stamp};
@@ -59,42 +61,46 @@ pub fn watch(host: &Arc<PluginHost>, options: WatchOptions) -> Result<Watcher, P
     let stamp_of = |h: &PluginHost| stamp(&h.watched_files());
     // Taken now, so a change made right after `watch` returns is seen as a change.
     let mut last = stamp_of(host);
+    let span = tracing::debug_span!("plugin-watch", file = %host.file().display());
     let host = Arc::downgrade(host);
-    let task = tokio::spawn(async move {
-        loop {
-            let signalled = tokio::select! {
-                _ = tokio::time::sleep(options.poll_interval) => false,
-                Some(()) = async {
-                    match hangup.as_mut() {
-                        Some(h) => h.recv().await,
-                        None => std::future::pending().await,
+    let task = tokio::spawn(
+        async move {
+            loop {
+                let signalled = tokio::select! {
+                    _ = tokio::time::sleep(options.poll_interval) => false,
+                    Some(()) = async {
+                        match hangup.as_mut() {
+                            Some(h) => h.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    } => true,
+                };
+                let Some(h) = host.upgrade() else { return };
+                let trigger = if signalled {
+                    ReloadTrigger::Signal
+                } else {
+                    let mut now = stamp_of(&h);
+                    if now == last {
+                        continue;
                     }
-                } => true,
-            };
-            let Some(h) = host.upgrade() else { return };
-            let trigger = if signalled {
-                ReloadTrigger::Signal
-            } else {
-                let mut now = stamp_of(&h);
-                if now == last {
-                    continue;
-                }
-                // Wait until the files stop changing.
-                loop {
-                    tokio::time::sleep(options.debounce).await;
-                    let again = stamp_of(&h);
-                    if again == now {
-                        break;
+                    // Wait until the files stop changing.
+                    loop {
+                        tokio::time::sleep(options.debounce).await;
+                        let again = stamp_of(&h);
+                        if again == now {
+                            break;
+                        }
+                        now = again;
                     }
-                    now = again;
-                }
-                ReloadTrigger::FileChange
-            };
-            // Errors are recorded in the status, metrics and log by `reload`.
-            let _ = h.reload(trigger).await;
-            last = stamp_of(&h);
+                    ReloadTrigger::FileChange
+                };
+                // Errors are recorded in the status, metrics and log by `reload`.
+                let _ = h.reload(trigger).await;
+                last = stamp_of(&h);
+            }
         }
-    });
+        .instrument(span),
+    );
     Ok(Watcher { task })
 }
 
