@@ -217,7 +217,7 @@ impl Front {
         order: &[u64],
     ) -> Result<Forwarded, (Option<u64>, Denial)> {
         let uri = format!("http://{}{}", ctx.cluster, ctx.path_and_query);
-        let mut out = Request::builder().method(parts.method.clone()).uri(uri);
+        let mut out = Request::builder().method(parts.method).uri(uri);
         if let Some(h) = out.headers_mut() {
             *h = parts.headers;
             if let Some(up) = upgrade {
