@@ -12,6 +12,14 @@
 //!   saturated (taking a ready instance, the call, tearing it down). Creating the
 //!   instance still costs the CPU `wasm-fresh` shows, off the request path.
 //!
+//! `stage/wasm-floor-*` is the credential plugin configured to read a header the request
+//! lacks: it is handed the same request head (minus the one header) and abstains at
+//! once. It measures what the host and wasmtime cost with next to no plugin work:
+//! - reused: one call with this request head (seven strings lowered into the guest),
+//!   which every credential stage pays whatever it does;
+//! - fresh: that plus creating, initialising and tearing down an instance of a plugin
+//!   built with Rust's std, as every workspace plugin is.
+//!
 //! Needs the built plugins: `scripts/build-plugins.sh && cargo bench -p hawser --bench plugin_stage`.
 
 use std::hint::black_box;
@@ -39,6 +47,8 @@ const HEADERS: &[(&str, &str)] = &[
 ];
 
 const CREDENTIAL: &str = r#"{"tokens":{"3f9c2a7d1e5b4c8a":{"user":"alice@example.com","uid":"42","groups":["dev","ops"]}}}"#;
+/// The credential plugin reading a header no request carries: it abstains at once.
+const FLOOR: &str = r#"{"header":"x-absent","tokens":{}}"#;
 const IMPERSONATE: &str = r#"{"user_prefix":"hawser:","group_prefix":"hawser:","keep_groups":true,"add_groups":["hawser:users"]}"#;
 const ROUTE: &str = r#"{"region":"eu","zone":"eu-b"}"#;
 const REDACT: &str = r#"{"redact_headers":["authorization","cookie"]}"#;
@@ -180,6 +190,26 @@ fn bench(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 rt.block_on(timed(&chain, iters, instances, || async {
                     black_box(chain.check_credential(black_box(&req)).await.unwrap());
+                }))
+            })
+        });
+    }
+    for instances in ["reuse", "fresh"] {
+        let floor = [("credential", FIVE[0].1, FLOOR)];
+        let chain = load(
+            &rt,
+            dir.path(),
+            &format!("floor-{instances}"),
+            &floor,
+            instances,
+        );
+        g.bench_function(format!("wasm-floor-{instances}"), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(timed(&chain, iters, instances, || async {
+                    // Every stage abstained: the chain answers 401.
+                    let out = chain.check_credential(black_box(&req)).await;
+                    assert!(out.is_err());
+                    black_box(out.is_err());
                 }))
             })
         });
