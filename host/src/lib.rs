@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod credential;
 pub mod credential_cmd;
+pub(crate) mod files;
 pub mod hub;
 pub mod pki;
 pub mod plugin;

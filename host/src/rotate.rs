@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use crate::bundle::{
     write_then_save, yaml_block, yaml_str, BundleError, AGENT_CRT, AGENT_KEY, CA_CRT,
 };
+use crate::files::create_private_dir;
 use crate::pki::{Fingerprint, HubCa, Validity};
-use crate::registry::{create_private_dir, ClusterRecord, Registry};
+use crate::registry::{ClusterRecord, Registry};
 
 /// The Secret patch `rotate-cert` writes next to the certificate.
 pub const SECRET_PATCH: &str = "secret-patch.yaml";

@@ -11,10 +11,10 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::files::{create_private_dir, now_rfc3339, write_atomic};
 use crate::pki::{HubCa, IssuedCert, PkiError, Validity};
 use crate::registry::{
-    create_private_dir, dns1123_label_problem, now_rfc3339, validate_cluster_name, write_atomic,
-    ClusterRecord, Registry, RegistryError,
+    dns1123_label_problem, validate_cluster_name, ClusterRecord, Registry, RegistryError,
 };
 
 /// The namespace the agent is deployed into unless told otherwise.

@@ -13,10 +13,10 @@ use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
 
-use super::fsutil::unix;
 use super::keys::{IssuerKeys, KeyError};
 use super::token::{sign, Claims, SecretToken, TokenUse, MAX_TOKEN_BYTES};
 use super::{AUDIENCE, MAX_ACCESS_TTL, MAX_REFRESH_TTL, MIN_TTL};
+use crate::files::unix;
 use crate::registry::validate_cluster_name;
 
 const SYSTEM_PREFIX: &str = "system:";

@@ -14,11 +14,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::fsutil::{create_private_dir, from_unix, read_optional, unix, write_atomic, FileLock};
 use super::manifest::{parse_records, render, verifying_set, BUNDLE_HEADER, MANIFEST_HEADER};
 pub use super::manifest::{KeyRecord, KeyState};
 use super::token::{SigningKey, VerifyingKeys};
 use super::watch::{FromFile, Watched};
+use crate::files::{create_private_dir, from_unix, read_optional, unix, write_atomic, FileLock};
 
 /// Directory of the issuer keys inside the hub's state directory.
 pub const ISSUER_DIR: &str = "issuer";

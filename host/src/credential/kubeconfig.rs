@@ -12,8 +12,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Serialize;
 
-use super::fsutil::rfc3339;
 use super::token::SecretToken;
+use crate::files::rfc3339;
 
 /// The exec credential API version kubectl and Hawser speak.
 pub const EXEC_API_VERSION: &str = "client.authentication.k8s.io/v1";
@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn exec_credential_has_the_v1_shape() {
-        let expiry = super::super::fsutil::from_unix(1_700_000_000) + Duration::from_millis(500);
+        let expiry = crate::files::from_unix(1_700_000_000) + Duration::from_millis(500);
         let text = exec_credential(&SecretToken::new("t0k".into()), expiry);
         let v: serde_json::Value = serde_json::from_str(&text).expect("json");
         assert_eq!(

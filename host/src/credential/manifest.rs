@@ -8,10 +8,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::{parse_rfc3339, rfc3339};
 use super::keys::KeyError;
 use super::token::{is_valid_kid, kid_for, VerifyingKeys};
 use super::watch::FromFile;
+use crate::files::{parse_rfc3339, rfc3339};
 
 pub(super) const MANIFEST_HEADER: &str = "\
 # Hawser credential issuer keys. Managed by `hawser credential rotate-key`;

@@ -40,7 +40,6 @@ pub mod token;
 pub mod verifier;
 pub mod watch;
 
-mod fsutil;
 mod manifest;
 #[cfg(test)]
 mod testing;

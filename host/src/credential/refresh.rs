@@ -11,7 +11,6 @@ use std::time::{Duration, SystemTime};
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
-use super::fsutil::{from_unix, unix};
 use super::issue::IssueError;
 use super::keys::HubKeys;
 use super::kubeconfig::exec_credential;
@@ -19,6 +18,7 @@ use super::revocation::Revocations;
 use super::token::{sign, Claims, CredentialError, SecretToken, TokenUse};
 use super::verifier::{bearer, unauthorized, KeySource, Verifier};
 use super::{MAX_ACCESS_TTL, MIN_REFRESHED_TTL};
+use crate::files::{from_unix, unix};
 use crate::proxy::body::{full, Body};
 use crate::proxy::status::Status;
 

@@ -21,9 +21,9 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::{parse_rfc3339, read_optional, rfc3339, write_atomic, FileLock};
 use super::watch::{FromFile, Watched};
 use super::{LEEWAY, MAX_REFRESH_TTL};
+use crate::files::{parse_rfc3339, read_optional, rfc3339, write_atomic, FileLock};
 
 /// File name of the revocation list inside the state directory.
 pub const REVOKED_FILE: &str = "revoked.toml";

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use super::fsutil::unix;
 use super::token::{Claims, SigningKey, TokenUse, VerifyingKeys};
+use crate::files::unix;
 
 pub(crate) const ISSUER: &str = "hawser-hub";
 

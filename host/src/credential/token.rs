@@ -15,8 +15,8 @@ use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::fsutil::{from_unix, unix};
 use super::{AUDIENCE, LEEWAY};
+use crate::files::{from_unix, unix};
 
 /// Longest token accepted, in bytes; larger ones are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;

@@ -148,16 +148,16 @@ mod tests {
     fn reloads_on_change_and_keeps_the_last_good_value() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f");
-        crate::credential::fsutil::write_atomic(&path, b"one", 0o644).expect("write");
+        crate::files::write_atomic(&path, b"one", 0o644).expect("write");
         let w = Watched::<Text>::open(&path).expect("open");
         assert!(!w.reload_if_changed().expect("unchanged"));
-        crate::credential::fsutil::write_atomic(&path, b"two", 0o644).expect("write");
+        crate::files::write_atomic(&path, b"two", 0o644).expect("write");
         assert!(w.reload_if_changed().expect("changed"));
         assert_eq!(w.get().0, "two");
-        crate::credential::fsutil::write_atomic(&path, b"bad", 0o644).expect("write");
+        crate::files::write_atomic(&path, b"bad", 0o644).expect("write");
         assert!(w.reload_if_changed().is_err());
         assert_eq!(w.get().0, "two");
-        crate::credential::fsutil::write_atomic(&path, b"three", 0o644).expect("write");
+        crate::files::write_atomic(&path, b"three", 0o644).expect("write");
         assert!(w.reload_if_changed().expect("fixed"));
         assert_eq!(w.get().0, "three");
     }

@@ -18,7 +18,8 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::registry::{create_private_dir, validate_cluster_name, write_atomic};
+use crate::files::{create_private_dir, write_atomic};
+use crate::registry::validate_cluster_name;
 
 mod cert;
 

@@ -1,11 +1,10 @@
-//! File and time helpers shared by the credential files.
+//! File and time helpers shared by the state files: private directories, atomic
+//! writes, a lock for read-modify-write, and the RFC 3339 timestamps they record.
 
 use std::fs::{self, OpenOptions};
-use std::io;
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-pub(crate) use crate::registry::{create_private_dir, write_atomic};
 
 /// How long a writer waits for another writer's lock before giving up.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -90,6 +89,60 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
 /// Parses what [`rfc3339`] writes (any fractional seconds are accepted).
 pub(crate) fn parse_rfc3339(text: &str) -> Result<SystemTime, String> {
     humantime::parse_rfc3339(text).map_err(|e| format!("{text:?} is not an RFC 3339 UTC time: {e}"))
+}
+
+/// Creates `dir` and missing parents with mode 0700 (the state and bundle
+/// directories hold private keys). An existing directory is left as it is.
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Writes `path` atomically: a temporary file in the same directory, created
+/// with `mode`, fsynced, then renamed over `path`, so readers (the hub polls
+/// the registry) never see a half-written file.
+pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("path has no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.{:016x}.tmp",
+        name.to_string_lossy(),
+        rand::random::<u64>()
+    ));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let result = opts.open(&tmp).and_then(|mut file| {
+        file.write_all(contents)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    // Make the rename itself durable; best effort, as not every filesystem allows it.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// The current UTC time as RFC 3339 with second precision.
+pub(crate) fn now_rfc3339() -> String {
+    rfc3339(SystemTime::now())
 }
 
 #[cfg(test)]
