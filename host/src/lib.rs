@@ -18,6 +18,7 @@ pub mod agent;
 pub mod audit;
 pub mod bundle;
 pub mod cli;
+pub mod cluster_cmd;
 pub mod config;
 pub mod credential;
 pub mod credential_cmd;
