@@ -1,5 +1,6 @@
 //! File and time helpers shared by the state files: private directories, atomic
-//! writes, a lock for read-modify-write, and the RFC 3339 timestamps they record.
+//! writes, a lock for read-modify-write, file stamps for noticing a replaced file,
+//! and the RFC 3339 timestamps they record.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write as _};
@@ -60,6 +61,29 @@ impl Drop for FileLock {
     }
 }
 
+/// Identity of a file: inode (after following symlinks, so a Secret volume's `..data`
+/// swap changes it), modification time and size. Compared to notice a replaced file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    inode: u64,
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+/// The stamp of `path`; `None` when it cannot be read.
+pub(crate) fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some(Stamp {
+        inode,
+        modified: meta.modified().ok(),
+        len: meta.len(),
+    })
+}
+
 /// Reads a file that may be absent.
 pub(crate) fn read_optional(path: &Path) -> io::Result<Option<String>> {
     match fs::read_to_string(path) {
@@ -94,7 +118,7 @@ pub(crate) fn parse_rfc3339(text: &str) -> Result<SystemTime, String> {
 /// Creates `dir` and missing parents with mode 0700 (the state and bundle
 /// directories hold private keys). An existing directory is left as it is.
 pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
+    let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
@@ -117,7 +141,7 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Resul
         name.to_string_lossy(),
         rand::random::<u64>()
     ));
-    let mut opts = std::fs::OpenOptions::new();
+    let mut opts = OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
@@ -127,14 +151,14 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Resul
         file.write_all(contents)?;
         file.sync_all()?;
         drop(file);
-        std::fs::rename(&tmp, path)
+        fs::rename(&tmp, path)
     });
     if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = fs::remove_file(&tmp);
     }
     result?;
     // Make the rename itself durable; best effort, as not every filesystem allows it.
-    if let Ok(d) = std::fs::File::open(dir) {
+    if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())

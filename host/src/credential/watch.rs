@@ -8,10 +8,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
+
+use crate::files::{stamp, Stamp};
 
 /// A value loaded from one file.
 pub trait FromFile: Sized + Send + Sync + 'static {
@@ -19,29 +21,6 @@ pub trait FromFile: Sized + Send + Sync + 'static {
     type Error: std::error::Error + Send + Sync + 'static;
     /// Loads the value from `path`.
     fn from_file(path: &Path) -> Result<Self, Self::Error>;
-}
-
-/// Identity of a file: inode (after following symlinks, so a Secret volume's `..data`
-/// swap changes it), modification time and size. Compared to notice a replaced file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stamp {
-    inode: u64,
-    modified: Option<SystemTime>,
-    len: u64,
-}
-
-/// The stamp of `path`; `None` when it cannot be read.
-pub(crate) fn stamp(path: &Path) -> Option<Stamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    #[cfg(unix)]
-    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
-    #[cfg(not(unix))]
-    let inode = 0;
-    Some(Stamp {
-        inode,
-        modified: meta.modified().ok(),
-        len: meta.len(),
-    })
 }
 
 /// A value kept in step with its file.

@@ -8,7 +8,7 @@ use tracing::Instrument;
 
 use super::error::PluginError;
 use super::reload::{PluginHost, ReloadTrigger};
-use crate::credential::watch::{stamp as file_stamp, Stamp};
+use crate::files::{stamp as file_stamp, Stamp};
 
 /// Settings of [`watch`].
 #[derive(Clone, Debug)]

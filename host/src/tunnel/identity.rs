@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HubLink;
-use crate::credential::watch::{stamp, Stamp};
+use crate::files::{stamp, Stamp};
 use crate::pki::{cluster_of_cert, fingerprint_of_der, first_cert_der_from_pem, Fingerprint};
 use crate::tls::{self, TlsError};
 
