@@ -91,6 +91,41 @@ async fn infinite_loop_hits_the_deadline_and_the_next_request_is_fine() {
 }
 
 #[tokio::test]
+async fn a_plugin_waiting_in_a_host_call_is_ended_by_the_wall_clock_limit() {
+    // A WASI sleep runs no guest code, so only the wall-clock limit
+    // (4 x timeout_ms + 250 ms = 450 ms) can end it.
+    for instances in ["fresh", "reuse"] {
+        let fx = Fixture::new(&misbehave(
+            "creds",
+            "credential",
+            "ok",
+            "a",
+            &format!("instances = \"{instances}\"\n[stage.limits]\ntimeout_ms = 50"),
+        ));
+        let host = fx.host().await;
+        let chain = host.chain();
+        let start = Instant::now();
+        let f = failure(chain.check_credential(&bad("sleep")).await.unwrap_err());
+        let took = start.elapsed();
+        assert_eq!((f.kind, f.http_status), (FailureKind::Timeout, 503), "{instances}");
+        assert!(f.detail.contains("wall-clock limit of 450 ms"), "{}", f.detail);
+        assert!(
+            (Duration::from_millis(450)..Duration::from_secs(5)).contains(&took),
+            "{instances}: returned after {took:?}"
+        );
+        // The unwound instance is dropped; the next call gets a working one.
+        let p = chain
+            .check_credential(&request("/", &[]))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.user, "user-a", "{instances}");
+        let m = host.metrics().snapshot("creds");
+        assert_eq!(m.failures(FailureKind::Timeout), 1, "{instances}");
+    }
+}
+
+#[tokio::test]
 async fn memory_bomb_is_capped_and_the_next_request_is_fine() {
     let fx = Fixture::new(&misbehave(
         "creds",
@@ -428,6 +463,45 @@ async fn calls_past_the_concurrency_limit_fail_fast_as_overloaded() {
     assert!(a.is_ok(), "{a:?}");
     let f = failure(b.unwrap_err());
     assert_eq!((f.kind, f.http_status), (FailureKind::Overloaded, 503));
+}
+
+#[tokio::test]
+async fn running_out_of_instance_slots_is_overload_not_a_plugin_fault() {
+    // Two slots, each holding one stage's idle instance after the start-up self-check.
+    // A second concurrent call to the slow stage finds no slot free: that is the host's
+    // capacity, so it must not count towards quarantining the plugin.
+    let stages = format!(
+        "{}slow_ms = 300\n{}",
+        misbehave(
+            "slow",
+            "credential",
+            "slow",
+            "a",
+            "instances = \"reuse\"\n[stage.limits]\nconcurrency = 2\ntimeout_ms = 5000\n\
+             [stage.quarantine]\nafter_faults = 1",
+        ),
+        misbehave("idle", "credential", "ok", "a", "instances = \"reuse\""),
+    );
+    let fx = Fixture::new("");
+    let text = format!(
+        "role = \"hub\"\n[runtime]\nmax_instances = 2\ncache_dir = {:?}\n{}",
+        plugin_support::cache_dir().display().to_string(),
+        plugin_support::expand(&stages)
+    );
+    std::fs::write(&fx.file, text).unwrap();
+    let host = fx.host().await;
+    let chain = host.chain();
+    let req = request("/", &[]);
+    let (a, b) = tokio::join!(chain.check_credential(&req), async {
+        tokio::task::yield_now().await;
+        chain.check_credential(&req).await
+    });
+    assert!(a.is_ok(), "{a:?}");
+    let f = failure(b.unwrap_err());
+    assert_eq!((f.kind, f.http_status), (FailureKind::Overloaded, 503), "{f:?}");
+    assert!(f.detail.contains("max_instances"), "{}", f.detail);
+    assert!(!host.status().stages[0].quarantined);
+    assert!(chain.check_credential(&req).await.is_ok());
 }
 
 #[tokio::test]

@@ -162,6 +162,18 @@ async fn a_broken_new_version_never_replaces_a_working_one() {
             "self-check failed",
         ),
         (
+            "init sleeps in a host call",
+            misbehave(
+                "creds",
+                "credential",
+                "sleep-init",
+                "b",
+                "[stage.limits]\ninit_timeout_ms = 100",
+            ),
+            ErrorSource::Plugin,
+            "wall-clock limit of 650 ms exceeded",
+        ),
+        (
             "not a component",
             format!("[[stage]]\nname = \"creds\"\nkind = \"credential\"\nplugin = {:?}\n", garbage.display().to_string()),
             ErrorSource::Plugin,
@@ -208,11 +220,11 @@ async fn a_broken_new_version_never_replaces_a_working_one() {
         );
         assert!(status.last_error.unwrap().contains(reason), "{what}");
     }
-    assert_eq!(host.metrics().reloads(ReloadResult::Failed), 6);
+    assert_eq!(host.metrics().reloads(ReloadResult::Failed), 7);
     assert!(host
         .metrics()
         .render_prometheus()
-        .contains("hawser_plugin_reloads_total{result=\"failed\"} 6"));
+        .contains("hawser_plugin_reloads_total{result=\"failed\"} 7"));
 
     // Changing engine settings needs a restart: refused, old chain kept.
     let other_runtime =

@@ -186,6 +186,17 @@ pub(crate) struct Template {
     tick: Duration,
 }
 
+/// Wall-clock limit of a call (or of start-up and `init`) with time budget `budget`.
+///
+/// The budget counts epoch ticks while guest code runs, so a guest waiting inside a
+/// host call (a WASI `poll` on a timer, which is what `std::thread::sleep` does) would
+/// never reach it. This limit ends the call whatever it is doing; it is looser than the
+/// budget because time spent queued behind other tasks after a yield does not count
+/// against a well-behaved plugin.
+pub(crate) fn wall_limit(budget: Duration) -> Duration {
+    budget.saturating_mul(4).saturating_add(Duration::from_millis(250))
+}
+
 /// Epoch ticks for `budget`: rounded up, plus one because the first tick after arming
 /// may come at once.
 fn ticks(budget: Duration, tick: Duration) -> u64 {
@@ -229,7 +240,19 @@ impl Template {
 
     /// Creates and initialises an instance; the guest may run for `budget` in total
     /// (start-up and `init`), and what is left of it carries over to the first call.
+    /// Start-up and `init` together end after [`wall_limit`] of `budget`.
     pub(crate) async fn instantiate(
+        &self,
+        budget: Duration,
+    ) -> Result<(Instance, PluginInfo), CallError> {
+        let limit = wall_limit(budget);
+        match tokio::time::timeout(limit, self.instantiate_within(budget)).await {
+            Ok(result) => result,
+            Err(_) => Err(wall_clock_exceeded(limit)),
+        }
+    }
+
+    async fn instantiate_within(
         &self,
         budget: Duration,
     ) -> Result<(Instance, PluginInfo), CallError> {
@@ -287,6 +310,7 @@ impl Template {
                 funcs,
                 uses: 0,
                 tick: self.tick,
+                budget,
             },
             info,
         ))
@@ -299,6 +323,8 @@ pub(crate) struct Instance {
     funcs: Funcs,
     pub(crate) uses: u64,
     tick: Duration,
+    /// The budget armed last.
+    budget: Duration,
 }
 
 impl Instance {
@@ -309,17 +335,33 @@ impl Instance {
 
     /// Gives the next call a fresh time budget.
     pub(crate) fn arm(&mut self, budget: Duration) {
+        self.budget = budget;
         self.store.data_mut().ticks_left = ticks(budget, self.tick);
     }
 
-    /// Calls the stage within the budget armed last.
+    /// Calls the stage within the budget armed last, and within its [`wall_limit`].
+    /// When the wall-clock limit ends a call, the guest is unwound where it waited;
+    /// the caller must drop the instance, as after any failed call.
     pub(crate) async fn call(&mut self, call: Call<'_>) -> Result<Reply, CallError> {
         self.uses += 1;
         self.store.data_mut().log_lines = 0;
         self.store.set_epoch_deadline(1);
+        let limit = wall_limit(self.budget);
         let store = &mut self.store;
-        let result = self.funcs.call(store, call).await;
-        result.map_err(|e| classify(&e, store, FailureKind::Trap))
+        match tokio::time::timeout(limit, self.funcs.call(store, call)).await {
+            Ok(result) => result.map_err(|e| classify(&e, store, FailureKind::Trap)),
+            Err(_) => Err(wall_clock_exceeded(limit)),
+        }
+    }
+}
+
+fn wall_clock_exceeded(limit: Duration) -> CallError {
+    CallError {
+        kind: FailureKind::Timeout,
+        detail: format!(
+            "wall-clock limit of {} ms exceeded (the plugin was waiting in a host call)",
+            limit.as_millis()
+        ),
     }
 }
 
@@ -331,6 +373,14 @@ fn classify(err: &wasmtime::Error, store: &Store<StoreState>, default: FailureKi
                 "memory cap of {} MiB exceeded",
                 store.data().memory_cap_mib()
             ),
+        };
+    }
+    // Every slot of the pooling allocator is taken: the host is short of capacity,
+    // which is not the plugin's fault and must not count towards its quarantine.
+    if err.is::<wasmtime::PoolConcurrencyLimitError>() {
+        return CallError {
+            kind: FailureKind::Overloaded,
+            detail: "no free plugin instance slot (runtime.max_instances reached)".into(),
         };
     }
     match err.downcast_ref::<Trap>() {

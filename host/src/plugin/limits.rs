@@ -14,7 +14,8 @@ use super::types::StageKind;
 pub struct Limits {
     /// Time budget of one call (`timeout_ms`), counted in epoch ticks while the guest
     /// runs (time queued behind other tasks after a yield does not count). With fresh
-    /// instances it covers `init` too. Default 20 ms, 50 ms for audit.
+    /// instances it covers `init` too. Default 20 ms, 50 ms for audit. A call also ends
+    /// after 4 x `timeout_ms` + 250 ms of wall-clock time, whatever it waits on.
     pub timeout: Duration,
     /// Time budget of `init` on a reused instance (`init_timeout_ms`). Default 1 s.
     pub init_timeout: Duration,
@@ -187,8 +188,14 @@ impl Breaker {
     }
 
     /// Records a fault; returns the quarantine length when this fault trips the breaker.
+    /// Faults while the breaker is open come from calls that were already running when
+    /// it tripped; they are not counted, so one burst trips it once, not once per
+    /// `after_faults` calls of the burst.
     pub(crate) fn fault(&self, now: u64) -> Option<Duration> {
         let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        if self.open_until.load(Ordering::Acquire) > now {
+            return None;
+        }
         let window = self.policy.window.as_millis() as u64;
         while faults
             .front()
@@ -246,6 +253,26 @@ mod tests {
             assert_eq!(b.fault(t), None);
         }
         assert_eq!(b.fault(1002), Some(Duration::from_millis(50)), "reset");
+    }
+
+    #[test]
+    fn a_burst_of_faults_trips_the_breaker_once() {
+        let b = Breaker::new(QuarantinePolicy {
+            after_faults: 2,
+            window: Duration::from_secs(10),
+            backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(300),
+        });
+        assert_eq!(b.fault(0), None);
+        assert_eq!(b.fault(1), Some(Duration::from_millis(50)));
+        // Calls in flight when it tripped fail later; they neither extend nor double it.
+        for t in 2..40 {
+            assert_eq!(b.fault(t), None, "at {t}");
+        }
+        assert_eq!(b.quarantined(40), Some(Duration::from_millis(11)));
+        // After the quarantine, the next trip doubles the backoff once.
+        assert_eq!(b.fault(60), None);
+        assert_eq!(b.fault(61), Some(Duration::from_millis(100)));
     }
 
     #[test]

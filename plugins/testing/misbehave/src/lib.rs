@@ -3,11 +3,15 @@
 //!
 //! ```toml
 //! [stage.config]
-//! behaviour = "ok"   # ok | loop | memory-bomb | trap | slow | trap-init | fail-init
-//!                    # | illegal-route | illegal-header | illegal-principal | escalate | audit-error
+//! behaviour = "ok"   # ok | loop | memory-bomb | trap | slow | sleep | trap-init | fail-init
+//!                    # | sleep-init | illegal-route | illegal-header | illegal-principal
+//!                    # | escalate | audit-error
 //! version = "a"      # echoed into every output
 //! slow_ms = 5        # for "slow": busy-wait this long per call
 //! ```
+//!
+//! `sleep` and `sleep-init` sleep for an hour in a WASI clock wait, where no guest code
+//! runs and so no epoch deadline can fire: only the host's wall-clock limit ends them.
 //!
 //! A request header `x-misbehave: <behaviour>` overrides the configured behaviour for
 //! that call (audit reads it from the event's headers), so a test can make one request
@@ -42,8 +46,10 @@ enum Behaviour {
     MemoryBomb,
     Trap,
     Slow,
+    Sleep,
     TrapInit,
     FailInit,
+    SleepInit,
     IllegalRoute,
     IllegalHeader,
     IllegalPrincipal,
@@ -95,6 +101,7 @@ impl Plugin for Misbehave {
         match cfg.behaviour {
             Behaviour::FailInit => return Err("misbehave: refusing this configuration".into()),
             Behaviour::TrapInit => panic!("misbehave: trap in init"),
+            Behaviour::SleepInit => std::thread::sleep(std::time::Duration::from_secs(3600)),
             _ => {}
         }
         Ok(Misbehave {
@@ -131,6 +138,7 @@ impl Misbehave {
                 }
             }
             Behaviour::Trap => panic!("misbehave: trap"),
+            Behaviour::Sleep => std::thread::sleep(std::time::Duration::from_secs(3600)),
             Behaviour::Slow => {
                 let start = now_ms();
                 while now_ms() < start + self.cfg.slow_ms {
