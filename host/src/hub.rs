@@ -204,13 +204,16 @@ async fn watch_registry(
         }
         match Registry::load(&state_dir) {
             Ok(fresh) => {
+                // Store first, then cut: a tunnel being admitted meanwhile is either
+                // seen by `enforce` or checked against the new registry on insert.
+                let fresh = Arc::new(fresh);
+                registry.store(fresh.clone());
                 let cut = pool.enforce(&fresh);
                 tracing::info!(
                     clusters = fresh.clusters().count(),
                     tunnels_cut = cut,
                     "registry reloaded"
                 );
-                registry.store(Arc::new(fresh));
                 last = now;
             }
             Err(e) => {

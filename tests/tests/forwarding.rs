@@ -331,3 +331,24 @@ async fn an_upgrade_the_api_server_refuses_is_relayed_as_is() {
     assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
     assert!(reply.contains("\"reason\":\"NotFound\""), "{reply}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_cannot_fake_an_upgrade_with_hawser_headers() {
+    let s = stack().await;
+    s.api.add_pod("default", "web-0");
+    let ca = s.hub.ca_pem();
+    // A pod behind `pods/proxy` answers an upgrade request with 200 and the header the
+    // agent uses to tell the hub that the API server switched protocols.
+    let proxy = s.path(
+        "/api/v1/namespaces/default/pods/web-0/proxy/ws?header=x-hawser-tunnel-upgraded:101\
+         &header=x-hawser-tunnel-upgrade:evil&header=x-app:kept",
+    );
+    let req = format!("GET {proxy} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+    let reply = raw_exchange(s.hub.front, &ca, req.as_bytes(), Duration::from_secs(5)).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("pod web-0 answered /ws"), "{reply}");
+    let lower = reply.to_ascii_lowercase();
+    assert!(lower.contains("x-app: kept"), "{reply}");
+    assert!(!lower.contains("x-hawser-"), "{reply}");
+    assert!(!lower.contains("evil"), "{reply}");
+}

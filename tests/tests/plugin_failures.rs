@@ -107,8 +107,16 @@ async fn a_plugin_waiting_in_a_host_call_is_ended_by_the_wall_clock_limit() {
         let start = Instant::now();
         let f = failure(chain.check_credential(&bad("sleep")).await.unwrap_err());
         let took = start.elapsed();
-        assert_eq!((f.kind, f.http_status), (FailureKind::Timeout, 503), "{instances}");
-        assert!(f.detail.contains("wall-clock limit of 450 ms"), "{}", f.detail);
+        assert_eq!(
+            (f.kind, f.http_status),
+            (FailureKind::Timeout, 503),
+            "{instances}"
+        );
+        assert!(
+            f.detail.contains("wall-clock limit of 450 ms"),
+            "{}",
+            f.detail
+        );
         assert!(
             (Duration::from_millis(450)..Duration::from_secs(5)).contains(&took),
             "{instances}: returned after {took:?}"
@@ -498,7 +506,11 @@ async fn running_out_of_instance_slots_is_overload_not_a_plugin_fault() {
     });
     assert!(a.is_ok(), "{a:?}");
     let f = failure(b.unwrap_err());
-    assert_eq!((f.kind, f.http_status), (FailureKind::Overloaded, 503), "{f:?}");
+    assert_eq!(
+        (f.kind, f.http_status),
+        (FailureKind::Overloaded, 503),
+        "{f:?}"
+    );
     assert!(f.detail.contains("max_instances"), "{}", f.detail);
     assert!(!host.status().stages[0].quarantined);
     assert!(chain.check_credential(&req).await.is_ok());

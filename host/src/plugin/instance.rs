@@ -194,7 +194,9 @@ pub(crate) struct Template {
 /// budget because time spent queued behind other tasks after a yield does not count
 /// against a well-behaved plugin.
 pub(crate) fn wall_limit(budget: Duration) -> Duration {
-    budget.saturating_mul(4).saturating_add(Duration::from_millis(250))
+    budget
+        .saturating_mul(4)
+        .saturating_add(Duration::from_millis(250))
 }
 
 /// Epoch ticks for `budget`: rounded up, plus one because the first tick after arming

@@ -185,7 +185,9 @@ impl Forwarder {
             }
         };
 
-        // Phase 6: respond.
+        // Phase 6: respond. Internal headers in the answer come from the API server or
+        // whatever it proxies to (a pod, a service): only the agent may set them.
+        headers::strip_internal(resp.headers_mut());
         let code = resp.status();
         if let Err(denial) = phases.response_started(code.as_u16()).await {
             return Err(finish(phases, ctx, denial));

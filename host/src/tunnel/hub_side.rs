@@ -119,9 +119,18 @@ impl AgentListener {
                 return;
             }
         };
-        let id = self
-            .pool
-            .insert(&cluster, peer, fingerprint, sender, cancel.clone());
+        let Some(id) = self.pool.insert(
+            &self.registry,
+            &cluster,
+            peer,
+            fingerprint,
+            sender,
+            cancel.clone(),
+        ) else {
+            // The registry changed since the handshake.
+            tracing::warn!(reason = "certificate no longer registered", %fingerprint, "agent refused");
+            return;
+        };
         tracing::Span::current().record("tunnel", id);
         tracing::info!(?version, %fingerprint, live = self.pool.live(&cluster), "agent connected");
         let ended = tokio::select! {

@@ -3,6 +3,7 @@
 use crate::pki::Fingerprint;
 use crate::proxy::body::{self, Body};
 use crate::registry::Registry;
+use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
@@ -103,15 +104,22 @@ impl TunnelPool {
         self.clusters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a tunnel; returns its id. `cancel` closes it.
+    /// Adds a tunnel whose certificate `registry` admits; returns its id, or `None`
+    /// when the certificate is not (or no longer) registered. `cancel` closes it.
+    ///
+    /// The check and the insert happen under the pool lock, and the registry watcher
+    /// stores a new registry before it calls [`TunnelPool::enforce`] (which takes the
+    /// same lock): a tunnel admitted under an old registry is therefore either in the
+    /// pool when `enforce` scans it, or checked against the new registry here.
     pub fn insert(
         &self,
+        registry: &ArcSwap<Registry>,
         cluster: &str,
         peer: SocketAddr,
         fingerprint: Fingerprint,
         sender: SendRequest<Body>,
         cancel: CancellationToken,
-    ) -> u64 {
+    ) -> Option<u64> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let connected_at = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -131,12 +139,18 @@ impl TunnelPool {
             cancel,
             draining: AtomicBool::new(false),
         });
-        self.lock()
-            .entry(cluster.to_string())
-            .or_default()
-            .push(tunnel);
+        {
+            let mut clusters = self.lock();
+            if !registry.load().is_admitted(cluster, &fingerprint) {
+                return None;
+            }
+            clusters
+                .entry(cluster.to_string())
+                .or_default()
+                .push(tunnel);
+        }
         self.arrived.notify_waiters();
-        id
+        Some(id)
     }
 
     /// Takes a tunnel out of rotation while it stays listed (and cuttable): the
@@ -336,4 +350,88 @@ fn refused_unprocessed(e: &hyper::Error) -> bool {
         source = err.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::ClusterRecord;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    /// A client half of an HTTP/2 connection over an in-memory pipe.
+    async fn sender() -> SendRequest<Body> {
+        let (client, _server) = tokio::io::duplex(64 * 1024);
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
+                .await
+                .expect("client handshake");
+        tokio::spawn(conn);
+        sender
+    }
+
+    fn registry(certs: &[Fingerprint]) -> ArcSwap<Registry> {
+        let mut reg = Registry::default();
+        reg.insert(ClusterRecord {
+            name: "eu1".into(),
+            region: None,
+            zone: None,
+            certs: certs.to_vec(),
+            registered_at: "2026-01-01T00:00:00Z".into(),
+        })
+        .expect("record");
+        ArcSwap::from_pointee(reg)
+    }
+
+    #[tokio::test]
+    async fn insert_refuses_a_certificate_the_current_registry_does_not_admit() {
+        let (old, new) = (Fingerprint([1; 32]), Fingerprint([2; 32]));
+        let registry = registry(&[old, new]);
+        let pool = TunnelPool::new();
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let first = pool.insert(
+            &registry,
+            "eu1",
+            peer,
+            old,
+            sender().await,
+            CancellationToken::new(),
+        );
+        assert!(first.is_some());
+
+        // `old` is retired: the watcher stores the registry, then cuts what it finds.
+        let retired = self::registry(&[new]);
+        registry.store(retired.load_full());
+        assert_eq!(pool.enforce(&registry.load()), 1);
+        // A handshake that passed against the old registry reaches the pool only now:
+        // refused, not left running until the next registry change.
+        let late = pool.insert(
+            &registry,
+            "eu1",
+            peer,
+            old,
+            sender().await,
+            CancellationToken::new(),
+        );
+        assert_eq!(late, None);
+        assert!(pool
+            .insert(
+                &registry,
+                "eu1",
+                peer,
+                new,
+                sender().await,
+                CancellationToken::new()
+            )
+            .is_some());
+        assert!(pool
+            .insert(
+                &registry,
+                "other",
+                peer,
+                new,
+                sender().await,
+                CancellationToken::new()
+            )
+            .is_none());
+    }
 }

@@ -272,3 +272,30 @@ mod tests {
         );
     }
 }
+
+/// Any method on `pods/<name>/proxy[/<path>]`. The real API server relays the request
+/// to the pod; the double plays the pod too, as an application that may answer with
+/// anything: 200, a text body naming the path, and every response header the query asks
+/// for (`?header=<name>:<value>`, repeatable). Like the real proxy it does not switch
+/// protocols when the backend answers an upgrade request without `101`.
+pub(crate) fn proxy(ctx: &Ctx) -> Result<Response<Body>, Status> {
+    let pod = find(ctx)?;
+    let rest = ctx.info.parts[3..].join("/");
+    let mut resp = Response::new(Body::full(format!("pod {} answered /{rest}\n", pod.name)));
+    for (k, v) in url::form_urlencoded::parse(ctx.query.as_bytes()) {
+        let Some((name, value)) = v.split_once(':').filter(|_| k == "header") else {
+            continue;
+        };
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.trim().as_bytes()),
+            http::HeaderValue::from_str(value.trim()),
+        ) {
+            resp.headers_mut().append(name, value);
+        }
+    }
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(resp)
+}
