@@ -90,15 +90,18 @@ impl AccessConfig {
             if r.clusters.is_empty() {
                 return Err(invalid("clusters", "a rule needs at least one cluster"));
             }
-            if r.impersonate_groups
-                .iter()
-                .chain(&r.impersonate_users)
-                .any(|p| p == "system:masters" || p == "*")
-            {
-                return Err(invalid(
-                    "impersonate_groups",
-                    "\"*\" and system:masters are too broad to grant",
-                ));
+            // Any pattern that matches system:masters ("*", "system:*", "s*", ...)
+            // would let a client impersonate cluster-admin.
+            for (key, patterns) in [
+                ("impersonate_groups", &r.impersonate_groups),
+                ("impersonate_users", &r.impersonate_users),
+            ] {
+                if let Some(p) = patterns.iter().find(|p| matches(p, "system:masters")) {
+                    return Err(invalid(
+                        key,
+                        &format!("{p:?} matches system:masters, which is too broad to grant"),
+                    ));
+                }
             }
         }
         Ok(AccessPolicy { rules: self.rule })
@@ -249,5 +252,26 @@ mod tests {
         assert!(e.contains("access.rule[0].clusters"), "{e}");
         let e = policy("[[access.rule]]\nusers = [\"a\"]\nclusters = [\"*\"]\nimpersonate_groups = [\"system:masters\"]\n").unwrap_err().to_string();
         assert!(e.contains("too broad"), "{e}");
+        for (key, pattern) in [
+            ("impersonate_groups", "*"),
+            ("impersonate_groups", "system:*"),
+            ("impersonate_groups", "sys*"),
+            ("impersonate_users", "system:*"),
+        ] {
+            let e = policy(&format!(
+                "[[access.rule]]\nusers = [\"a\"]\nclusters = [\"*\"]\n{key} = [\"{pattern}\"]\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains(&format!("access.rule[0].{key}")) && e.contains("matches system:masters"),
+                "{key} = {pattern}: {e}"
+            );
+        }
+        // Narrower system patterns stay grantable.
+        assert!(policy(
+            "[[access.rule]]\nusers = [\"a\"]\nclusters = [\"*\"]\nimpersonate_groups = [\"system:authenticated\", \"team-*\"]\n"
+        )
+        .is_ok());
     }
 }

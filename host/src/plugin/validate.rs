@@ -111,6 +111,12 @@ const FORBIDDEN_HEADERS: &[&str] = &[
     "upgrade",
 ];
 
+/// Prefixes of headers no plugin may set, whatever the stage policy allows: the
+/// impersonation headers (only the impersonation phase sets them), the front-proxy
+/// identity headers the API server may trust, and Hawser's tunnel-internal headers
+/// (`proxy::headers::INTERNAL_PREFIX`), which carry the hub's access decision.
+const FORBIDDEN_PREFIXES: &[&str] = &["impersonate-", "x-remote-", "x-hawser-tunnel-"];
+
 /// A legal, lower-case HTTP header name (RFC 9110 token).
 pub fn is_header_name(name: &str) -> bool {
     !name.is_empty()
@@ -253,7 +259,9 @@ pub(crate) fn route_choice(
                 h.name
             ));
         }
-        if FORBIDDEN_HEADERS.contains(&h.name.as_str()) || h.name.starts_with("impersonate-") {
+        if FORBIDDEN_HEADERS.contains(&h.name.as_str())
+            || FORBIDDEN_PREFIXES.iter().any(|p| h.name.starts_with(p))
+        {
             return Err(format!("header {:?} may not be set by a plugin", h.name));
         }
         if !any(&policy.allow_headers, &h.name) {
@@ -394,6 +402,21 @@ mod tests {
             }
         )
         .is_err());
+        for reserved in [
+            "x-remote-user",
+            "x-remote-group",
+            "x-hawser-tunnel-as-user",
+            "x-hawser-tunnel-as-group",
+            "x-hawser-tunnel-upgrade",
+        ] {
+            choice.set_headers[0].name = reserved.into();
+            let err = route_choice(&choice, &cands, &policy).unwrap_err();
+            assert!(err.contains("may not be set by a plugin"), "{reserved}: {err}");
+        }
+        assert!(
+            crate::proxy::headers::INTERNAL_PREFIX.starts_with(FORBIDDEN_PREFIXES[2]),
+            "the internal prefix is reserved"
+        );
         choice.set_headers[0].name = "x-other".into();
         assert!(
             route_choice(&choice, &cands, &policy).is_err(),
