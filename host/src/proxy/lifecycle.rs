@@ -180,9 +180,11 @@ impl Pipeline {
     /// Starts one request's phases on the chain version current now.
     pub fn start(&self, ctx: &RequestCtx, method: &http::Method, headers: &HeaderMap) -> Phases {
         let (path, query) = match ctx.path_and_query.split_once('?') {
-            Some((p, q)) => (p.to_string(), q.to_string()),
-            None => (ctx.path_and_query.clone(), String::new()),
+            Some((p, q)) => (p, q.to_string()),
+            None => (ctx.path_and_query.as_str(), String::new()),
         };
+        // Plugins see the path as the API server will read it.
+        let path = super::request_info::decoded_path(path).into_owned();
         let chain = self.plugins.as_ref().map(|p| p.chain());
         let head = RequestHead {
             role: self.role,

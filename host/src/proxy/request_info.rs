@@ -24,14 +24,26 @@ pub struct RequestInfo {
     pub name: String,
 }
 
+/// A raw request path percent-decoded, as the API server reads it. Bytes that are not
+/// UTF-8 become U+FFFD: no Kubernetes name contains them, and the API server answers
+/// such a path with 404 whatever Hawser makes of it. (The front refuses encoded
+/// slashes, so decoding never adds a segment.)
+pub fn decoded_path(raw: &str) -> std::borrow::Cow<'_, str> {
+    percent_encoding::percent_decode_str(raw).decode_utf8_lossy()
+}
+
 /// Verbs kube-apiserver exempts from its request timeout.
 const LONG_RUNNING_VERBS: [&str; 2] = ["watch", "proxy"];
 /// Subresources kube-apiserver exempts from its request timeout.
 const LONG_RUNNING_SUBRESOURCES: [&str; 5] = ["attach", "exec", "proxy", "log", "portforward"];
 
 impl RequestInfo {
-    /// Parses a path (without the `/clusters/<name>` prefix) and query.
+    /// Parses a raw path (without the `/clusters/<name>` prefix) and query. The path
+    /// is percent-decoded first, as kube-apiserver reads `URL.Path`: otherwise
+    /// `/api/v1/namespaces/x/%73ecrets` would be served as secrets but classified (and
+    /// audited) as something else.
     pub fn parse(method: &http::Method, path: &str, query: Option<&str>) -> RequestInfo {
+        let path = decoded_path(path);
         let parts: Vec<&str> = path
             .trim_matches('/')
             .split('/')
@@ -213,6 +225,19 @@ mod tests {
             assert_eq!(info.verb, verb, "{m} {p}");
             assert_eq!(info.is_long_running(), long, "{m} {p}");
         }
+    }
+
+    #[test]
+    fn percent_encoded_paths_are_read_as_the_api_server_reads_them() {
+        let i = parse(Method::GET, "/api/v1/namespaces/prod/%73ecrets/db", None);
+        assert_eq!(
+            (i.verb.as_str(), i.namespace.as_str(), i.resource.as_str(), i.name.as_str()),
+            ("get", "prod", "secrets", "db")
+        );
+        let i = parse(Method::GET, "/api/v1/namespaces/%64efault/pods/web/%65xec", None);
+        assert_eq!((i.resource.as_str(), i.subresource.as_str()), ("pods", "exec"));
+        assert!(i.is_long_running());
+        assert_eq!(decoded_path("/api/v1/pods/a%ffb"), "/api/v1/pods/a\u{fffd}b");
     }
 
     #[test]
