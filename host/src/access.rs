@@ -264,7 +264,8 @@ mod tests {
             .unwrap_err()
             .to_string();
             assert!(
-                e.contains(&format!("access.rule[0].{key}")) && e.contains("matches system:masters"),
+                e.contains(&format!("access.rule[0].{key}"))
+                    && e.contains("matches system:masters"),
                 "{key} = {pattern}: {e}"
             );
         }

@@ -360,6 +360,39 @@ async fn illegal_outputs_are_refused() {
 }
 
 #[tokio::test]
+async fn an_abstaining_impersonation_stage_still_bounds_the_identity_sent_upstream() {
+    // The credential stage vouches for system:masters; the impersonation stage has no
+    // opinion. Its policy (default: deny system:masters) still applies to what is sent.
+    let fx = Fixture::new(&format!(
+        "[[stage]]\nname = \"creds\"\nkind = \"credential\"\nplugin = \"{{tokens}}\"\n\
+         [stage.config.tokens.root]\nuser = \"root\"\ngroups = [\"system:masters\"]\n\
+         [stage.config.tokens.dev]\nuser = \"dev\"\ngroups = [\"devs\"]\n{}",
+        misbehave("imp", "impersonation", "abstain", "a", "")
+    ));
+    let host = fx.host().await;
+    let chain = host.chain();
+    let as_root = request("/", &[("authorization", "Bearer root")]);
+    let who = chain.check_credential(&as_root).await.unwrap().unwrap();
+    assert_eq!(who.groups, ["system:masters"]);
+    match chain.impersonate(&who, &as_root).await {
+        Err(Rejection::Denied { stage, denial }) => {
+            assert_eq!(stage, "imp");
+            assert_eq!(denial.kind, hawser::plugin::DenialKind::Forbidden);
+            assert!(
+                denial.message.contains("system:masters"),
+                "{}",
+                denial.message
+            );
+        }
+        other => panic!("expected a denial, got {other:?}"),
+    }
+    // Within the policy, the abstaining stage lets the caller through unmapped.
+    let as_dev = request("/", &[("authorization", "Bearer dev")]);
+    let who = chain.check_credential(&as_dev).await.unwrap().unwrap();
+    assert_eq!(chain.impersonate(&who, &as_dev).await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn a_routing_header_the_policy_does_not_allow_is_refused() {
     let fx = Fixture::new(&misbehave("route", "routing", "ok", "a", ""));
     let host = fx.host().await;

@@ -194,8 +194,11 @@ impl Chain {
     /// Phase 2: whom the upstream should act as.
     ///
     /// Each impersonation stage sees the identity so far (`who`, or the previous stage's
-    /// result). `Ok(Some(identity))` is the identity to send as `Impersonate-*` headers,
-    /// checked against each stage's policy; `Ok(None)` means no stage impersonates.
+    /// result). `Ok(Some(identity))` is the identity to send as `Impersonate-*` headers;
+    /// `Ok(None)` means no stage mapped it and `who` is sent as is. Either way the
+    /// identity sent is within the policy of every impersonation stage, including those
+    /// that abstained or failed open: a credential that carries `system:masters` is
+    /// refused (403) by the default policy even when no stage maps it.
     pub async fn impersonate(
         &self,
         who: &Principal,
@@ -219,6 +222,12 @@ impl Chain {
                 Some(Ok(Some(p))) => current = Some(p),
                 Some(Ok(None)) | None => {}
                 Some(Err(denial)) => return Err(denied(stage, denial)),
+            }
+        }
+        let sent = current.as_ref().unwrap_or(who);
+        for stage in &self.impersonation {
+            if let Err(reason) = validate::within_policy(sent, &stage.spec.policy) {
+                return Err(denied(stage, Denial::new(DenialKind::Forbidden, reason)));
             }
         }
         Ok(current)

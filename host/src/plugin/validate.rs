@@ -209,6 +209,11 @@ fn value(what: &str, v: &str) -> Result<(), String> {
 /// An identity to impersonate: legal, and within the stage's policy.
 pub(crate) fn impersonation(p: &Principal, policy: &Policy) -> Result<(), String> {
     principal(p)?;
+    within_policy(p, policy)
+}
+
+/// Whether the stage policy allows impersonating `p` (who may already be known legal).
+pub(crate) fn within_policy(p: &Principal, policy: &Policy) -> Result<(), String> {
     if !any(&policy.allow_users, &p.user) || any(&policy.deny_users, &p.user) {
         return Err(format!(
             "impersonating user {:?} is not allowed by the stage policy",
@@ -411,7 +416,10 @@ mod tests {
         ] {
             choice.set_headers[0].name = reserved.into();
             let err = route_choice(&choice, &cands, &policy).unwrap_err();
-            assert!(err.contains("may not be set by a plugin"), "{reserved}: {err}");
+            assert!(
+                err.contains("may not be set by a plugin"),
+                "{reserved}: {err}"
+            );
         }
         assert!(
             crate::proxy::headers::INTERNAL_PREFIX.starts_with(FORBIDDEN_PREFIXES[2]),

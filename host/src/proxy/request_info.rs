@@ -231,13 +231,28 @@ mod tests {
     fn percent_encoded_paths_are_read_as_the_api_server_reads_them() {
         let i = parse(Method::GET, "/api/v1/namespaces/prod/%73ecrets/db", None);
         assert_eq!(
-            (i.verb.as_str(), i.namespace.as_str(), i.resource.as_str(), i.name.as_str()),
+            (
+                i.verb.as_str(),
+                i.namespace.as_str(),
+                i.resource.as_str(),
+                i.name.as_str()
+            ),
             ("get", "prod", "secrets", "db")
         );
-        let i = parse(Method::GET, "/api/v1/namespaces/%64efault/pods/web/%65xec", None);
-        assert_eq!((i.resource.as_str(), i.subresource.as_str()), ("pods", "exec"));
+        let i = parse(
+            Method::GET,
+            "/api/v1/namespaces/%64efault/pods/web/%65xec",
+            None,
+        );
+        assert_eq!(
+            (i.resource.as_str(), i.subresource.as_str()),
+            ("pods", "exec")
+        );
         assert!(i.is_long_running());
-        assert_eq!(decoded_path("/api/v1/pods/a%ffb"), "/api/v1/pods/a\u{fffd}b");
+        assert_eq!(
+            decoded_path("/api/v1/pods/a%ffb"),
+            "/api/v1/pods/a\u{fffd}b"
+        );
     }
 
     #[test]

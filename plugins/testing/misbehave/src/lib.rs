@@ -5,7 +5,7 @@
 //! [stage.config]
 //! behaviour = "ok"   # ok | loop | memory-bomb | trap | slow | sleep | trap-init | fail-init
 //!                    # | sleep-init | illegal-route | illegal-header | illegal-principal
-//!                    # | escalate | audit-error
+//!                    # | escalate | abstain | audit-error
 //! version = "a"      # echoed into every output
 //! slow_ms = 5        # for "slow": busy-wait this long per call
 //! ```
@@ -24,7 +24,7 @@
 //! - credential: principal `user-<version>`, extras `version=[v]` and `instance-calls=[n]`
 //!   (calls served by this instance; 1 with fresh instances);
 //! - impersonation: denies (403) when the principal's version differs, else impersonates
-//!   `as-<user>` with `version=[v]`;
+//!   `as-<user>` with `version=[v]` (`abstain`: no opinion, whatever the principal);
 //! - routing: denies when the principal's version differs, else the first candidate
 //!   with header `x-hawser-version: v`;
 //! - audit: errors when the principal's version differs, else keeps the event.
@@ -54,6 +54,7 @@ enum Behaviour {
     IllegalHeader,
     IllegalPrincipal,
     Escalate,
+    Abstain,
     AuditError,
     Probe,
 }
@@ -193,8 +194,12 @@ impl CredentialCheck for Misbehave {
 
 impl Impersonation for Misbehave {
     fn apply(&self, who: &Principal, req: &RequestHead) -> Result<Option<Principal>, Denial> {
-        if self.act(&req.headers) == Behaviour::Escalate {
-            return Ok(Some(Principal::new("root").with_groups(["system:masters"])));
+        match self.act(&req.headers) {
+            Behaviour::Escalate => {
+                return Ok(Some(Principal::new("root").with_groups(["system:masters"])))
+            }
+            Behaviour::Abstain => return Ok(None),
+            _ => {}
         }
         if !self.same_version(Some(who)) {
             return Err(Denial::forbidden("misbehave: chain version mismatch"));
