@@ -129,6 +129,65 @@ async fn credential_and_impersonation_stages_run_at_hub_and_agent() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_in_a_plugin_declared_header_never_reaches_the_api_server() {
+    // The token travels in a header of the operator's choosing; the credential plugin
+    // declares it, so the hub passes it to the agent (which checks it again) and the
+    // agent keeps it from the API server, as it does `authorization`.
+    let tokens = TOKENS.replace("header = \"authorization\"", "header = \"x-acme-token\"");
+    let stage = format!(
+        "[[stage]]\nname = \"tokens\"\nkind = \"credential\"\nplugin = \"{}\"\n{tokens}",
+        wasm("header-credential")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let hub_chain = write(
+        &dir.path().join("hub.toml"),
+        &format!("role = \"hub\"\n{stage}"),
+    );
+    let agent_chain = write(
+        &dir.path().join("agent.toml"),
+        &format!("role = \"agent\"\n{stage}"),
+    );
+    let mut api = double_config();
+    api.rules.push(Rule::allow_all("user:alice"));
+    let opts = HubOpts {
+        top_extra: format!("plugins = \"{}\"\n", hub_chain.display()),
+        ..HubOpts::default()
+    };
+    let mut s = Stack::start(api, opts, 0, 1).await;
+    agent_with_chain(&mut s, &agent_chain).await;
+    let client = front_client(&s.hub.ca_pem());
+    let pods = s.path("/api/v1/namespaces/default/pods");
+    let r = get(
+        &client,
+        s.hub.front,
+        &pods,
+        &[("x-acme-token", "alice-token")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let seen = s
+        .api
+        .wait_for_request(|r| r.path.ends_with("/pods"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.header("x-acme-token"),
+        None,
+        "the credential was forwarded"
+    );
+    assert_eq!(seen.header_values("impersonate-user"), vec!["alice"]);
+    assert_eq!(
+        seen.user.as_ref().map(|u| u.username.as_str()),
+        Some("alice")
+    );
+    let status = hawser_tests::harness::client::plain_get(s.hub.admin, "/plugins/status")
+        .await
+        .expect("status");
+    assert!(status.contains("\"credential_headers\""), "{status}");
+    assert!(status.contains("x-acme-token"), "{status}");
+}
+
 fn misbehave_chain(dir: &Path, version: &str) -> PathBuf {
     write(
         &dir.join("hub-chain.toml"),

@@ -39,6 +39,8 @@ pub struct Chain {
     audit: Vec<Arc<Stage>>,
     /// Union of the stages' declared request headers; `None` when one reads them all.
     request_headers: Option<Vec<String>>,
+    /// Union of the stages' declared credential headers.
+    credential_headers: Vec<String>,
 }
 
 /// A description of one stage of a chain, for status pages and tests.
@@ -58,6 +60,8 @@ pub struct StageInfo {
     pub quarantined: bool,
     /// The request headers the plugin declared it reads (`None`: every header).
     pub request_headers: Option<Vec<String>>,
+    /// The request headers the plugin declared carry a credential.
+    pub credential_headers: Vec<String>,
     /// Instances ready for the next requests: pre-warmed (fresh) or idle (reuse).
     pub ready_instances: usize,
 }
@@ -83,8 +87,15 @@ impl Chain {
                 all.dedup();
                 all
             });
+        let mut credential_headers: Vec<String> = stages
+            .iter()
+            .flat_map(|s| s.credential_headers.iter().cloned())
+            .collect();
+        credential_headers.sort();
+        credential_headers.dedup();
         Chain {
             request_headers,
+            credential_headers,
             generation,
             role,
             file,
@@ -124,6 +135,7 @@ impl Chain {
                 plugin_version: s.info.version.clone(),
                 quarantined: s.is_quarantined(),
                 request_headers: s.headers.as_ref().map(|f| f.names().to_vec()),
+                credential_headers: s.credential_headers.clone(),
                 ready_instances: s.ready_instances(),
             })
             .collect()
@@ -134,6 +146,12 @@ impl Chain {
     /// [`RequestHead`] it builds for a request.
     pub fn request_headers(&self) -> Option<&[String]> {
         self.request_headers.as_deref()
+    }
+
+    /// The request headers some stage declared carry a credential. Like
+    /// `authorization`, they are masked in audit events and never sent to the API server.
+    pub fn credential_headers(&self) -> &[String] {
+        &self.credential_headers
     }
 
     /// Whether any stage serves `kind`.

@@ -56,7 +56,7 @@ pub(crate) struct Funcs {
     stage: Func,
 }
 
-const INTERFACE_VERSION: &str = "0.1.0";
+const INTERFACE_VERSION: &str = "0.2.0";
 
 impl ExportIndices {
     /// Finds `lifecycle.init` and the function of `kind`'s interface in the component.

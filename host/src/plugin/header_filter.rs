@@ -21,26 +21,11 @@ impl HeaderFilter {
     /// Checks a plugin's declaration. `Ok(None)`: the plugin reads every header.
     pub(crate) fn from_declared(names: Option<&[String]>) -> Result<Option<Self>, String> {
         let Some(names) = names else { return Ok(None) };
-        if names.len() > MAX_NAMES {
-            return Err(format!(
-                "plugin-info.request-headers: {} names, at most {MAX_NAMES}",
-                names.len()
-            ));
-        }
-        let mut out: Vec<String> = Vec::with_capacity(names.len());
-        for n in names {
-            let n = n.to_ascii_lowercase();
-            if !is_header_name(&n) {
-                return Err(format!(
-                    "plugin-info.request-headers: {:?} is not a header name",
-                    n.escape_debug().to_string()
-                ));
-            }
-            if !out.contains(&n) {
-                out.push(n);
-            }
-        }
-        Ok(Some(HeaderFilter(out)))
+        Ok(Some(HeaderFilter(header_names(
+            "plugin-info.request-headers",
+            names,
+            MAX_NAMES,
+        )?)))
     }
 
     /// The declared names.
@@ -51,6 +36,40 @@ impl HeaderFilter {
     fn keeps(&self, h: &Header) -> bool {
         self.0.iter().any(|n| n.eq_ignore_ascii_case(&h.name))
     }
+}
+
+/// Checks a plugin's `plugin-info.credential-headers`: lower-case names, no duplicates.
+pub(crate) fn credential_headers(names: &[String]) -> Result<Vec<String>, String> {
+    header_names(
+        "plugin-info.credential-headers",
+        names,
+        MAX_CREDENTIAL_NAMES,
+    )
+}
+
+/// Most credential header names a plugin may declare.
+const MAX_CREDENTIAL_NAMES: usize = 16;
+
+/// Legal header names, lower-cased and without duplicates; `field` names the
+/// declaration in errors.
+fn header_names(field: &str, names: &[String], max: usize) -> Result<Vec<String>, String> {
+    if names.len() > max {
+        return Err(format!("{field}: {} names, at most {max}", names.len()));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for n in names {
+        let n = n.to_ascii_lowercase();
+        if !is_header_name(&n) {
+            return Err(format!(
+                "{field}: {:?} is not a header name",
+                n.escape_debug().to_string()
+            ));
+        }
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    Ok(out)
 }
 
 /// The headers of `headers` a stage with `filter` may see (all when it declared none).
@@ -127,6 +146,11 @@ mod tests {
             .contains("not a header name"));
         let many: Vec<String> = (0..65).map(|i| format!("h{i}")).collect();
         assert!(HeaderFilter::from_declared(Some(&many)).is_err());
+        let creds = vec!["X-Token".to_string(), "x-token".to_string()];
+        assert_eq!(credential_headers(&creds).unwrap(), ["x-token"]);
+        assert!(credential_headers(&many[..17])
+            .unwrap_err()
+            .contains("plugin-info.credential-headers: 17 names"));
         let dup = vec!["A".to_string(), "a".to_string()];
         assert_eq!(
             HeaderFilter::from_declared(Some(&dup))

@@ -1,7 +1,7 @@
 //! The WebAssembly stage runtime.
 //!
 //! Hawser's per-request stages (credential check, impersonation, routing, audit) run
-//! as WebAssembly components (WIT package `hawser:plugin@0.1.0`, in `wit/plugin.wit`)
+//! as WebAssembly components (WIT package `hawser:plugin@0.2.0`, in `wit/plugin.wit`)
 //! that operators chain in TOML and swap while traffic flows.
 //!
 //! # Using it from the proxy

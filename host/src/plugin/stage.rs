@@ -10,7 +10,7 @@ use super::cache::{hex, Digest};
 use super::config::{FailurePolicy, InstanceMode, StageSpec};
 use super::engine::Runtime;
 use super::error::{FailureKind, PluginFailure};
-use super::header_filter::HeaderFilter;
+use super::header_filter::{self, HeaderFilter};
 use super::instance::{Call, CallError, Instance, Reply, Template};
 use super::limits::{Breaker, Gate};
 use super::metrics::{Labels, StageCounters, StageMetrics};
@@ -26,6 +26,8 @@ pub(crate) struct Stage {
     pub(crate) info: PluginInfo,
     /// The request headers the plugin declared it reads; `None`: all.
     pub(crate) headers: Option<HeaderFilter>,
+    /// The request headers the plugin declared carry a credential (lower-case).
+    pub(crate) credential_headers: Vec<String>,
     template: Arc<Template>,
     instances: Arc<Instances>,
     gate: Gate,
@@ -76,6 +78,7 @@ impl Stage {
             ));
         }
         let headers = HeaderFilter::from_declared(info.request_headers.as_deref())?;
+        let credential_headers = header_filter::credential_headers(&info.credential_headers)?;
         let instances = Arc::new(match spec.instances {
             InstanceMode::Fresh => Instances::fresh(spec.prewarm as usize),
             InstanceMode::Reuse => {
@@ -106,6 +109,7 @@ impl Stage {
             label,
             info,
             headers,
+            credential_headers,
             template,
             instances,
             counters,

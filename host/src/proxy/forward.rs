@@ -112,8 +112,12 @@ impl Forwarder {
             Err(denial) => return Err(finish(phases, ctx, denial)),
         };
 
-        // Phase 3: impersonate. Nothing the caller sent may claim an identity.
+        // Phase 3: impersonate. Nothing the caller sent may claim an identity, and the
+        // caller's credential, wherever a plugin found it, stays here.
         headers::strip_identity(&mut parts.headers);
+        for name in phases.credential_headers() {
+            parts.headers.remove(name.as_str());
+        }
         let impersonation = match phases.impersonate(as_identity).await {
             Ok(lines) => lines,
             Err(denial) => return Err(finish(phases, ctx, denial)),

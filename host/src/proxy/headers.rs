@@ -3,7 +3,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::plugin::Principal;
+use crate::plugin::{self, Principal};
 use std::net::IpAddr;
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1, Go's
@@ -212,6 +212,42 @@ pub fn escape_extra_key(key: &str) -> String {
         .collect()
 }
 
+/// The request headers plugins may read, as plugin records: those some stage declared
+/// (`wanted`; `None` is every header), skipping values that are not visible ASCII.
+pub fn for_plugins(headers: &HeaderMap, wanted: Option<&[String]>) -> Vec<plugin::Header> {
+    headers
+        .iter()
+        .filter(|(n, _)| wanted.is_none_or(|w| w.iter().any(|x| x == n.as_str())))
+        .filter_map(|(n, v)| {
+            let value = v.to_str().ok()?;
+            Some(plugin::Header {
+                name: n.as_str().to_string(),
+                value: value.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// `headers` for an audit event: credential headers (the standard ones and the
+/// `credentials` plugins declared) never reach audit records in clear.
+pub fn masked(headers: &[plugin::Header], credentials: &[String]) -> Vec<plugin::Header> {
+    headers
+        .iter()
+        .map(|h| match h.name.as_str() {
+            "authorization" | "cookie" | "proxy-authorization" => mask(h),
+            name if credentials.iter().any(|c| c == name) => mask(h),
+            _ => h.clone(),
+        })
+        .collect()
+}
+
+fn mask(h: &plugin::Header) -> plugin::Header {
+    plugin::Header {
+        name: h.name.clone(),
+        value: "[MASKED]".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,5 +367,27 @@ mod tests {
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
         assert_eq!(lines, expect);
+    }
+
+    #[test]
+    fn audit_events_mask_standard_and_declared_credential_headers() {
+        let h = |n: &str, v: &str| plugin::Header {
+            name: n.into(),
+            value: v.into(),
+        };
+        let seen = masked(
+            &[
+                h("authorization", "Bearer t"),
+                h("x-acme-token", "secret"),
+                h("cookie", "c"),
+                h("accept", "application/json"),
+            ],
+            &["x-acme-token".to_string()],
+        );
+        let values: Vec<&str> = seen.iter().map(|h| h.value.as_str()).collect();
+        assert_eq!(
+            values,
+            ["[MASKED]", "[MASKED]", "[MASKED]", "application/json"]
+        );
     }
 }

@@ -21,7 +21,7 @@
 //! Kubernetes Status and forwards nothing.
 
 use super::audit_trail::AuditTrail;
-use super::headers::impersonation_headers;
+use super::headers::{self, impersonation_headers};
 use super::request_info::RequestInfo;
 use super::status::Status;
 use crate::audit::AuditLog;
@@ -194,7 +194,7 @@ impl Pipeline {
             query,
             // Copied only when stages will read them, and only those they declared.
             headers: match &chain {
-                Some(chain) => plugin_headers(headers, chain.request_headers()),
+                Some(chain) => headers::for_plugins(headers, chain.request_headers()),
                 None => Vec::new(),
             },
             client_addr: ctx.peer.to_string(),
@@ -212,22 +212,6 @@ impl Pipeline {
             trail,
         }
     }
-}
-
-/// Headers as plugins see them: lower-case names, legal values only; only `wanted`
-/// ones when given.
-fn plugin_headers(headers: &HeaderMap, wanted: Option<&[String]>) -> Vec<plugin::Header> {
-    headers
-        .iter()
-        .filter(|(n, _)| wanted.is_none_or(|w| w.iter().any(|x| x == n.as_str())))
-        .filter_map(|(n, v)| {
-            let value = v.to_str().ok()?;
-            Some(plugin::Header {
-                name: n.as_str().to_string(),
-                value: value.to_string(),
-            })
-        })
-        .collect()
 }
 
 /// One request's run through the phases, on one chain version.
@@ -248,6 +232,12 @@ impl Phases {
     /// The chain version this request runs on, if plugins are configured.
     pub fn generation(&self) -> Option<u64> {
         self.chain.as_ref().map(|c| c.generation())
+    }
+
+    /// Request headers the chain's plugins declared carry a credential (besides
+    /// `authorization`): never sent upstream, masked in audit events.
+    pub fn credential_headers(&self) -> &[String] {
+        self.chain.as_ref().map_or(&[], |c| c.credential_headers())
     }
 
     /// The authenticated caller, once phase 2 produced one.
@@ -372,7 +362,7 @@ impl Phases {
             method: self.head.method.clone(),
             path: self.head.path.clone(),
             query: self.head.query.clone(),
-            headers: masked(&self.head.headers),
+            headers: headers::masked(&self.head.headers, self.credential_headers()),
             client_addr: self.head.client_addr.clone(),
             principal: self.principal.clone(),
             impersonated: self.impersonated.clone(),
@@ -429,18 +419,4 @@ pub struct Route {
 /// The endpoint name routing stages see for a tunnel.
 pub fn endpoint_name(tunnel: u64) -> String {
     format!("tunnel-{tunnel}")
-}
-
-/// Credential headers never reach audit records in clear.
-fn masked(headers: &[plugin::Header]) -> Vec<plugin::Header> {
-    headers
-        .iter()
-        .map(|h| match h.name.as_str() {
-            "authorization" | "cookie" | "proxy-authorization" => plugin::Header {
-                name: h.name.clone(),
-                value: "[MASKED]".into(),
-            },
-            _ => h.clone(),
-        })
-        .collect()
 }

@@ -59,6 +59,10 @@ impl Plugin for StaticTokens {
     fn request_headers(&self) -> Option<Vec<String>> {
         Some(vec![self.0.header.clone()])
     }
+
+    fn credential_headers(&self) -> Vec<String> {
+        vec![self.0.header.clone()]
+    }
 }
 
 impl CredentialCheck for StaticTokens {

@@ -97,6 +97,10 @@ impl Plugin for JwtCredential {
     fn request_headers(&self) -> Option<Vec<String>> {
         Some(vec![self.settings.header.clone()])
     }
+
+    fn credential_headers(&self) -> Vec<String> {
+        vec![self.settings.header.clone()]
+    }
 }
 
 impl CredentialCheck for JwtCredential {

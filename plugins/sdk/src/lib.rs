@@ -129,6 +129,13 @@ pub trait Plugin: Sized + 'static {
     fn request_headers(&self) -> Option<Vec<String>> {
         None
     }
+
+    /// The request headers that carry a credential this plugin checks, when that is
+    /// not (only) `authorization`. The host masks them in audit events and the agent
+    /// removes them before forwarding to the API server. The default is none.
+    fn credential_headers(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Credential check: from the request head to a principal.
@@ -340,12 +347,18 @@ pub mod __private {
         let request_headers = plugin
             .request_headers()
             .map(|names| names.iter().map(|n| n.to_ascii_lowercase()).collect());
+        let credential_headers = plugin
+            .credential_headers()
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect();
         STATE.with(|s| *s.borrow_mut() = Some(Box::new(plugin)));
         Ok(PluginInfo {
             name: name.to_owned(),
             version,
             stages: table.stages(),
             request_headers,
+            credential_headers,
         })
     }
 

@@ -250,29 +250,6 @@ pub(crate) fn namespaces(ctx: &Ctx) -> Result<Response<Body>, Status> {
     Ok(object_response(&body))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn negotiates_like_kubectl_get() {
-        let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
-        assert_eq!(negotiate(Some(kubectl)), Repr::Table("v1"));
-        assert_eq!(negotiate(Some("application/json")), Repr::Object);
-        assert_eq!(negotiate(None), Repr::Object);
-        assert_eq!(
-            negotiate(Some(
-                "application/vnd.kubernetes.protobuf, application/json"
-            )),
-            Repr::Object
-        );
-        assert_eq!(
-            negotiate(Some("application/json;as=Table;v=v1beta1;g=meta.k8s.io")),
-            Repr::Table("v1beta1")
-        );
-    }
-}
-
 /// Any method on `pods/<name>/proxy[/<path>]`. The real API server relays the request
 /// to the pod; the double plays the pod too, as an application that may answer with
 /// anything: 200, a text body naming the path, and every response header the query asks
@@ -298,4 +275,27 @@ pub(crate) fn proxy(ctx: &Ctx) -> Result<Response<Body>, Status> {
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiates_like_kubectl_get() {
+        let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+        assert_eq!(negotiate(Some(kubectl)), Repr::Table("v1"));
+        assert_eq!(negotiate(Some("application/json")), Repr::Object);
+        assert_eq!(negotiate(None), Repr::Object);
+        assert_eq!(
+            negotiate(Some(
+                "application/vnd.kubernetes.protobuf, application/json"
+            )),
+            Repr::Object
+        );
+        assert_eq!(
+            negotiate(Some("application/json;as=Table;v=v1beta1;g=meta.k8s.io")),
+            Repr::Table("v1beta1")
+        );
+    }
 }
