@@ -404,6 +404,40 @@ async fn file_changes_trigger_reloads() {
         .unwrap()
         .unwrap();
     assert_eq!(p.user, "user-b");
+
+    // The config names a plugin that has not landed yet (a ConfigMap and a volume
+    // updated one after the other): that reload fails, and the plugin's arrival
+    // alone triggers the next one.
+    let later = fx.dir.path().join("later.wasm");
+    std::fs::write(
+        &fx.file,
+        format!(
+            "{}{}{}",
+            plugin_support::header(),
+            stage("b"),
+            "[[stage]]\nname = \"later\"\nkind = \"audit\"\nplugin = \"later.wasm\"\n"
+        ),
+    )
+    .unwrap();
+    let h = host.clone();
+    eventually_or(
+        Duration::from_secs(10),
+        "a failed reload while the plugin is missing",
+        || h.status().last_result == "failed",
+        || host.status_json(),
+    )
+    .await;
+    assert_eq!(generation(&host), 3);
+    new_build_of(&built, &later, "3");
+    let h = host.clone();
+    eventually_or(
+        Duration::from_secs(60),
+        "reload when the missing plugin lands",
+        || generation(&h) == 4,
+        || host.status_json(),
+    )
+    .await;
+    assert_eq!(host.chain().stages().len(), 2);
 }
 
 #[tokio::test]

@@ -35,6 +35,9 @@ pub struct PluginHost {
     reload_lock: tokio::sync::Mutex<()>,
     status: Mutex<ReloadStatus>,
     metrics: StageMetrics,
+    /// The plugin files the config named when it was last read, loaded or not: a
+    /// reload that failed on a plugin not yet (fully) written is retried when it lands.
+    named_plugins: Mutex<Vec<PathBuf>>,
 }
 
 /// What triggered a reload (for logs and status).
@@ -114,6 +117,7 @@ impl PluginHost {
         spec: ChainSpec,
     ) -> Result<Arc<PluginHost>, PluginError> {
         let metrics = StageMetrics::default();
+        let named_plugins = Mutex::new(ChainSpec::named_plugins(&file));
         let plugins = read_plugins(&spec).await?;
         let chain = build(&runtime, &metrics, spec, plugins, None, 1).await?;
         metrics.reload(ReloadResult::Ok, 1);
@@ -136,6 +140,7 @@ impl PluginHost {
             reload_lock: tokio::sync::Mutex::new(()),
             status: Mutex::new(status),
             metrics,
+            named_plugins,
         }))
     }
 
@@ -182,6 +187,11 @@ impl PluginHost {
         let _one_at_a_time = self.reload_lock.lock().await;
         let old = self.chain();
         let result = async {
+            let file = self.file.clone();
+            let named = tokio::task::spawn_blocking(move || ChainSpec::named_plugins(&file))
+                .await
+                .unwrap_or_default();
+            *self.named_plugins.lock().unwrap_or_else(|p| p.into_inner()) = named;
             let spec = read_spec(&self.file, self.role).await?;
             check_runtime(&self.runtime, &spec)?;
             let plugins = read_plugins(&spec).await?;
@@ -282,16 +292,29 @@ impl PluginHost {
         })
     }
 
-    /// Files whose change should trigger a reload: the config and every plugin of the
-    /// serving chain.
+    /// Files whose change should trigger a reload: the config, every plugin of the
+    /// serving chain, and every plugin the config named when last read (so a reload
+    /// that failed because a new plugin was missing or half-written runs again when
+    /// the file lands).
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.file.clone()];
-        files.extend(
-            self.chain()
-                .stages
-                .iter()
-                .map(|s| s.plugin_path().to_path_buf()),
-        );
+        for path in self
+            .chain()
+            .stages
+            .iter()
+            .map(|s| s.plugin_path().to_path_buf())
+            .chain(
+                self.named_plugins
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .cloned(),
+            )
+        {
+            if !files.contains(&path) {
+                files.push(path);
+            }
+        }
         files
     }
 }

@@ -230,6 +230,25 @@ impl ChainSpec {
         Self::parse(&text, file, role)
     }
 
+    /// The plugin files `file` names, resolved as [`ChainSpec::load`] resolves them,
+    /// without validating anything else (a file that does not exist yet is listed);
+    /// empty when the file cannot be read or is not TOML. The reload watcher polls them.
+    pub fn named_plugins(file: &Path) -> Vec<PathBuf> {
+        let base = file.parent().unwrap_or(Path::new("."));
+        let Ok(doc) = std::fs::read_to_string(file).map(|t| t.parse::<toml::Table>()) else {
+            return Vec::new();
+        };
+        let stages = doc
+            .ok()
+            .and_then(|mut d| d.remove("stage"))
+            .and_then(|s| s.try_into::<Vec<toml::Table>>().ok())
+            .unwrap_or_default();
+        stages
+            .iter()
+            .filter_map(|s| s.get("plugin")?.as_str().map(|p| base.join(p)))
+            .collect()
+    }
+
     /// Validates `text` as if read from `file` (relative paths resolve against its
     /// directory).
     pub fn parse(text: &str, file: &Path, role: Role) -> Result<ChainSpec, PluginError> {
