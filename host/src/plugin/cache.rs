@@ -13,7 +13,8 @@
 //!   versions are never loaded, so they age out the same way.
 //!
 //! Loading native code from disk trusts the directory: the cache creates it with mode
-//! 0700 and refuses to use a directory writable by group or others.
+//! 0700 and refuses to use a directory another user owns or that is writable by group
+//! or others.
 
 use std::collections::HashMap;
 use std::fs;
@@ -234,7 +235,16 @@ fn prepare_dir(dir: &Path) -> Result<(), PluginError> {
     }
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // Compiled native code is loaded from here: whoever can write it runs code in
+        // this process, so it must be this user's alone.
+        let me = rustix::process::geteuid().as_raw();
+        if meta.uid() != me {
+            return Err(err(format!(
+                "owned by uid {}, not by this process (uid {me}); compiled native code is loaded from it, so it must be private",
+                meta.uid()
+            )));
+        }
         if meta.permissions().mode() & 0o022 != 0 {
             return Err(err(
                 "writable by group or others; compiled native code is loaded from it, so it must be private (chmod 700)".into(),
@@ -255,5 +265,43 @@ impl Hasher for ShaHasher {
 
     fn write(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn refusal(dir: &Path) -> String {
+        match prepare_dir(dir) {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("{} was accepted", dir.display()),
+        }
+    }
+
+    #[test]
+    fn the_cache_dir_must_be_private_to_this_user() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        prepare_dir(&dir).unwrap();
+        let mode = fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "created private");
+
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o770)).unwrap();
+        assert!(refusal(&dir).contains("writable by group or others"));
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+
+        // Another user's directory, private or not: as root, hand it to `nobody`;
+        // otherwise any root-owned directory serves.
+        let foreign = if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+            dir.clone()
+        } else {
+            PathBuf::from("/usr")
+        };
+        let e = refusal(&foreign);
+        assert!(e.contains("not by this process"), "{e}");
+        assert!(e.contains("runtime.cache_dir"), "{e}");
     }
 }
