@@ -526,3 +526,56 @@ async fn a_broken_or_mismatched_new_certificate_leaves_the_old_tunnel_serving() 
         s.agents[0].logs.text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_ends_when_its_agent_certificate_expires() {
+    // An agent that failed to rotate: its certificate, registered and valid when it
+    // connects, expires a few seconds later. The hub cuts the tunnel then, and the
+    // agent's reconnects with the expired certificate fail the handshake.
+    let s = Stack::start(double_config(), HubOpts::default(), 0, 1).await;
+    let state = s.hub.dir.join("state");
+    let ca = hawser::pki::HubCa::load(&state).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let issued = ca
+        .issue_agent(
+            CLUSTER,
+            hawser::pki::Validity {
+                not_before: now - time::Duration::minutes(5),
+                not_after: now + time::Duration::seconds(4),
+            },
+        )
+        .unwrap();
+    let fp = issued.fingerprint.to_string();
+    let mut registry = hawser::registry::Registry::load(&state).unwrap();
+    registry.add_cert(CLUSTER, issued.fingerprint).unwrap();
+    registry.save(&state).unwrap();
+
+    let (_agent, _dir) =
+        agent_on_volume(&s, "expiring", &issued.cert_pem, issued.key_pem.expose()).await;
+    let up = eventually(Duration::from_secs(10), || async {
+        tunnels(&s)
+            .await
+            .iter()
+            .any(|(f, _)| *f == fp)
+            .then_some(())
+    })
+    .await;
+    assert!(up.is_some(), "no tunnel: {}", s.hub.logs.text());
+    let gone = eventually(Duration::from_secs(20), || async {
+        tunnels(&s).await.is_empty().then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "tunnel outlived its certificate: {}",
+        s.hub.logs.text()
+    );
+    assert!(
+        s.hub
+            .logs
+            .text()
+            .contains("agent certificate expired; closing the tunnel"),
+        "{}",
+        s.hub.logs.text()
+    );
+}

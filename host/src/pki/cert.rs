@@ -120,6 +120,18 @@ pub fn cluster_of_cert(der: &[u8]) -> Result<String, PkiError> {
     }
 }
 
+/// When a certificate stops being valid (its `notAfter`).
+pub fn not_after_of_cert(der: &[u8]) -> Result<std::time::SystemTime, PkiError> {
+    let (_, x509) = x509_parser::parse_x509_certificate(der).map_err(|e| PkiError::BadCert {
+        origin: "peer certificate".into(),
+        reason: e.to_string(),
+    })?;
+    let secs = x509.validity().not_after.timestamp();
+    // Before 1970 is already expired; UNIX_EPOCH stands for it.
+    let secs = u64::try_from(secs).unwrap_or(0);
+    Ok(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
 /// The DER of the first `CERTIFICATE` block in a PEM text.
 pub fn first_cert_der_from_pem(pem: &str) -> Result<Vec<u8>, PkiError> {
     let bad = |reason: String| PkiError::BadCert {

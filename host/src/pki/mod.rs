@@ -24,7 +24,8 @@ use crate::registry::validate_cluster_name;
 mod cert;
 
 pub use cert::{
-    cluster_of_cert, fingerprint_of_der, first_cert_der_from_pem, Fingerprint, SecretPem,
+    cluster_of_cert, fingerprint_of_der, first_cert_der_from_pem, not_after_of_cert, Fingerprint,
+    SecretPem,
 };
 
 /// File name of the CA certificate inside the state directory.

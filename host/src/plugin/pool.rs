@@ -84,6 +84,8 @@ impl Instances {
     /// Drops the kept instances and keeps none from now on (the stage left the serving
     /// chain; requests still running on it create instances as needed).
     pub(crate) fn retire(&self) {
+        // Set before the lists are cleared; `give_back` checks it under the list's lock,
+        // so an instance given back concurrently is either cleared here or not kept.
         self.retired.store(true, Ordering::Release);
         self.ready().clear();
         self.spent().clear();
@@ -103,19 +105,16 @@ impl Instances {
             Mode::Reuse { max_uses } => instance.uses < max_uses,
         };
         if !keep {
-            if self.is_fresh() && !self.retired.load(Ordering::Acquire) {
+            if self.is_fresh() {
                 let mut spent = self.spent();
-                if spent.len() < self.keep {
+                if !self.retired.load(Ordering::Acquire) && spent.len() < self.keep {
                     spent.push(instance);
                 }
             }
             return;
         }
-        if self.retired.load(Ordering::Acquire) {
-            return;
-        }
         let mut ready = self.ready();
-        if ready.len() < self.keep {
+        if !self.retired.load(Ordering::Acquire) && ready.len() < self.keep {
             ready.push(instance);
         }
     }

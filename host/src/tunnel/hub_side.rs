@@ -5,7 +5,7 @@ use super::io::Cuttable;
 use super::pool::TunnelPool;
 use super::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 use crate::config::Keepalive;
-use crate::pki::{cluster_of_cert, fingerprint_of_der};
+use crate::pki::{cluster_of_cert, fingerprint_of_der, not_after_of_cert};
 use crate::registry::Registry;
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -89,6 +89,13 @@ impl AgentListener {
                 return;
             }
         };
+        let not_after = match not_after_of_cert(cert) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(reason = %e, "agent refused");
+                return;
+            }
+        };
         // The verifier checked the registry during the handshake; checking again
         // here guards against any path that skips it (session resumption is off).
         if !self.registry.load().is_admitted(&cluster, &fingerprint) {
@@ -132,6 +139,9 @@ impl AgentListener {
             return;
         };
         tracing::Span::current().record("tunnel", id);
+        // A tunnel lives no longer than the certificate that opened it; the agent
+        // rotates well before, so this cuts only an agent that failed to.
+        let _expiry = expire_at(not_after, cancel.clone());
         tracing::info!(?version, %fingerprint, live = self.pool.live(&cluster), "agent connected");
         let ended = tokio::select! {
             result = connection => match result {
@@ -193,4 +203,26 @@ fn refusal_reason(e: &std::io::Error) -> String {
         Some(other) => other.to_string(),
         None => e.to_string(),
     }
+}
+
+/// Cancels `cancel` at `not_after` (at once if it has passed) unless it is cancelled
+/// first; the task stops when the returned handle is dropped.
+fn expire_at(
+    not_after: std::time::SystemTime,
+    cancel: CancellationToken,
+) -> tokio_util::task::AbortOnDropHandle<()> {
+    let left = not_after
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    let task = async move {
+        if cancel
+            .run_until_cancelled(tokio::time::sleep(left))
+            .await
+            .is_some()
+        {
+            tracing::warn!("agent certificate expired; closing the tunnel");
+            cancel.cancel();
+        }
+    };
+    tokio_util::task::AbortOnDropHandle::new(tokio::spawn(task.in_current_span()))
 }
