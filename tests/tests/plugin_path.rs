@@ -93,6 +93,19 @@ async fn credential_and_impersonation_stages_run_at_hub_and_agent() {
         s.api.requests().iter().all(|r| !r.path.contains("/pods")),
         "a refused request reached the API server"
     );
+    // Which clusters are registered is not told to callers without a credential.
+    let unknown = "/clusters/nowhere/api/v1/namespaces/default/pods";
+    let r = get(&client, s.hub.front, unknown, &[]).await;
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    let r = get(
+        &client,
+        s.hub.front,
+        unknown,
+        &[("authorization", "Bearer alice-token")],
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["reason"], "NotFound");
 
     // A valid credential: checked at the hub, again at the agent, impersonated there.
     let r = get(

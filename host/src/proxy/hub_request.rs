@@ -84,6 +84,13 @@ impl Front {
         if self.access.is_some() {
             pass_client_impersonation(&asked, &mut parts.headers);
         }
+        // Only now whether the cluster exists: a caller who may not reach it learns
+        // nothing about which cluster names are registered (as kube-apiserver answers
+        // 403 before 404).
+        if self.registry.load().get(&ctx.cluster).is_none() {
+            let denial = Denial::new(Status::cluster_not_found(&ctx.cluster));
+            return Err(finish(phases, ctx, None, denial));
+        }
 
         // Phase 3, impersonate, runs at the agent.
         // Phase 4: route among live tunnels; a stage may pick one, never add one.
@@ -109,7 +116,8 @@ impl Front {
         respond(phases, ctx, forwarded, value.zip(on_upgrade)).await
     }
 
-    /// Phase 1: the cluster from the path, request info, identity headers stripped
+    /// Phase 1: the cluster named in the path (whether it is registered is checked after
+    /// phase 2b), request info, identity headers stripped
     /// (only the client's `Authorization` crosses, for the agent to check again),
     /// `X-Forwarded-For` and `Audit-ID`.
     fn receive(
@@ -125,9 +133,6 @@ impl Front {
             other => Denial::new(Status::bad_request(other.to_string())),
         })?;
         let cluster = target.cluster.to_string();
-        if self.registry.load().get(&cluster).is_none() {
-            return Err(Denial::new(Status::cluster_not_found(&cluster)));
-        }
         let upgrade = headers::upgrade_request(req.headers());
         if upgrade.is_some() && req.version() != Version::HTTP_11 {
             return Err(Denial::new(Status::bad_request(
