@@ -139,6 +139,10 @@ impl ArtifactCache {
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
+                if name.contains(".tmp") {
+                    remove_if_stale(&e);
+                    return None;
+                }
                 let digest = name.strip_suffix(".cwasm")?.split('-').next()?.to_owned();
                 if held.contains(&digest) {
                     return None;
@@ -215,6 +219,27 @@ fn store(component: &Component, path: &Path) -> Result<(), String> {
     fs::rename(&tmp, path).map_err(|e| e.to_string())
 }
 
+/// A half-written artifact (see [`store`]) left by a process that died while writing
+/// it: removed once it is older than any write in progress could be.
+fn remove_if_stale(entry: &fs::DirEntry) {
+    const STALE: std::time::Duration = std::time::Duration::from_secs(3600);
+    let age = entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    if age.is_some_and(|a| a > STALE) {
+        match fs::remove_file(entry.path()) {
+            Ok(()) => {
+                tracing::debug!(path = %entry.path().display(), "plugin cache: removed a stale partial artifact")
+            }
+            Err(e) => {
+                tracing::warn!(path = %entry.path().display(), error = %e, "plugin cache: could not remove a stale partial artifact")
+            }
+        }
+    }
+}
+
 fn prepare_dir(dir: &Path) -> Result<(), PluginError> {
     let err = |reason: String| PluginError::Config {
         file: dir.to_path_buf(),
@@ -278,6 +303,28 @@ mod tests {
             Err(e) => e.to_string(),
             Ok(()) => panic!("{} was accepted", dir.display()),
         }
+    }
+
+    #[test]
+    fn pruning_removes_partial_artifacts_only_once_stale() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        let cache = ArtifactCache::new(&Engine::default(), Some(dir.clone()), 8).unwrap();
+        let stale = dir.join("ab-cd.tmp999-0");
+        let fresh = dir.join("ab-cd.tmp999-1");
+        for f in [&stale, &fresh] {
+            fs::write(f, b"partial").unwrap();
+        }
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        cache.prune();
+        assert!(!stale.exists(), "a crashed writer's leftover is removed");
+        assert!(fresh.exists(), "a write that may be in progress is kept");
     }
 
     #[test]
