@@ -29,6 +29,7 @@ pub async fn serve_admin(
                 Ok((s, _)) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "admin accept failed");
+                    crate::listen::pause_after_accept_error().await;
                     continue;
                 }
             },

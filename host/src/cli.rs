@@ -236,6 +236,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let (pipeline, _watch) = pipeline(Role::Hub, cfg.plugins.as_deref()).await?;
             let pipeline = with_audit(pipeline, cfg.audit.as_ref(), &shutdown)?;
             let audit = pipeline.audit_log().cloned();
+            let requests = pipeline.tasks().clone();
             let hub = crate::hub::start(cfg, pipeline, shutdown.clone()).await?;
             announce(serde_json::json!({
                 "role": "hub",
@@ -245,6 +246,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }));
             cancel_on_signal(shutdown).await;
             hub.wait().await;
+            drain_requests(&requests).await;
             if let Some(log) = audit {
                 log.drained().await;
             }
@@ -256,12 +258,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let (pipeline, _watch) = pipeline(Role::Agent, cfg.plugins.as_deref()).await?;
             let pipeline = with_audit(pipeline, cfg.audit.as_ref(), &shutdown)?;
             let audit = pipeline.audit_log().cloned();
+            let requests = pipeline.tasks().clone();
             let agent = crate::agent::start(cfg, pipeline, shutdown.clone()).await?;
             announce(
                 serde_json::json!({"role": "agent", "admin": agent.admin_addr.map(|a| a.to_string())}),
             );
             cancel_on_signal(shutdown).await;
             agent.wait().await;
+            drain_requests(&requests).await;
             if let Some(log) = audit {
                 log.drained().await;
             }
@@ -289,6 +293,19 @@ async fn pipeline(
     let host: Arc<PluginHost> = PluginHost::load(file, role).await?;
     let watcher = plugin::watch(&host, plugin::WatchOptions::default())?;
     Ok((Pipeline::with_plugins(role, host), Some(watcher)))
+}
+
+/// Waits for what requests left running (phase 7 of the last responses, upgraded
+/// sessions the closed connections are ending), so their audit events are written
+/// before the audit log is flushed. Bounded: the listeners have stopped already.
+async fn drain_requests(requests: &tokio_util::task::TaskTracker) {
+    requests.close();
+    if tokio::time::timeout(std::time::Duration::from_secs(10), requests.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(left = requests.len(), "request tasks still running at exit");
+    }
 }
 
 /// Adds the audit log when `[audit]` is configured; its sinks flush on shutdown.

@@ -102,6 +102,9 @@ pub async fn start(
     let front_addr = local(&front_listener, cfg.front.listen);
 
     let mut tasks = JoinSet::new();
+    // Tunnels outlive the front listener at shutdown: they close once the requests in
+    // flight through them have drained (see `serve_front`).
+    let tunnels_stop = CancellationToken::new();
     let agents = AgentListener {
         acceptor: TlsAcceptor::from(Arc::new(tunnel_tls)),
         pool: pool.clone(),
@@ -110,7 +113,7 @@ pub async fn start(
         registry: registry.clone(),
     };
     tasks.spawn(
-        serve_agents(tunnel_listener, agents, shutdown.clone())
+        serve_agents(tunnel_listener, agents, tunnels_stop.clone())
             .instrument(tracing::info_span!("tunnel_listener", addr = %tunnel_addr)),
     );
     let plugins = pipeline.plugins().cloned();
@@ -131,13 +134,17 @@ pub async fn start(
         refresher: Some(refresher),
         access: cfg.access.clone(),
     });
+    let front_done = serve_front(
+        front_listener,
+        TlsAcceptor::from(Arc::new(front_tls)),
+        front,
+        shutdown.clone(),
+    );
     tasks.spawn(
-        serve_front(
-            front_listener,
-            TlsAcceptor::from(Arc::new(front_tls)),
-            front,
-            shutdown.clone(),
-        )
+        async move {
+            front_done.await;
+            tunnels_stop.cancel();
+        }
         .instrument(tracing::info_span!("front_listener", addr = %front_addr)),
     );
     tasks.spawn(

@@ -24,6 +24,7 @@ pub mod credential;
 pub mod credential_cmd;
 pub(crate) mod files;
 pub mod hub;
+pub mod listen;
 pub mod pki;
 pub mod plugin;
 pub mod proxy;

@@ -48,6 +48,8 @@ struct RawFront {
     request_timeout: Duration,
     #[serde(default = "default_max_header_bytes")]
     max_header_bytes: usize,
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    header_timeout: Duration,
 }
 
 #[derive(Deserialize)]
@@ -70,6 +72,9 @@ fn default_handshake_timeout() -> Duration {
 }
 fn default_request_timeout() -> Duration {
     Duration::from_secs(60)
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_max_header_bytes() -> usize {
     32 * 1024
@@ -132,6 +137,10 @@ pub struct FrontConfig {
     pub request_timeout: Duration,
     /// Largest total size of a request's header block.
     pub max_header_bytes: usize,
+    /// Time a client has to send a request's header block, counted from the end of
+    /// the TLS handshake for the first request and from the previous response for
+    /// later HTTP/1.1 ones; a connection that sends none within it is closed.
+    pub header_timeout: Duration,
 }
 
 fn host_of(addr: &str) -> &str {
@@ -171,6 +180,9 @@ impl HubConfig {
         if raw.front.request_timeout.is_zero() {
             return Err(v.invalid("front.request_timeout", "must be above zero"));
         }
+        if raw.front.header_timeout.is_zero() {
+            return Err(v.invalid("front.header_timeout", "must be above zero"));
+        }
         if raw.registry_poll.is_zero() || raw.registry_poll > Duration::from_secs(1) {
             return Err(v.invalid(
                 "registry_poll",
@@ -182,6 +194,7 @@ impl HubConfig {
             server_names: raw.front.server_names,
             request_timeout: raw.front.request_timeout,
             max_header_bytes: raw.front.max_header_bytes,
+            header_timeout: raw.front.header_timeout,
         };
         let admin_listen = match raw.admin {
             Some(a) => Some(v.socket_addr("admin.listen", &a.listen)?),

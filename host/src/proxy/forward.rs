@@ -212,7 +212,7 @@ impl Forwarder {
                     rparts.headers.insert(TUNNEL_UPGRADE, p);
                 }
                 let (tx, relay) = upgrade::relay_body();
-                tokio::spawn(
+                phases.tasks().spawn(
                     async move {
                         match on_upgrade.await {
                             Ok(upgraded) => upgrade::splice(upgraded, tunnel_in, tx).await,
@@ -229,7 +229,7 @@ impl Forwarder {
                 headers::remove_hop_by_hop(&mut rparts.headers);
                 // Phase 7 once the body has been delivered.
                 let (body, ended) = super::body::on_end(boxed(rbody));
-                tokio::spawn(
+                phases.tasks().spawn(
                     async move {
                         let _ = ended.await;
                         phases.audit(&ctx, &outcome).await;
@@ -275,14 +275,8 @@ fn authorize(
 
 /// Audits a refused request and hands back its denial.
 fn finish(phases: Phases, ctx: RequestCtx, denial: Denial) -> Denial {
-    spawn_audit(phases, ctx, Outcome::denied(&denial, None));
+    phases.audit_later(ctx, Outcome::denied(&denial, None));
     denial
-}
-
-/// Phase 7 runs off the response path, so audit stages never delay a reply.
-fn spawn_audit(phases: Phases, ctx: RequestCtx, outcome: Outcome) {
-    let span = tracing::debug_span!("audit", audit_id = %ctx.audit_id);
-    tokio::spawn(async move { phases.audit(&ctx, &outcome).await }.instrument(span));
 }
 
 /// The last check before a request leaves for the API server (fail closed): the

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 /// What the front handler needs.
@@ -40,13 +41,18 @@ pub struct Front {
     pub access: Option<AccessPolicy>,
 }
 
-/// Serves the front listener until `shutdown` fires.
+/// How long requests in flight may run on once shutdown has begun.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves the front listener until `shutdown` fires, then lets the requests in flight
+/// finish (up to [`DRAIN`]) before returning; the caller closes the tunnels after that.
 pub async fn serve_front(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     front: Arc<Front>,
     shutdown: CancellationToken,
 ) {
+    let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -54,13 +60,14 @@ pub async fn serve_front(
                 Ok(pair) => pair,
                 Err(e) => {
                     tracing::warn!(error = %e, "front accept failed");
+                    crate::listen::pause_after_accept_error().await;
                     continue;
                 }
             },
         };
         let (front, acceptor, shutdown) = (front.clone(), acceptor.clone(), shutdown.clone());
         let span = tracing::debug_span!("client", %peer);
-        tokio::spawn(
+        connections.spawn(
             async move {
                 let _ = stream.set_nodelay(true);
                 let tls =
@@ -87,6 +94,8 @@ pub async fn serve_front(
             .instrument(span),
         );
     }
+    connections.close();
+    connections.wait().await;
 }
 
 impl Front {
@@ -101,8 +110,10 @@ impl Front {
     {
         let this = self.clone();
         // HTTP/1.1 serves a connection's requests in order, so a counter gives each
-        // request the position the framing guard saw it at.
+        // request the position the framing guard saw it at. It also tells whether a
+        // request has arrived at all.
         let position = Arc::new(AtomicU64::new(0));
+        let requests = position.clone();
         let service = hyper::service::service_fn(move |req| {
             let this = this.clone();
             let index = position.fetch_add(1, Ordering::Relaxed);
@@ -123,21 +134,43 @@ impl Front {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
+            .header_read_timeout(self.cfg.header_timeout)
             .max_buf_size((self.cfg.max_header_bytes * 2).max(16 * 1024));
+        // PINGs find dead HTTP/2 peers (HTTP/1.1 idle connections end on the header
+        // read timeout).
         builder
             .http2()
             .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20))
             .max_header_list_size((self.cfg.max_header_bytes * 2) as u32);
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
-        tokio::select! {
-            result = conn.as_mut() => if let Err(e) = result {
-                tracing::debug!(error = %e, "client connection ended with an error");
-            },
-            _ = shutdown.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+        // Before the first request hyper has no timer running: the protocol is not
+        // known yet, or the HTTP/2 handshake waits for the client's preface.
+        let first_request = tokio::time::sleep(self.cfg.header_timeout);
+        tokio::pin!(first_request);
+        let mut waiting_for_first = true;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "client connection ended with an error");
+                    }
+                    return;
+                }
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(DRAIN, conn).await;
+                    return;
+                }
+                _ = &mut first_request, if waiting_for_first => {
+                    waiting_for_first = false;
+                    if requests.load(Ordering::Relaxed) == 0 {
+                        tracing::debug!(timeout = ?self.cfg.header_timeout, "no request head in time; closing the connection");
+                        return;
+                    }
+                }
             }
         }
     }

@@ -368,7 +368,7 @@ async fn respond(
                 return Err(finish(phases, ctx, Some(tunnel), denial));
             }
             let span = tracing::info_span!("upgraded", cluster = %ctx.cluster, audit_id = %ctx.audit_id, tunnel);
-            tokio::spawn(
+            phases.tasks().spawn(
                 async move {
                     match on_upgrade.await {
                         Ok(upgraded) => upgrade::splice(upgraded, rbody, client_tx).await,
@@ -399,7 +399,7 @@ async fn respond(
     let (parts, body) = resp.into_parts();
     let (body, ended) = super::body::on_end(body);
     let span = tracing::debug_span!("audit", audit_id = %ctx.audit_id);
-    tokio::spawn(
+    phases.tasks().spawn(
         async move {
             let _ = ended.await;
             phases.audit(&ctx, &Outcome::code(code, Some(tunnel))).await;
@@ -411,12 +411,6 @@ async fn respond(
 
 /// Audits a refused request and hands back its denial.
 fn finish(phases: Phases, ctx: RequestCtx, tunnel: Option<u64>, denial: Denial) -> Denial {
-    spawn_audit(phases, ctx, Outcome::denied(&denial, tunnel));
+    phases.audit_later(ctx, Outcome::denied(&denial, tunnel));
     denial
-}
-
-/// Phase 7 runs off the response path, so audit stages never delay a reply.
-fn spawn_audit(phases: Phases, ctx: RequestCtx, outcome: Outcome) {
-    let span = tracing::debug_span!("audit", audit_id = %ctx.audit_id);
-    tokio::spawn(async move { phases.audit(&ctx, &outcome).await }.instrument(span));
 }

@@ -32,6 +32,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 pub use crate::plugin::Role;
 
@@ -139,6 +141,9 @@ pub struct Pipeline {
     role: Role,
     plugins: Option<Arc<PluginHost>>,
     audit: Option<AuditLog>,
+    /// Work requests leave running after their response head (upgraded sessions,
+    /// phase 7 once a body ends), so shutdown can wait for it.
+    tasks: TaskTracker,
 }
 
 impl Pipeline {
@@ -149,6 +154,7 @@ impl Pipeline {
             role,
             plugins: None,
             audit: None,
+            tasks: TaskTracker::new(),
         }
     }
 
@@ -158,6 +164,7 @@ impl Pipeline {
             role,
             plugins: Some(plugins),
             audit: None,
+            tasks: TaskTracker::new(),
         }
     }
 
@@ -165,6 +172,12 @@ impl Pipeline {
     pub fn with_audit(mut self, log: AuditLog) -> Pipeline {
         self.audit = Some(log);
         self
+    }
+
+    /// The background work of requests (see [`Phases::tasks`]); at shutdown, close it
+    /// and wait, after the listeners stopped and before the audit log is flushed.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
     }
 
     /// The audit log, if any (for metrics and draining at shutdown).
@@ -210,6 +223,7 @@ impl Pipeline {
             principal: None,
             impersonated: None,
             trail,
+            tasks: self.tasks.clone(),
         }
     }
 }
@@ -221,9 +235,23 @@ pub struct Phases {
     principal: Option<Principal>,
     impersonated: Option<Principal>,
     trail: Option<AuditTrail>,
+    tasks: TaskTracker,
 }
 
 impl Phases {
+    /// Where this request's background work runs (an upgraded session, phase 7 after
+    /// the body): tracked, so shutdown waits for it before flushing the audit log.
+    pub fn tasks(&self) -> TaskTracker {
+        self.tasks.clone()
+    }
+
+    /// Phase 7 off the response path, so audit stages never delay a reply.
+    pub fn audit_later(self, ctx: RequestCtx, outcome: Outcome) {
+        let span = tracing::debug_span!("audit", audit_id = %ctx.audit_id);
+        self.tasks()
+            .spawn(async move { self.audit(&ctx, &outcome).await }.instrument(span));
+    }
+
     /// True when a plugin chain runs this request's phases.
     pub fn has_chain(&self) -> bool {
         self.chain.is_some()

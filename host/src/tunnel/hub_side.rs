@@ -47,6 +47,7 @@ pub async fn serve_agents(
                 Err(e) => {
                     // Out of file descriptors and the like: keep serving the tunnels we have.
                     tracing::warn!(error = %e, "tunnel accept failed");
+                    crate::listen::pause_after_accept_error().await;
                     continue;
                 }
             },

@@ -1,0 +1,100 @@
+//! The hub's graceful shutdown and its limits on idle clients, over real sockets: on
+//! SIGTERM it stops accepting, lets the requests in flight finish and only then closes
+//! the tunnels; a client that connects and sends nothing is closed after
+//! `front.header_timeout`.
+
+use bytes::Bytes;
+use hawser_tests::harness::client::{front_client, tls_config};
+use hawser_tests::harness::procs::HubOpts;
+use hawser_tests::harness::stack::{double_config, Stack};
+use http_body_util::{BodyExt, Full};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_requests_in_flight_finish_before_the_tunnels_close() {
+    let mut s = Stack::start(double_config(), HubOpts::default(), 1, 1).await;
+    s.api.add_pod("default", "web-0");
+    let client = front_client(&s.hub.ca_pem());
+    // A watch the API server ends by itself after 2 s.
+    let url = format!(
+        "https://127.0.0.1:{}{}",
+        s.hub.front.port(),
+        s.path("/api/v1/namespaces/default/pods?watch=1&timeoutSeconds=2")
+    );
+    let req = http::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.expect("watch");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = body.frame().await.expect("a first event").expect("frame");
+    let first = String::from_utf8_lossy(first.data_ref().expect("data")).to_string();
+    assert!(first.contains("web-0"), "{first}");
+
+    s.hub.terminate();
+    // The watch runs on to its own end, through the tunnel, and ends cleanly.
+    let rest = tokio::time::timeout(Duration::from_secs(15), body.collect())
+        .await
+        .expect("the watch ended within the drain period");
+    assert!(
+        rest.is_ok(),
+        "the watch was cut: {:?}\n{}",
+        rest.err(),
+        s.hub.logs.text()
+    );
+    let status = s.hub.exited(Duration::from_secs(20)).await;
+    assert!(
+        status.is_some_and(|st| st.success()),
+        "hub exit: {status:?}\n{}",
+        s.hub.logs.text()
+    );
+}
+
+/// Opens TLS to the front, offering `alpn`, sends nothing, and returns how long the
+/// hub took to close the connection.
+async fn silent_client(s: &Stack, alpn: &[u8]) -> Duration {
+    let mut cfg = tls_config(&s.hub.ca_pem(), rustls::DEFAULT_VERSIONS);
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = TcpStream::connect(s.hub.front).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = tls.connect(name, tcp).await.expect("TLS handshake");
+    let start = Instant::now();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        // An HTTP/2 server speaks first (its SETTINGS); read until the close.
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "a silent {:?} client was kept open",
+        String::from_utf8_lossy(alpn)
+    );
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_send_no_request_are_closed_after_the_header_timeout() {
+    let opts = HubOpts {
+        front_extra: "header_timeout = \"300ms\"\n".into(),
+        ..HubOpts::default()
+    };
+    let s = Stack::start(double_config(), opts, 0, 1).await;
+    for alpn in [b"h2".as_slice(), b"http/1.1".as_slice()] {
+        let took = silent_client(&s, alpn).await;
+        assert!(
+            took >= Duration::from_millis(250),
+            "{}: closed after {took:?}",
+            String::from_utf8_lossy(alpn)
+        );
+    }
+}
