@@ -95,11 +95,18 @@ impl<S> FramingGuard<S> {
                         } else {
                             State::Head(buf)
                         }
-                    } else if buf == b"\r\n\r\n" || buf.starts_with(b"\r\n") {
-                        // Stray CRLF between requests is tolerated by hyper; skip it.
-                        State::Head(buf.split_off(2))
                     } else {
-                        self.head(&buf)
+                        // Stray CRLFs before a request line are tolerated by hyper;
+                        // skip them and read the head that follows, if it is here.
+                        let mut head = buf.as_slice();
+                        while let Some(rest) = head.strip_prefix(b"\r\n") {
+                            head = rest;
+                        }
+                        if head.is_empty() {
+                            State::Head(Vec::new())
+                        } else {
+                            self.head(head)
+                        }
                     }
                 }
                 State::ChunkSize(mut buf) => {
@@ -256,6 +263,18 @@ mod tests {
         let reversed =
             b"POST /bad HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
         assert_eq!(run(&[reversed]), (1, vec![0]));
+    }
+
+    #[test]
+    fn stray_crlfs_before_a_request_do_not_shift_the_count() {
+        let stream = b"\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /bad HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        for split in [1usize, 2, 5, stream.len()] {
+            let chunks: Vec<&[u8]> = stream.chunks(split).collect();
+            assert_eq!(run(&chunks), (2, vec![1]), "split {split}");
+        }
+        let repeated =
+            b"\r\n\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(run(&[repeated]), (2, vec![]));
     }
 
     #[test]
