@@ -105,7 +105,7 @@ fn bearer(token: &str) -> Result<HeaderValue, ()> {
 pub struct Upstream {
     base: String,
     credential: Credential,
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    client: Client<TimedConnect<HttpsConnector<HttpConnector>>, Body>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -142,14 +142,17 @@ impl Upstream {
                 .as_ref()
                 .map(|(c, k): &(String, String)| (c.as_str(), k.as_str())),
         )?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
             .enable_http1()
-            .build();
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+            .build(TimedConnect(connector));
         let up = Upstream {
             base: base.trim_end_matches('/').to_string(),
             credential,
@@ -178,6 +181,49 @@ impl Upstream {
     /// Sends a request (which may ask for an upgrade).
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
         Ok(self.client.request(req).await?)
+    }
+}
+
+/// How long connecting to the API server may take, TCP and TLS handshake together.
+/// Long-running requests (watch, exec, logs -f) have no other limit before their
+/// response starts, so an API server (or a load balancer in front of it) that accepts
+/// and then stalls would otherwise hold them forever.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connector whose connections must be ready within [`CONNECT_TIMEOUT`].
+#[derive(Clone)]
+struct TimedConnect<C>(C);
+
+impl<C> tower_service::Service<Uri> for TimedConnect<C>
+where
+    C: tower_service::Service<Uri> + Send,
+    C::Future: Send + 'static,
+    C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = C::Response;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<C::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.0.call(uri);
+        Box::pin(async move {
+            match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(format!(
+                    "no connection to the API server within {CONNECT_TIMEOUT:?} (TCP and TLS)"
+                )
+                .into()),
+            }
+        })
     }
 }
 
