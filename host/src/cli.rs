@@ -234,7 +234,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = HubConfig::load(&config)?;
             let shutdown = CancellationToken::new();
             let (pipeline, _watch) = pipeline(Role::Hub, cfg.plugins.as_deref()).await?;
-            let pipeline = with_audit(pipeline, cfg.audit.as_ref(), &shutdown)?;
+            // The audit log stops only after the requests in flight have drained, so
+            // their last events are still written.
+            let audit_stop = CancellationToken::new();
+            let pipeline = with_audit(pipeline, cfg.audit.as_ref(), &audit_stop)?;
             let audit = pipeline.audit_log().cloned();
             let requests = pipeline.tasks().clone();
             let hub = crate::hub::start(cfg, pipeline, shutdown.clone()).await?;
@@ -247,6 +250,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             cancel_on_signal(shutdown).await;
             hub.wait().await;
             drain_requests(&requests).await;
+            audit_stop.cancel();
             if let Some(log) = audit {
                 log.drained().await;
             }
@@ -256,7 +260,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = AgentConfig::load(&config)?;
             let shutdown = CancellationToken::new();
             let (pipeline, _watch) = pipeline(Role::Agent, cfg.plugins.as_deref()).await?;
-            let pipeline = with_audit(pipeline, cfg.audit.as_ref(), &shutdown)?;
+            // The audit log stops only after the requests in flight have drained, so
+            // their last events are still written.
+            let audit_stop = CancellationToken::new();
+            let pipeline = with_audit(pipeline, cfg.audit.as_ref(), &audit_stop)?;
             let audit = pipeline.audit_log().cloned();
             let requests = pipeline.tasks().clone();
             let agent = crate::agent::start(cfg, pipeline, shutdown.clone()).await?;
@@ -266,6 +273,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             cancel_on_signal(shutdown).await;
             agent.wait().await;
             drain_requests(&requests).await;
+            audit_stop.cancel();
             if let Some(log) = audit {
                 log.drained().await;
             }

@@ -4,6 +4,7 @@
 //! `front.header_timeout`.
 
 use bytes::Bytes;
+use hawser_tests::harness::audit_log::{audit_file, audit_section, complete};
 use hawser_tests::harness::client::{front_client, tls_config};
 use hawser_tests::harness::procs::HubOpts;
 use hawser_tests::harness::stack::{double_config, Stack};
@@ -15,7 +16,12 @@ use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_requests_in_flight_finish_before_the_tunnels_close() {
-    let mut s = Stack::start(double_config(), HubOpts::default(), 1, 1).await;
+    let audit_dir = tempfile::tempdir().unwrap();
+    let opts = HubOpts {
+        front_extra: audit_section(audit_dir.path(), "hub"),
+        ..HubOpts::default()
+    };
+    let mut s = Stack::start(double_config(), opts, 1, 1).await;
     s.api.add_pod("default", "web-0");
     let client = front_client(&s.hub.ca_pem());
     // A watch the API server ends by itself after 2 s.
@@ -29,6 +35,7 @@ async fn sigterm_lets_requests_in_flight_finish_before_the_tunnels_close() {
         .unwrap();
     let resp = client.request(req).await.expect("watch");
     assert_eq!(resp.status(), 200);
+    let audit_id = resp.headers()["audit-id"].to_str().unwrap().to_string();
     let mut body = resp.into_body();
     let first = body.frame().await.expect("a first event").expect("frame");
     let first = String::from_utf8_lossy(first.data_ref().expect("data")).to_string();
@@ -51,6 +58,10 @@ async fn sigterm_lets_requests_in_flight_finish_before_the_tunnels_close() {
         "hub exit: {status:?}\n{}",
         s.hub.logs.text()
     );
+    // Its audit event was written before the audit log closed.
+    let event = complete(&audit_file(audit_dir.path(), "hub"), &audit_id);
+    assert!(event.is_some(), "no ResponseComplete for the drained watch\n{}", s.hub.logs.text());
+    assert_eq!(event.unwrap()["responseStatus"]["code"], 200);
 }
 
 /// Opens TLS to the front, offering `alpn`, sends nothing, and returns how long the
