@@ -150,6 +150,16 @@ async fn hub_agent_and_api_server_records_join_by_audit_id() {
     assert!(events(&hub_log)
         .iter()
         .all(|e| e["requestURI"] != "/version"));
+    // Percent-encoding does not dodge a rule: the API server reads `/vers%69on` as
+    // `/version`, and so does the policy.
+    let encoded = get(
+        &client,
+        s.hub.front,
+        &s.path("/vers%69on"),
+        &[("authorization", "Bearer alice-token")],
+    )
+    .await;
+    let encoded_id = encoded.headers["audit-id"].to_str().unwrap().to_string();
 
     // A watch is long-running: ResponseStarted when its head goes out, then
     // ResponseComplete when the stream ends (the double closes it after 1 s).
@@ -177,5 +187,12 @@ async fn hub_agent_and_api_server_records_join_by_audit_id() {
     assert_eq!(
         stages,
         ["RequestReceived", "ResponseStarted", "ResponseComplete"]
+    );
+    // Events are written in order; the encoded /version request came before the watch.
+    assert!(
+        events(&hub_log)
+            .iter()
+            .all(|e| e["auditID"] != encoded_id.as_str()),
+        "the policy's None rule for /version was dodged by percent-encoding"
     );
 }

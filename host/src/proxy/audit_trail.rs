@@ -72,12 +72,9 @@ impl AuditTrail {
             request_received: MicroTime::now(),
             annotations,
         };
-        let path = ctx
-            .path_and_query
-            .split('?')
-            .next()
-            .unwrap_or("/")
-            .to_string();
+        // Policy rules (`nonResourceURLs`) match the path as the API server reads it.
+        let raw_path = ctx.path_and_query.split('?').next().unwrap_or("/");
+        let path = super::request_info::decoded_path(raw_path).into_owned();
         AuditTrail {
             log,
             seed,
