@@ -136,17 +136,27 @@ pub async fn run(op: CredentialOp) -> anyhow::Result<()> {
     }
 }
 
-/// Writes a file only its owner can read (it holds a credential).
+/// Writes a file only its owner can read (it holds a credential). A new file replaces
+/// an existing one rather than reusing it, whose permissions may be looser.
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(text.as_bytes())
+    crate::files::write_atomic(path, text.as_bytes(), 0o600)
         .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn an_existing_readable_file_is_replaced_by_a_private_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&path, "token").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "token");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 }
