@@ -183,6 +183,15 @@ impl HubConfig {
         if raw.front.header_timeout.is_zero() {
             return Err(v.invalid("front.header_timeout", "must be above zero"));
         }
+        if raw.tunnel.handshake_timeout.is_zero() {
+            return Err(v.invalid("tunnel.handshake_timeout", "must be above zero"));
+        }
+        if raw.credentials.reload_interval.is_zero() {
+            return Err(v.invalid(
+                "credentials.reload_interval",
+                "must be above zero: it is how soon key rotations and revocations apply",
+            ));
+        }
         if raw.registry_poll.is_zero() || raw.registry_poll > Duration::from_secs(1) {
             return Err(v.invalid(
                 "registry_poll",

@@ -116,7 +116,7 @@ fn in_cluster_reads_the_service_env() {
 #[test]
 fn errors_name_file_key_and_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &str, &str, &str); 8] = [
+    let cases: [(&str, &str, &str, &str); 11] = [
         (
             "hub",
             "state_dir = \"s\"\nbogus = 1\n",
@@ -146,6 +146,24 @@ fn errors_name_file_key_and_reason() {
             &format!("registry_poll = \"5s\"\n{HUB}"),
             "registry_poll",
             "at most 1s",
+        ),
+        (
+            "hub",
+            &format!("{HUB}header_timeout = \"0s\"\n"),
+            "front.header_timeout",
+            "above zero",
+        ),
+        (
+            "hub",
+            &HUB.replace("[front]", "handshake_timeout = \"0s\"\n[front]"),
+            "tunnel.handshake_timeout",
+            "above zero",
+        ),
+        (
+            "hub",
+            &format!("{HUB}[credentials]\nreload_interval = \"0s\"\n"),
+            "credentials.reload_interval",
+            "above zero",
         ),
         (
             "agent",
