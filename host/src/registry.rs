@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::files::{create_private_dir, write_atomic};
+use crate::files::{create_private_dir, write_atomic, FileLock};
 use crate::pki::Fingerprint;
 
 /// File name of the registry inside the state directory.
@@ -102,9 +102,30 @@ pub struct Registry {
     clusters: BTreeMap<String, ClusterRecord>,
 }
 
+/// The registry's write lock, held from [`Registry::lock`] until dropped.
+#[derive(Debug)]
+pub struct RegistryLock {
+    _held: FileLock,
+}
+
 // === impl Registry ===
 
 impl Registry {
+    /// Takes the lock for a load-modify-save of `state_dir/clusters.toml`. Commands
+    /// run at the same time (`register` while `remove` or `retire-cert` runs) would
+    /// otherwise each save their own copy, and one would silently undo the other,
+    /// re-admitting a removed cluster's certificate. Hold it from `load` to `save`.
+    pub fn lock(state_dir: &Path) -> Result<RegistryLock, RegistryError> {
+        create_private_dir(state_dir).map_err(|source| RegistryError::Write {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let path = state_dir.join(CLUSTERS_FILE);
+        FileLock::acquire(&path)
+            .map(|held| RegistryLock { _held: held })
+            .map_err(|source| RegistryError::Write { path, source })
+    }
+
     /// Reads `state_dir/clusters.toml`. A missing file is an empty registry; a
     /// malformed one is an error naming the file and the TOML error.
     pub fn load(state_dir: &Path) -> Result<Registry, RegistryError> {
@@ -409,5 +430,29 @@ mod tests {
                 (got, _) => panic!("{name:?}: unexpected {got:?}"),
             }
         }
+    }
+
+    #[test]
+    fn concurrent_locked_updates_are_never_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let workers: Vec<_> = (0..8u8)
+            .map(|i| {
+                let state = state.clone();
+                std::thread::spawn(move || {
+                    let _lock = Registry::lock(&state).unwrap();
+                    let mut reg = Registry::load(&state).unwrap();
+                    reg.insert(record(&format!("c{i}"), i)).unwrap();
+                    // Widen the window between load and save that the lock closes.
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    reg.save(&state).unwrap();
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(Registry::load(&state).unwrap().clusters().count(), 8);
+        assert!(!state.join("clusters.toml.lock").exists(), "lock released");
     }
 }

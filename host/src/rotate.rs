@@ -57,6 +57,7 @@ pub fn rotate_cert(req: &RotateRequest) -> Result<RotateOutcome, BundleError> {
             reason: "must be at least one day".into(),
         });
     }
+    let _lock = Registry::lock(&req.state_dir)?;
     let mut registry = Registry::load(&req.state_dir)?;
     let previous = match registry.get(&req.name) {
         Some(rec) => rec.certs.clone(),
@@ -111,6 +112,7 @@ pub fn retire_cert(
     name: &str,
     fingerprint: &Fingerprint,
 ) -> Result<ClusterRecord, BundleError> {
+    let _lock = Registry::lock(state_dir)?;
     let mut registry = Registry::load(state_dir)?;
     let record = registry.retire_cert(name, fingerprint)?;
     registry.save(state_dir)?;

@@ -60,7 +60,11 @@ async fn sigterm_lets_requests_in_flight_finish_before_the_tunnels_close() {
     );
     // Its audit event was written before the audit log closed.
     let event = complete(&audit_file(audit_dir.path(), "hub"), &audit_id);
-    assert!(event.is_some(), "no ResponseComplete for the drained watch\n{}", s.hub.logs.text());
+    assert!(
+        event.is_some(),
+        "no ResponseComplete for the drained watch\n{}",
+        s.hub.logs.text()
+    );
     assert_eq!(event.unwrap()["responseStatus"]["code"], 200);
 }
 

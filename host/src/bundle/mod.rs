@@ -95,6 +95,7 @@ pub fn register_cluster(req: &RegisterRequest) -> Result<RegisterOutcome, Bundle
     // Check everything that can be checked before anything is created.
     validate_request(req)?;
     let ca = HubCa::load_or_create(&req.state_dir)?;
+    let _lock = Registry::lock(&req.state_dir)?;
     let mut registry = Registry::load(&req.state_dir)?;
     if registry.get(&req.name).is_some() {
         return Err(RegistryError::Exists {
@@ -137,6 +138,7 @@ pub fn register_cluster(req: &RegisterRequest) -> Result<RegisterOutcome, Bundle
 
 /// Removes a cluster from the registry; its agents are refused from then on.
 pub fn remove_cluster(state_dir: &Path, name: &str) -> Result<ClusterRecord, BundleError> {
+    let _lock = Registry::lock(state_dir)?;
     let mut registry = Registry::load(state_dir)?;
     let record = registry.remove(name)?;
     registry.save(state_dir)?;
