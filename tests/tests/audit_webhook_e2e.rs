@@ -20,12 +20,15 @@ const PODS: &str = "/api/v1/namespaces/default/pods";
 /// The stages a plain (not long-running) request is recorded at.
 const STAGES: [&str; 2] = ["RequestReceived", "ResponseComplete"];
 
-/// `[audit]` for the hub: every request at Metadata, posted to `r` in batches.
-fn audit_section(dir: &Path, r: &Receiver, mode: &str) -> String {
+/// `[audit]` for the hub: every request at Metadata (`policy_extra` adds top-level
+/// policy keys), posted to `r` in batches.
+fn audit_section(dir: &Path, r: &Receiver, mode: &str, policy_extra: &str) -> String {
     let policy = dir.join("policy.yaml");
     std::fs::write(
         &policy,
-        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n",
+        format!(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\n{policy_extra}rules:\n- level: Metadata\n"
+        ),
     )
     .unwrap();
     let token = dir.join("audit-token");
@@ -44,8 +47,12 @@ fn audit_section(dir: &Path, r: &Receiver, mode: &str) -> String {
 }
 
 async fn stack(r: &Receiver, dir: &Path, mode: &str) -> Stack {
+    stack_with_policy(r, dir, mode, "").await
+}
+
+async fn stack_with_policy(r: &Receiver, dir: &Path, mode: &str, policy_extra: &str) -> Stack {
     let opts = HubOpts {
-        front_extra: audit_section(dir, r, mode),
+        front_extra: audit_section(dir, r, mode, policy_extra),
         ..HubOpts::default()
     };
     let s = Stack::start(double_config(), opts, 1, 1).await;
@@ -206,4 +213,35 @@ async fn fail_closed_refuses_requests_while_the_receiver_is_down_past_the_grace(
         .collect();
     assert!(missing.is_empty(), "served without an event: {missing:?}");
     assert_eq!(r.count(|st| &st.bad_requests), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_refuses_even_when_the_policy_omits_request_received() {
+    // With RequestReceived omitted a request's first event comes only after it was
+    // served; fail-closed must still refuse it up front while the sink is failing.
+    let dir = tempfile::tempdir().unwrap();
+    let r = Receiver::start(dir.path(), UP).await;
+    let s = stack_with_policy(
+        &r,
+        dir.path(),
+        "fail-closed",
+        "omitStages: [\"RequestReceived\"]\n",
+    )
+    .await;
+    let client = front_client(&s.hub.ca_pem());
+    assert_eq!(list_pods(&s, &client).await.0, 200);
+    r.set(UNAVAILABLE);
+    let refused = eventually(Duration::from_secs(15), || async {
+        let (code, id) = list_pods(&s, &client).await;
+        (code == 503).then_some(id)
+    })
+    .await
+    .expect("fail-closed never refused a request");
+    assert!(
+        s.api
+            .requests()
+            .iter()
+            .all(|q| q.header("audit-id").as_deref() != Some(refused.as_str())),
+        "a refused request reached the API server"
+    );
 }

@@ -77,7 +77,9 @@ impl RequestAudit {
 
     /// Records `stage` into `log` (a no-op when the stage is not audited). An error
     /// means the event was not recorded: refuse the request with
-    /// [`AuditError::status`].
+    /// [`AuditError::status`]. For an audited request whose policy omits
+    /// `RequestReceived`, that stage still checks that the sinks can take its later
+    /// events ([`AuditLog::admit`]), so fail-closed refuses before forwarding.
     pub async fn record(
         &self,
         log: &AuditLog,
@@ -86,6 +88,7 @@ impl RequestAudit {
     ) -> Result<(), AuditError> {
         match self.event(stage, response) {
             Some(event) => log.record(event).await,
+            None if stage == Stage::RequestReceived && self.level != Level::None => log.admit(),
             None => Ok(()),
         }
     }

@@ -141,6 +141,28 @@ impl AuditLog {
         Ok(())
     }
 
+    /// Fail-closed mode, for a request that will be audited but whose first event
+    /// comes later (the policy omits `RequestReceived`): whether its events could be
+    /// recorded now. `Err` refuses the request before it is forwarded, as recording
+    /// `RequestReceived` would have. Other modes always admit.
+    pub fn admit(&self) -> Result<(), AuditError> {
+        if self.inner.mode != Mode::FailClosed {
+            return Ok(());
+        }
+        for p in &self.inner.pipelines {
+            self.check_health(p)?;
+            let spool_full = p.spool.as_ref().is_none_or(|s| s.bytes() >= s.max_bytes);
+            if p.tx.capacity() == 0 && spool_full {
+                add(&p.shared.refusals, 1);
+                return Err(AuditError::RefusedQueueFull {
+                    sink: p.sink,
+                    capacity: p.tx.max_capacity(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn check_health(&self, p: &Pipeline) -> Result<(), AuditError> {
         match p.shared.failing_for() {
             Some(failing_for) if failing_for > self.inner.failure_grace => {
