@@ -51,6 +51,11 @@ impl FileSink {
     /// file past `max_bytes`. On error, returns how many events were written before
     /// it, so a retry writes each event once.
     pub(crate) fn write_batch(&mut self, events: &[Bytes]) -> Result<(), (usize, AuditError)> {
+        if self.file.is_none() {
+            // A failed rotation left no file open: open it before sizing anything, so
+            // a retry does not rotate (and shift the backups) once more.
+            self.reopen().map_err(|e| (0, e))?;
+        }
         let mut buf: Vec<u8> = Vec::new();
         let mut written = 0;
         for (i, line) in events.iter().enumerate() {
@@ -90,8 +95,8 @@ impl FileSink {
             file.sync_data().map_err(|e| AuditError::io(&path, e))?;
         }
         let n = self.settings.max_backups;
-        if n == 0 {
-            std::fs::remove_file(&path).map_err(|e| AuditError::io(&path, e))?;
+        let moved = if n == 0 {
+            std::fs::remove_file(&path)
         } else {
             for i in (1..n).rev() {
                 let from = backup(&path, i);
@@ -100,8 +105,17 @@ impl FileSink {
                     std::fs::rename(&from, &to).map_err(|e| AuditError::io(&from, e))?;
                 }
             }
-            std::fs::rename(&path, backup(&path, 1)).map_err(|e| AuditError::io(&path, e))?;
+            std::fs::rename(&path, backup(&path, 1))
+        };
+        match moved {
+            Ok(()) => {}
+            // Already gone (moved away by hand): nothing to rotate.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(AuditError::io(&path, e)),
         }
+        // The live file is gone; the next one starts empty even if opening it fails
+        // now and is retried later.
+        self.size = 0;
         self.reopen()
     }
 

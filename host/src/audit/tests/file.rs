@@ -106,3 +106,23 @@ fn appends_to_an_existing_log_and_reports_progress_on_error() {
     assert_eq!(written, 1);
     assert!(err.to_string().contains("audit.log"), "{err}");
 }
+
+#[test]
+fn a_rotation_whose_reopen_failed_is_not_repeated_on_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), 2000, 3);
+    let mut sink = FileSink::open(s.clone()).unwrap();
+    let events: Vec<Bytes> = (0..15).map(line).collect();
+    sink.write_batch(&events).map_err(|(_, e)| e).unwrap();
+    // As after `rotate` renamed the live file but could not open a new one (for
+    // example out of file descriptors): no file open, the old size remembered.
+    sink.file = None;
+    std::fs::rename(&s.path, backup(&s.path, 1)).unwrap();
+    let before = std::fs::read_to_string(backup(&s.path, 1)).unwrap();
+
+    let more: Vec<Bytes> = (100..102).map(line).collect();
+    sink.write_batch(&more).map_err(|(_, e)| e).unwrap();
+    assert_eq!(ids(&s.path), ["000100", "000101"]);
+    assert_eq!(std::fs::read_to_string(backup(&s.path, 1)).unwrap(), before);
+    assert!(!backup(&s.path, 2).exists(), "backups were shifted again");
+}
