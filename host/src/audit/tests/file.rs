@@ -112,8 +112,10 @@ fn a_rotation_whose_reopen_failed_is_not_repeated_on_retry() {
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path(), 2000, 3);
     let mut sink = FileSink::open(s.clone()).unwrap();
-    let events: Vec<Bytes> = (0..15).map(line).collect();
+    // 18 lines of 110 bytes: the next line would need a rotation.
+    let events: Vec<Bytes> = (0..18).map(line).collect();
     sink.write_batch(&events).map_err(|(_, e)| e).unwrap();
+    assert!(!backup(&s.path, 1).exists());
     // As after `rotate` renamed the live file but could not open a new one (for
     // example out of file descriptors): no file open, the old size remembered.
     sink.file = None;
