@@ -92,6 +92,14 @@ impl Spool {
         let mut sealed = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| AuditError::io(dir, e))? {
             let path = entry.map_err(|e| AuditError::io(dir, e))?.path();
+            // A position left without its segment (a crash between the two deletes
+            // of `finish`), or a half-written one: stale, and a later segment with
+            // the same number must not start from it.
+            let orphan = seq_of(&path, "pos").is_some() && !path.with_extension("jsonl").exists();
+            if orphan || path.extension().is_some_and(|e| e == "tmp") {
+                std::fs::remove_file(&path).map_err(|e| AuditError::io(&path, e))?;
+                continue;
+            }
             if let Some(seq) = seq_of(&path, "jsonl") {
                 let len = std::fs::metadata(&path)
                     .map_err(|e| AuditError::io(&path, e))?
@@ -232,10 +240,16 @@ impl Spool {
         Ok(replay)
     }
 
-    /// Records that everything before `offset` in `seg` was delivered.
+    /// Records that everything before `offset` in `seg` was delivered. Written to a
+    /// temporary file and renamed, so a crash never leaves a torn position (which
+    /// would replay the whole segment).
     pub(crate) async fn commit(&self, seg: &Segment, offset: u64) -> Result<(), AuditError> {
         let path = pos_path(seg);
-        tokio::fs::write(&path, offset.to_string())
+        let tmp = path.with_extension("pos.tmp");
+        tokio::fs::write(&tmp, offset.to_string())
+            .await
+            .map_err(|e| AuditError::io(&tmp, e))?;
+        tokio::fs::rename(&tmp, &path)
             .await
             .map_err(|e| AuditError::io(path, e))
     }
@@ -280,6 +294,8 @@ impl Spool {
         }
         let seq = st.sealed.front().map_or(st.next_seq, |s| s.seq) - 1;
         let path = self.dir.join(format!("{seq}.jsonl"));
+        // A position file of an earlier segment with this number would skip events.
+        let _ = std::fs::remove_file(path.with_extension("pos"));
         let mut buf = Vec::new();
         for line in older {
             buf.extend_from_slice(line);

@@ -143,3 +143,49 @@ async fn torn_lines_are_skipped_and_counted() {
     assert_eq!(ids(&replay.events), ["000000"]);
     assert_eq!(replay.corrupt, 1);
 }
+
+#[tokio::test]
+async fn stale_position_files_never_skip_events_of_a_new_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    // Left by a crash: the position of a delivered, deleted segment 0, and a
+    // half-written position file.
+    std::fs::write(dir.path().join("0.pos"), "120").unwrap();
+    std::fs::write(dir.path().join("1.pos.tmp"), "1").unwrap();
+    let spool = Spool::open(dir.path(), 64 * 1024).unwrap();
+    assert!(!dir.path().join("0.pos").exists());
+    assert!(!dir.path().join("1.pos.tmp").exists());
+    append_all(&spool, 0..10).await;
+    let want: Vec<String> = (0..10).map(|i| format!("{i:06}")).collect();
+    assert_eq!(
+        drain(&spool).await,
+        want,
+        "segment 0 replayed from its start"
+    );
+}
+
+#[tokio::test]
+async fn a_committed_position_is_replaced_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), 64 * 1024).unwrap();
+    append_all(&spool, 0..10).await;
+    let Next::Segment(seg) = spool.next(|| true).await.unwrap() else {
+        panic!("a segment to replay");
+    };
+    let replay = spool.read(&seg).await.unwrap();
+    spool.commit(&seg, replay.events[3].1).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(pos_path(&seg)).unwrap(),
+        replay.events[3].1.to_string()
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let again = spool.read(&seg).await.unwrap();
+    assert_eq!(
+        ids(&again.events).first().map(String::as_str),
+        Some("000004")
+    );
+}
