@@ -39,8 +39,21 @@ pub enum UpstreamError {
     #[error("API server URL `{0}` is invalid")]
     Url(String),
     /// The request to the API server failed.
-    #[error("API server unreachable: {0}")]
+    #[error("API server unreachable: {}", chain(.0))]
     Request(#[from] hyper_util::client::legacy::Error),
+}
+
+/// An error and its sources, `: `-separated: the client's own message ("client error
+/// (Connect)") says little without the cause beneath it.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// How the agent proves who it is to the API server.
@@ -118,8 +131,12 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Builds the client from the agent's config.
-    pub fn new(source: &ApiServerSource) -> Result<Upstream, UpstreamError> {
+    /// Builds the client from the agent's config; connections (TCP and TLS) must be
+    /// ready within `connect_timeout`.
+    pub fn new(
+        source: &ApiServerSource,
+        connect_timeout: Duration,
+    ) -> Result<Upstream, UpstreamError> {
         let (base, ca_pem, client_cert, credential) = match source {
             ApiServerSource::Token {
                 server,
@@ -152,7 +169,10 @@ impl Upstream {
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .build(TimedConnect(connector));
+            .build(TimedConnect {
+                inner: connector,
+                limit: connect_timeout,
+            });
         let up = Upstream {
             base: base.trim_end_matches('/').to_string(),
             credential,
@@ -184,15 +204,15 @@ impl Upstream {
     }
 }
 
-/// How long connecting to the API server may take, TCP and TLS handshake together.
-/// Long-running requests (watch, exec, logs -f) have no other limit before their
-/// response starts, so an API server (or a load balancer in front of it) that accepts
-/// and then stalls would otherwise hold them forever.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A connector whose connections must be ready within [`CONNECT_TIMEOUT`].
+/// A connector whose connections (TCP and TLS handshake) must be ready within
+/// `limit`. Long-running requests (watch, exec, logs -f) have no other limit before
+/// their response starts, so an API server (or a load balancer in front of it) that
+/// accepts and then stalls would otherwise hold them forever.
 #[derive(Clone)]
-struct TimedConnect<C>(C);
+struct TimedConnect<C> {
+    inner: C,
+    limit: Duration,
+}
 
 impl<C> tower_service::Service<Uri> for TimedConnect<C>
 where
@@ -210,16 +230,17 @@ where
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let connecting = self.0.call(uri);
+        let connecting = self.inner.call(uri);
+        let limit = self.limit;
         Box::pin(async move {
-            match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            match tokio::time::timeout(limit, connecting).await {
                 Ok(result) => result.map_err(Into::into),
                 Err(_) => Err(format!(
-                    "no connection to the API server within {CONNECT_TIMEOUT:?} (TCP and TLS)"
+                    "no connection to the API server within {limit:?} (TCP and TLS)"
                 )
                 .into()),
             }

@@ -352,3 +352,59 @@ async fn a_backend_cannot_fake_an_upgrade_with_hawser_headers() {
     assert!(!lower.contains("x-hawser-"), "{reply}");
     assert!(!lower.contains("evil"), "{reply}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_that_accepts_and_stalls_fails_even_a_watch_quickly() {
+    use hawser_tests::harness::procs::{agent_config, AgentProc, ApiTarget, FAST_TUNNEL};
+    use hawser_tests::harness::stack::CLUSTER;
+    // Accepts TCP, never answers the TLS handshake.
+    let stall = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = stall.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = stall.accept().await {
+            held.push(conn);
+        }
+    });
+    let mut s = Stack::start(double_config(), HubOpts::default(), 0, 1).await;
+    let target = ApiTarget {
+        url: format!("https://{addr}"),
+        ..s.api_target()
+    };
+    let cfg = agent_config(&s.bundle, "stalled", s.hub.tunnel, &target, 1, FAST_TUNNEL);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "token_file = \"token\"\n",
+        "token_file = \"token\"\nconnect_timeout = \"300ms\"\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    s.agents.push(AgentProc::start(&cfg).await);
+    assert!(
+        s.hub
+            .wait_tunnels(CLUSTER, 1, Duration::from_secs(10))
+            .await
+    );
+
+    let client = front_client(&s.hub.ca_pem());
+    let watch = s.path("/api/v1/namespaces/default/pods?watch=1");
+    let reply = tokio::time::timeout(
+        Duration::from_secs(20),
+        get(&client, s.hub.front, &watch, &[]),
+    )
+    .await
+    .expect("the watch hung on a stalled API server");
+    assert_eq!(
+        reply.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.json()["kind"], "Status");
+    assert!(
+        reply.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("300ms"),
+        "{}",
+        reply.json()
+    );
+}

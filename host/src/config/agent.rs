@@ -89,6 +89,12 @@ struct RawApiServer {
     ca_file: Option<PathBuf>,
     #[serde(default)]
     token_file: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    connect_timeout: Duration,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 #[derive(Deserialize)]
@@ -143,6 +149,9 @@ pub struct AgentConfig {
     pub drain_timeout: Duration,
     /// How the agent reaches its cluster's API server.
     pub apiserver: ApiServerSource,
+    /// Limit for connecting to the API server, TCP and TLS handshake together
+    /// (`apiserver.connect_timeout`, default 10 s).
+    pub apiserver_connect_timeout: Duration,
     /// The admin listener (`/livez`, `/readyz`, `/metrics`), if any.
     pub admin_listen: Option<SocketAddr>,
     /// The plugin chain file (`role = "agent"`), if stages are configured.
@@ -236,6 +245,10 @@ impl AgentConfig {
                 "cert_reload_interval and drain_timeout must be above zero",
             ));
         }
+        if raw.apiserver.connect_timeout.is_zero() {
+            return Err(v.invalid("apiserver.connect_timeout", "must be above zero"));
+        }
+        let apiserver_connect_timeout = raw.apiserver.connect_timeout;
         let apiserver = api_source(&v, raw.apiserver, env)?;
         let admin_listen = match raw.admin {
             Some(a) => Some(v.socket_addr("admin.listen", &a.listen)?),
@@ -260,6 +273,7 @@ impl AgentConfig {
             cert_reload_interval: raw.tunnel.cert_reload_interval,
             drain_timeout: raw.tunnel.drain_timeout,
             apiserver,
+            apiserver_connect_timeout,
             admin_listen,
             plugins: raw.plugins.map(|p| v.path(&p)),
             audit: raw.audit.map(|a| a.validate(file)).transpose()?,
