@@ -117,13 +117,20 @@ fn string_value(value: &str) -> Option<&str> {
     (!inner.contains('\\') && (after.is_empty() || after.starts_with('#'))).then_some(inner)
 }
 
-/// What identifies one version of the file: modification time and size (writers
-/// replace it by rename, so both change with every revocation).
+/// What identifies one version of the file: modification time and size. Writers
+/// replace it by rename; the size may stay the same (one entry expires as another is
+/// added), and the time may not tick between two writes on a filesystem with coarse
+/// timestamps, so a version read within [`RACY`] of its modification is read again
+/// at the next look (as git treats "racily clean" files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     modified: Option<Duration>,
     len: u64,
 }
+
+/// How recent a modification time must be for the stamp to be trusted (FAT-like
+/// filesystems keep 2 s).
+const RACY: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 struct State {
@@ -131,6 +138,8 @@ struct State {
     checked_at: Option<Duration>,
     /// The stamp `ids` was read under; `None` after a failed or absent read.
     seen: Option<Stamp>,
+    /// `seen` was read too soon after its modification to tell it from a later one.
+    racy: bool,
     /// The ids in force; `None` means refuse everything.
     ids: Option<BTreeSet<String>>,
 }
@@ -154,6 +163,7 @@ impl RevocationFile {
             state: RefCell::new(State {
                 checked_at: None,
                 seen: None,
+                racy: false,
                 ids: None,
             }),
         };
@@ -218,7 +228,7 @@ impl RevocationFile {
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok()),
             len: meta.len(),
         };
-        if state.seen == Some(stamp) && state.ids.is_some() {
+        if state.seen == Some(stamp) && state.ids.is_some() && !state.racy {
             return;
         }
         let parsed = std::fs::read_to_string(path)
@@ -227,6 +237,7 @@ impl RevocationFile {
         match parsed {
             Ok(ids) => {
                 state.seen = Some(stamp);
+                state.racy = stamp.modified.is_none_or(|m| now.saturating_sub(m) < RACY);
                 state.ids = Some(ids);
             }
             Err(why) => self.keep_last(&mut state, &why),

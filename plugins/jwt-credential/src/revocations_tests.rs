@@ -228,3 +228,29 @@ fn the_files_the_hub_writes_parse_and_anything_else_is_refused() {
         assert!(parse(&bad).is_err(), "{bad:?} parsed");
     }
 }
+
+#[test]
+fn a_rewrite_with_the_same_size_and_time_is_still_seen() {
+    // One entry replaced by another of the same length, and a filesystem whose
+    // timestamps did not tick: only the racy-stamp rule notices.
+    let (_dir, file) = setup();
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(NOW);
+    let stamp = |f: &Path| {
+        std::fs::File::options()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap()
+    };
+    write(&file, &list(&[RID]));
+    stamp(&file);
+    let p = plugin_at(&file, json!({"revocations_check_interval": "1s"}), NOW).unwrap();
+    let t = tokens();
+    assert!(check_at(&p, &t.plain, NOW).unwrap().is_some());
+    let before = std::fs::metadata(&file).unwrap().len();
+    write(&file, &list(&[JTI]));
+    stamp(&file);
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), before, "same size");
+    assert_eq!(check_at(&p, &t.plain, NOW + 1), unauthorized());
+}
