@@ -5,7 +5,7 @@
 //! redact_headers = ["authorization", "cookie", "x-api-key"]   # default: authorization, cookie
 //! redact_query = false
 //! strip_extra = false                  # remove principal extras from recorded events
-//! drop_paths = ["/healthz", "/readyz", "/livez"]   # prefix match
+//! drop_paths = ["/healthz", "/readyz", "/livez"]   # the path and what is under it
 //! drop_users = ["system:kube-probe"]
 //! ```
 
@@ -50,10 +50,19 @@ impl Plugin for AuditRedact {
     }
 }
 
+/// Whether `path` is `prefix` or below it, by whole segments: `/api/v1/namespaces/mon`
+/// covers `/api/v1/namespaces/mon/pods`, not `/api/v1/namespaces/monitoring`.
+fn under(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
+        None => false,
+    }
+}
+
 impl Audit for AuditRedact {
     fn decide(&self, ev: &AuditEvent) -> Result<AuditDecision, String> {
         let c = &self.0;
-        if c.drop_paths.iter().any(|p| ev.path.starts_with(p.as_str()))
+        if c.drop_paths.iter().any(|p| under(&ev.path, p))
             || ev
                 .principal
                 .as_ref()
@@ -104,6 +113,15 @@ mod tests {
         assert!(matches!(
             a.decide(&audit_event(&request("/api", &[]))).unwrap(),
             AuditDecision::Keep
+        ));
+        assert!(matches!(
+            a.decide(&audit_event(&request("/healthzz", &[]))).unwrap(),
+            AuditDecision::Redact(_) | AuditDecision::Keep
+        ));
+        assert!(matches!(
+            a.decide(&audit_event(&request("/healthz/ready", &[])))
+                .unwrap(),
+            AuditDecision::Drop
         ));
         assert!(matches!(
             a.decide(&audit_event(&request("/healthz", &[]))).unwrap(),

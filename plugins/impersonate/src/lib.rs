@@ -7,7 +7,9 @@
 //! group_prefix = "hawser:"       # prepended to each passed-through group
 //! keep_groups = true             # pass the principal's groups through
 //! add_groups = ["hawser:users"]  # added to every identity
-//! deny_users = ["guest"]         # these principals are refused (403)
+//! deny_users = ["guest"]         # these identities are refused (403): the caller, or
+//!                                # with `kubectl --as` the identity the access policy
+//!                                # let it ask for (control that in the access policy)
 //! keep_extra = true             # pass the principal's extra attributes through
 //! extra = { "hawser.io/via" = ["hub"] }  # added (values appended to kept keys)
 //! ```

@@ -2,9 +2,10 @@
 //! unhealthy.
 //!
 //! Candidates for the request's cluster (all candidates when the request names none)
-//! are ranked by, in order: health (healthy, degraded, unhealthy), locality relative to
-//! this process (same zone, same region, elsewhere), weight 0 last ("fallback only"),
-//! then load (`in-flight / weight`). When the best is unhealthy the request is denied
+//! are ranked by, in order: health (healthy, degraded, unhealthy), weight 0 last
+//! ("fallback only": used when no weighted candidate is as healthy), locality relative
+//! to this process (same zone, same region, elsewhere), then load
+//! (`in-flight / weight`). When the best is unhealthy the request is denied
 //! with 503 unless `allow_unhealthy` is set.
 //!
 //! ```toml
@@ -45,7 +46,7 @@ impl Plugin for LocalityRoute {
 }
 
 impl LocalityRoute {
-    fn rank(&self, c: &Candidate) -> (u8, u8, bool, u64) {
+    fn rank(&self, c: &Candidate) -> (u8, bool, u8, u64) {
         let health = match c.health {
             Health::Healthy => 0,
             Health::Degraded => 1,
@@ -60,7 +61,7 @@ impl LocalityRoute {
         };
         // Load per unit of weight, scaled to stay an integer.
         let load = u64::from(c.in_flight) * 1000 / u64::from(c.weight.max(1));
-        (health, distance, c.weight == 0, load)
+        (health, c.weight == 0, distance, load)
     }
 }
 
@@ -124,6 +125,19 @@ mod tests {
         );
         cands[1].health = Health::Unhealthy;
         assert!(r(&cands).is_err(), "all unhealthy: 503");
+    }
+
+    #[test]
+    fn a_weight_0_fallback_serves_only_when_no_weighted_candidate_is_as_healthy() {
+        let mut cands = vec![
+            candidate("c", "near-fallback", "eu", "eu-a", Health::Healthy),
+            candidate("c", "far", "us", "us-a", Health::Healthy),
+        ];
+        cands[0].weight = 0;
+        let r = |cands: &[Candidate]| plugin().route(&request("/", &[]), None, cands);
+        assert_eq!(r(&cands).unwrap().unwrap().endpoint, "far");
+        cands[1].health = Health::Degraded;
+        assert_eq!(r(&cands).unwrap().unwrap().endpoint, "near-fallback");
     }
 
     #[test]
