@@ -22,6 +22,7 @@ pub mod cluster_cmd;
 pub mod config;
 pub mod credential;
 pub mod credential_cmd;
+pub mod error_chain;
 pub(crate) mod files;
 pub mod hub;
 pub mod listen;

@@ -39,21 +39,8 @@ pub enum UpstreamError {
     #[error("API server URL `{0}` is invalid")]
     Url(String),
     /// The request to the API server failed.
-    #[error("API server unreachable: {}", chain(.0))]
+    #[error("API server unreachable: {}", crate::error_chain::error_chain(.0))]
     Request(#[from] hyper_util::client::legacy::Error),
-}
-
-/// An error and its sources, `: `-separated: the client's own message ("client error
-/// (Connect)") says little without the cause beneath it.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// How the agent proves who it is to the API server.

@@ -7,6 +7,7 @@
 
 use super::config::WebhookSettings;
 use super::AuditError;
+use crate::error_chain::error_chain;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full, Limited};
@@ -144,19 +145,6 @@ pub(crate) fn event_list(events: &[Bytes]) -> Bytes {
     }
     body.extend_from_slice(b"]}");
     Bytes::from(body)
-}
-
-/// hyper's errors say little at the top ("client error (Connect)"); the causes
-/// say what happened.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! `ExecCredential`. It caches nothing: kubectl keeps the token until
 //! `expirationTimestamp`.
 
+use crate::error_chain::error_chain;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -181,19 +182,6 @@ fn check_exec_credential(body: &[u8]) -> Result<String, ExecError> {
         return Err(ExecError::BadResponse("no status.token"));
     }
     Ok(v.to_string())
-}
-
-/// The error and its causes (hyper's legacy client hides the useful part in
-/// `source()`).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 #[cfg(test)]
