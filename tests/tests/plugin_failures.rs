@@ -56,37 +56,50 @@ async fn trap_fails_closed_with_a_500_status_naming_the_plugin_and_host_keeps_se
     assert_eq!((m.invocations, m.failures(FailureKind::Trap)), (2, 1));
 }
 
+/// Runs one request that misbehaves as `behaviour` on a stage with a 50 ms budget and
+/// `instances` mode; checks it timed out (503) and that the next request is served
+/// normally. Returns the failure and how long the bad request took.
+async fn times_out_then_serves(
+    instances: &str,
+    behaviour: &str,
+) -> (hawser::plugin::PluginFailure, Duration) {
+    let fx = Fixture::new(&misbehave(
+        "creds",
+        "credential",
+        "ok",
+        "a",
+        &format!("instances = \"{instances}\"\n[stage.limits]\ntimeout_ms = 50"),
+    ));
+    let host = fx.host().await;
+    let chain = host.chain();
+    let start = Instant::now();
+    let f = failure(chain.check_credential(&bad(behaviour)).await.unwrap_err());
+    let took = start.elapsed();
+    assert_eq!(
+        (f.kind, f.http_status),
+        (FailureKind::Timeout, 503),
+        "{instances}"
+    );
+    // A timed-out instance is dropped; the next call gets a working one.
+    let p = chain
+        .check_credential(&request("/", &[]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.user, "user-a", "{instances}");
+    let m = host.metrics().snapshot("creds");
+    assert_eq!(m.failures(FailureKind::Timeout), 1, "{instances}");
+    (f, took)
+}
+
 #[tokio::test]
 async fn infinite_loop_hits_the_deadline_and_the_next_request_is_fine() {
     for instances in ["fresh", "reuse"] {
-        let fx = Fixture::new(&misbehave(
-            "creds",
-            "credential",
-            "ok",
-            "a",
-            &format!("instances = \"{instances}\"\n[stage.limits]\ntimeout_ms = 50"),
-        ));
-        let host = fx.host().await;
-        let chain = host.chain();
-        let start = Instant::now();
-        let f = failure(chain.check_credential(&bad("loop")).await.unwrap_err());
-        let took = start.elapsed();
-        assert_eq!(f.kind, FailureKind::Timeout, "{instances}");
-        assert_eq!(f.http_status, 503);
+        let (_, took) = times_out_then_serves(instances, "loop").await;
         assert!(
-            took >= Duration::from_millis(50),
+            (Duration::from_millis(50)..Duration::from_secs(2)).contains(&took),
             "{instances}: returned after {took:?}"
         );
-        assert!(
-            took < Duration::from_secs(2),
-            "{instances}: returned after {took:?}"
-        );
-        let p = chain
-            .check_credential(&request("/", &[]))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(p.user, "user-a", "{instances}");
     }
 }
 
@@ -95,23 +108,7 @@ async fn a_plugin_waiting_in_a_host_call_is_ended_by_the_wall_clock_limit() {
     // A WASI sleep runs no guest code, so only the wall-clock limit
     // (4 x timeout_ms + 250 ms = 450 ms) can end it.
     for instances in ["fresh", "reuse"] {
-        let fx = Fixture::new(&misbehave(
-            "creds",
-            "credential",
-            "ok",
-            "a",
-            &format!("instances = \"{instances}\"\n[stage.limits]\ntimeout_ms = 50"),
-        ));
-        let host = fx.host().await;
-        let chain = host.chain();
-        let start = Instant::now();
-        let f = failure(chain.check_credential(&bad("sleep")).await.unwrap_err());
-        let took = start.elapsed();
-        assert_eq!(
-            (f.kind, f.http_status),
-            (FailureKind::Timeout, 503),
-            "{instances}"
-        );
+        let (f, took) = times_out_then_serves(instances, "sleep").await;
         assert!(
             f.detail.contains("wall-clock limit of 450 ms"),
             "{}",
@@ -121,15 +118,6 @@ async fn a_plugin_waiting_in_a_host_call_is_ended_by_the_wall_clock_limit() {
             (Duration::from_millis(450)..Duration::from_secs(5)).contains(&took),
             "{instances}: returned after {took:?}"
         );
-        // The unwound instance is dropped; the next call gets a working one.
-        let p = chain
-            .check_credential(&request("/", &[]))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(p.user, "user-a", "{instances}");
-        let m = host.metrics().snapshot("creds");
-        assert_eq!(m.failures(FailureKind::Timeout), 1, "{instances}");
     }
 }
 
