@@ -153,6 +153,33 @@ async fn memory_bomb_is_capped_and_the_next_request_is_fine() {
 }
 
 #[tokio::test]
+async fn host_handles_are_capped_and_the_next_request_is_fine() {
+    // Each WASI handle (a timer here; a stream or a file elsewhere) is host memory the
+    // linear-memory cap does not count, so the number a plugin holds is capped too.
+    let fx = Fixture::new(&misbehave(
+        "creds",
+        "credential",
+        "ok",
+        "a",
+        "[stage.limits]\ntimeout_ms = 2000",
+    ));
+    let host = fx.host().await;
+    let chain = host.chain();
+    let f = failure(
+        chain
+            .check_credential(&bad("handle-hoard"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(f.kind, FailureKind::MemoryLimit, "{f:?}");
+    assert_eq!(f.http_status, 500);
+    assert!(f.detail.contains("1024 host handles"), "{}", f.detail);
+    assert!(chain.check_credential(&request("/", &[])).await.is_ok());
+    let m = host.metrics().snapshot("creds");
+    assert_eq!(m.failures(FailureKind::MemoryLimit), 1);
+}
+
+#[tokio::test]
 async fn a_trapped_reused_instance_is_never_reused() {
     let fx = Fixture::new(&misbehave(
         "creds",

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use wasmtime::component::{InstancePre, ResourceTable};
+use wasmtime::component::{InstancePre, ResourceTable, ResourceTableError};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -70,6 +70,16 @@ pub(crate) struct StoreState {
     ticks_left: u64,
     stage: Arc<str>,
     log_lines: u32,
+}
+
+/// Host handles (WASI streams, pollables, files) one instance may hold at once. Each
+/// is host memory the linear-memory cap does not count; a plugin needs a handful.
+pub(crate) const MAX_HOST_HANDLES: usize = 1024;
+
+fn handle_table() -> ResourceTable {
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_HOST_HANDLES);
+    table
 }
 
 impl WasiView for StoreState {
@@ -264,7 +274,7 @@ impl Template {
         })?;
         let state = StoreState {
             wasi,
-            table: ResourceTable::new(),
+            table: handle_table(),
             memory: MemoryCap::new(self.memory_bytes),
             ticks_left: ticks(budget, self.tick),
             stage: self.stage_name.clone(),
@@ -375,6 +385,15 @@ fn classify(err: &wasmtime::Error, store: &Store<StoreState>, default: FailureKi
                 "memory cap of {} MiB exceeded",
                 store.data().memory_cap_mib()
             ),
+        };
+    }
+    if matches!(
+        err.downcast_ref::<ResourceTableError>(),
+        Some(ResourceTableError::Full)
+    ) {
+        return CallError {
+            kind: FailureKind::MemoryLimit,
+            detail: format!("more than {MAX_HOST_HANDLES} host handles (WASI streams, timers, files) open at once"),
         };
     }
     // Every slot of the pooling allocator is taken: the host is short of capacity,

@@ -46,7 +46,9 @@
 //! `hawser::plugin::testing`).
 //!
 //! # Rules the host enforces
-//! - Every call has a time budget and a memory cap; exceeding them traps the instance.
+//! - Every call has a time budget and a memory cap, and an instance may hold at most
+//!   1024 WASI handles (streams, timers, files) at once; exceeding them traps the
+//!   instance.
 //! - Outputs are validated: principals and impersonated identities must be legal header
 //!   values (and within the stage's policy), routing choices must name a candidate that
 //!   was passed in, audit redactions only name headers.

@@ -3,12 +3,16 @@
 //!
 //! ```toml
 //! [stage.config]
-//! behaviour = "ok"   # ok | loop | memory-bomb | trap | slow | sleep | trap-init | fail-init
-//!                    # | sleep-init | illegal-route | illegal-header | illegal-principal
-//!                    # | escalate | abstain | audit-error
+//! behaviour = "ok"   # ok | loop | memory-bomb | handle-hoard | trap | slow | sleep
+//!                    # | trap-init | fail-init | sleep-init | illegal-route
+//!                    # | illegal-header | illegal-principal | escalate | abstain
+//!                    # | audit-error
 //! version = "a"      # echoed into every output
 //! slow_ms = 5        # for "slow": busy-wait this long per call
 //! ```
+//!
+//! `handle-hoard` holds 5000 WASI timer handles at once (host memory the linear-memory
+//! cap does not see), then drops them and answers normally.
 //!
 //! `sleep` and `sleep-init` sleep for an hour in a WASI clock wait, where no guest code
 //! runs and so no epoch deadline can fire: only the host's wall-clock limit ends them.
@@ -44,6 +48,7 @@ enum Behaviour {
     Ok,
     Loop,
     MemoryBomb,
+    HandleHoard,
     Trap,
     Slow,
     Sleep,
@@ -138,6 +143,7 @@ impl Misbehave {
                     hoard.push(black_box(vec![1u8; 1 << 20]));
                 }
             }
+            Behaviour::HandleHoard => hoard_handles(5000),
             Behaviour::Trap => panic!("misbehave: trap"),
             Behaviour::Sleep => std::thread::sleep(std::time::Duration::from_secs(3600)),
             Behaviour::Slow => {
@@ -160,6 +166,19 @@ impl Misbehave {
         p.with_extra("version", vec![self.cfg.version.clone()])
     }
 }
+
+/// Opens `n` WASI timer handles and holds them all before dropping them.
+#[cfg(target_arch = "wasm32")]
+fn hoard_handles(n: usize) {
+    let hoard: Vec<_> = (0..n)
+        .map(|_| wasip2::clocks::monotonic_clock::subscribe_duration(3_600_000_000_000))
+        .collect();
+    black_box(hoard);
+}
+
+/// Natively there is no host handle table to fill.
+#[cfg(not(target_arch = "wasm32"))]
+fn hoard_handles(_n: usize) {}
 
 fn now_ms() -> u64 {
     let t = host::now();
