@@ -2,6 +2,7 @@
 
 use crate::admin::{self, AdminRoutes};
 use crate::config::HubConfig;
+use crate::listen::ConnectionLimit;
 use crate::pki::{HubCa, Validity};
 use crate::proxy::front::{serve_front, Front};
 use crate::proxy::lifecycle::Pipeline;
@@ -126,6 +127,7 @@ pub async fn start(
         async move { verifier.watch(every, stop).await }
             .instrument(tracing::info_span!("credential_watch")),
     );
+    let connections = Arc::new(ConnectionLimit::new("front", cfg.front.max_connections));
     let front = Arc::new(Front {
         pool: pool.clone(),
         registry: registry.clone(),
@@ -133,6 +135,7 @@ pub async fn start(
         pipeline,
         refresher: Some(refresher),
         access: cfg.access.clone(),
+        connections: connections.clone(),
     });
     let front_done = serve_front(
         front_listener,
@@ -164,7 +167,7 @@ pub async fn start(
             tasks.spawn(
                 admin::serve_admin(
                     listener,
-                    hub_routes(pool.clone(), registry.clone()),
+                    hub_routes(pool.clone(), registry.clone(), connections),
                     plugins,
                     shutdown.clone(),
                 )
@@ -230,7 +233,11 @@ async fn watch_registry(
     }
 }
 
-fn hub_routes(pool: Arc<TunnelPool>, registry: Arc<ArcSwap<Registry>>) -> AdminRoutes {
+fn hub_routes(
+    pool: Arc<TunnelPool>,
+    registry: Arc<ArcSwap<Registry>>,
+    connections: Arc<ConnectionLimit>,
+) -> AdminRoutes {
     Arc::new(move |path| match path {
         "/livez" => (StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => (StatusCode::OK, "text/plain", "ok\n".into()),
@@ -248,6 +255,14 @@ fn hub_routes(pool: Arc<TunnelPool>, registry: Arc<ArcSwap<Registry>>) -> AdminR
                     pool.live(&rec.name)
                 ));
             }
+            out.push_str(&format!(
+                "# HELP hawser_hub_front_connections Client connections open on the front listener.\n\
+                 # TYPE hawser_hub_front_connections gauge\nhawser_hub_front_connections {}\n\
+                 # HELP hawser_hub_front_connections_refused_total Client connections closed at once because front.max_connections were open.\n\
+                 # TYPE hawser_hub_front_connections_refused_total counter\nhawser_hub_front_connections_refused_total {}\n",
+                connections.open(),
+                connections.refused()
+            ));
             (StatusCode::OK, "text/plain; version=0.0.4", out)
         }
         _ => admin::not_found(),

@@ -1,11 +1,11 @@
 //! The hub's graceful shutdown and its limits on idle clients, over real sockets: on
 //! SIGTERM it stops accepting, lets the requests in flight finish and only then closes
 //! the tunnels; a client that connects and sends nothing is closed after
-//! `front.header_timeout`.
+//! `front.header_timeout`; connections past `front.max_connections` are closed at once.
 
 use bytes::Bytes;
 use hawser_tests::harness::audit_log::{audit_file, audit_section, complete};
-use hawser_tests::harness::client::{front_client, tls_config};
+use hawser_tests::harness::client::{front_client, plain_get, tls_config};
 use hawser_tests::harness::procs::HubOpts;
 use hawser_tests::harness::stack::{double_config, Stack};
 use http_body_util::{BodyExt, Full};
@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_requests_in_flight_finish_before_the_tunnels_close() {
@@ -68,15 +69,20 @@ async fn sigterm_lets_requests_in_flight_finish_before_the_tunnels_close() {
     assert_eq!(event.unwrap()["responseStatus"]["code"], 200);
 }
 
-/// Opens TLS to the front, offering `alpn`, sends nothing, and returns how long the
-/// hub took to close the connection.
-async fn silent_client(s: &Stack, alpn: &[u8]) -> Duration {
+/// Opens TLS to the front, offering `alpn`.
+async fn connect(s: &Stack, alpn: &[u8]) -> std::io::Result<TlsStream<TcpStream>> {
     let mut cfg = tls_config(&s.hub.ca_pem(), rustls::DEFAULT_VERSIONS);
     cfg.alpn_protocols = vec![alpn.to_vec()];
     let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = TcpStream::connect(s.hub.front).await.unwrap();
+    let tcp = TcpStream::connect(s.hub.front).await?;
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut stream = tls.connect(name, tcp).await.expect("TLS handshake");
+    tls.connect(name, tcp).await
+}
+
+/// Opens TLS to the front, offering `alpn`, sends nothing, and returns how long the
+/// hub took to close the connection.
+async fn silent_client(s: &Stack, alpn: &[u8]) -> Duration {
+    let mut stream = connect(s, alpn).await.expect("TLS handshake");
     let start = Instant::now();
     let mut buf = [0u8; 1024];
     let read = tokio::time::timeout(Duration::from_secs(10), async {
@@ -111,5 +117,40 @@ async fn clients_that_send_no_request_are_closed_after_the_header_timeout() {
             "{}: closed after {took:?}",
             String::from_utf8_lossy(alpn)
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_max_connections_are_closed_at_once_until_one_ends() {
+    let opts = HubOpts {
+        front_extra: "max_connections = 2\n".into(),
+        ..HubOpts::default()
+    };
+    let s = Stack::start(double_config(), opts, 0, 1).await;
+    let first = connect(&s, b"http/1.1").await.expect("first connection");
+    let _second = connect(&s, b"h2").await.expect("second connection");
+    // The third is accepted and closed: its handshake fails at once.
+    assert!(connect(&s, b"http/1.1").await.is_err());
+    let metrics = plain_get(s.hub.admin, "/metrics").await.unwrap();
+    for line in [
+        "hawser_hub_front_connections 2\n",
+        "hawser_hub_front_connections_refused_total 1\n",
+    ] {
+        assert!(metrics.contains(line), "{line:?} missing from\n{metrics}");
+    }
+    assert!(
+        s.hub.logs.text().contains("connection limit reached"),
+        "{}",
+        s.hub.logs.text()
+    );
+    // Once one ends, new connections are served again.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while connect(&s, b"http/1.1").await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no connection admitted after one ended"
+        );
+        tokio::task::yield_now().await;
     }
 }

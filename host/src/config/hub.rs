@@ -50,6 +50,8 @@ struct RawFront {
     max_header_bytes: usize,
     #[serde(default = "default_header_timeout", with = "humantime_serde")]
     header_timeout: Duration,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
 }
 
 #[derive(Deserialize)]
@@ -76,9 +78,16 @@ fn default_request_timeout() -> Duration {
 fn default_header_timeout() -> Duration {
     Duration::from_secs(30)
 }
+fn default_max_connections() -> usize {
+    10_000
+}
 fn default_max_header_bytes() -> usize {
     32 * 1024
 }
+
+/// Most client connections `front.max_connections` may allow (each costs a file
+/// descriptor and buffers).
+const MAX_CONNECTIONS: usize = 1_000_000;
 
 /// The hub's validated config.
 #[derive(Debug, Clone)]
@@ -141,6 +150,8 @@ pub struct FrontConfig {
     /// the TLS handshake for the first request and from the previous response for
     /// later HTTP/1.1 ones; a connection that sends none within it is closed.
     pub header_timeout: Duration,
+    /// Client connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
 }
 
 fn host_of(addr: &str) -> &str {
@@ -183,6 +194,12 @@ impl HubConfig {
         if raw.front.header_timeout.is_zero() {
             return Err(v.invalid("front.header_timeout", "must be above zero"));
         }
+        if raw.front.max_connections == 0 || raw.front.max_connections > MAX_CONNECTIONS {
+            return Err(v.invalid(
+                "front.max_connections",
+                format!("must be between 1 and {MAX_CONNECTIONS}"),
+            ));
+        }
         if raw.tunnel.handshake_timeout.is_zero() {
             return Err(v.invalid("tunnel.handshake_timeout", "must be above zero"));
         }
@@ -204,6 +221,7 @@ impl HubConfig {
             request_timeout: raw.front.request_timeout,
             max_header_bytes: raw.front.max_header_bytes,
             header_timeout: raw.front.header_timeout,
+            max_connections: raw.front.max_connections,
         };
         let admin_listen = match raw.admin {
             Some(a) => Some(v.socket_addr("admin.listen", &a.listen)?),

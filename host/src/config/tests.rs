@@ -116,7 +116,7 @@ fn in_cluster_reads_the_service_env() {
 #[test]
 fn errors_name_file_key_and_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &str, &str, &str); 11] = [
+    let cases: [(&str, &str, &str, &str); 12] = [
         (
             "hub",
             "state_dir = \"s\"\nbogus = 1\n",
@@ -152,6 +152,12 @@ fn errors_name_file_key_and_reason() {
             &format!("{HUB}header_timeout = \"0s\"\n"),
             "front.header_timeout",
             "above zero",
+        ),
+        (
+            "hub",
+            &format!("{HUB}max_connections = 0\n"),
+            "front.max_connections",
+            "between 1 and",
         ),
         (
             "hub",

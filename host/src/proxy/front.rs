@@ -9,6 +9,7 @@ use super::status::Status;
 use crate::access::AccessPolicy;
 use crate::config::FrontConfig;
 use crate::credential::Refresher;
+use crate::listen::ConnectionLimit;
 use crate::registry::Registry;
 use crate::tunnel::TunnelPool;
 use arc_swap::ArcSwap;
@@ -39,6 +40,8 @@ pub struct Front {
     pub refresher: Option<Arc<Refresher>>,
     /// Who may reach which cluster and impersonate whom.
     pub access: Option<AccessPolicy>,
+    /// The cap on open client connections (`front.max_connections`).
+    pub connections: Arc<ConnectionLimit>,
 }
 
 /// How long requests in flight may run on once shutdown has begun.
@@ -65,10 +68,15 @@ pub async fn serve_front(
                 }
             },
         };
+        // Over the cap the stream is dropped here, which closes it.
+        let Some(slot) = front.connections.admit(peer) else {
+            continue;
+        };
         let (front, acceptor, shutdown) = (front.clone(), acceptor.clone(), shutdown.clone());
         let span = tracing::debug_span!("client", %peer);
         connections.spawn(
             async move {
+                let _slot = slot;
                 let _ = stream.set_nodelay(true);
                 let tls =
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
