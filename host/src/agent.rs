@@ -70,7 +70,7 @@ pub async fn start(
     if let Err(e) = identity.check_trust() {
         tracing::warn!(error = %e, "the hub will probably refuse this certificate");
     }
-    let upstream = Upstream::new(&cfg.apiserver, cfg.apiserver_connect_timeout)?;
+    let upstream = Upstream::new(&cfg.apiserver, cfg.apiserver_timeouts)?;
     let plugins = pipeline.plugins().cloned();
     let forwarder = Forwarder::new(cfg.cluster.clone(), upstream, pipeline, cfg.access.clone());
     let state = Arc::new(AgentTunnelState::default());

@@ -1,6 +1,6 @@
 //! The agent's connection to its cluster's API server, with its own credential.
 
-use crate::config::{ApiServerSource, KubeconfigSource};
+use crate::config::{ApiServerSource, ApiServerTimeouts, KubeconfigSource};
 use crate::proxy::body::Body;
 use crate::tls;
 use base64::Engine;
@@ -41,6 +41,9 @@ pub enum UpstreamError {
     /// The request to the API server failed.
     #[error("API server unreachable: {}", crate::error_chain::error_chain(.0))]
     Request(#[from] hyper_util::client::legacy::Error),
+    /// The API server took the request but sent no response head in time.
+    #[error("the API server sent no response head within {}", humantime::format_duration(*.0))]
+    NoResponseHead(Duration),
 }
 
 /// How the agent proves who it is to the API server.
@@ -106,6 +109,7 @@ pub struct Upstream {
     base: String,
     credential: Credential,
     client: Client<TimedConnect<HttpsConnector<HttpConnector>>, Body>,
+    response_header_timeout: Duration,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -118,11 +122,11 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Builds the client from the agent's config; connections (TCP and TLS) must be
-    /// ready within `connect_timeout`.
+    /// Builds the client from the agent's config, with its limits on connecting and
+    /// on waiting for a response head.
     pub fn new(
         source: &ApiServerSource,
-        connect_timeout: Duration,
+        timeouts: ApiServerTimeouts,
     ) -> Result<Upstream, UpstreamError> {
         let (base, ca_pem, client_cert, credential) = match source {
             ApiServerSource::Token {
@@ -158,12 +162,13 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(90))
             .build(TimedConnect {
                 inner: connector,
-                limit: connect_timeout,
+                limit: timeouts.connect,
             });
         let up = Upstream {
             base: base.trim_end_matches('/').to_string(),
             credential,
             client,
+            response_header_timeout: timeouts.response_header,
         };
         // Fail at start, not on the first request, when the token is unreadable.
         up.authorization()?;
@@ -185,9 +190,14 @@ impl Upstream {
         full.parse().map_err(|_| UpstreamError::Url(full))
     }
 
-    /// Sends a request (which may ask for an upgrade).
+    /// Sends a request (which may ask for an upgrade) and waits for the response head,
+    /// at most the response-header timeout. The body then streams without a limit.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
-        Ok(self.client.request(req).await?)
+        let limit = self.response_header_timeout;
+        match tokio::time::timeout(limit, self.client.request(req)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(UpstreamError::NoResponseHead(limit)),
+        }
     }
 }
 

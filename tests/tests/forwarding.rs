@@ -2,7 +2,7 @@
 //! agent process, kube-apiserver double.
 
 use hawser_tests::harness::client::{front_client, get, raw_exchange};
-use hawser_tests::harness::procs::HubOpts;
+use hawser_tests::harness::procs::{agent_config, AgentProc, ApiTarget, HubOpts, FAST_TUNNEL};
 use hawser_tests::harness::stack::{double_config, Stack, AGENT_TOKEN, CLUSTER};
 use std::time::Duration;
 
@@ -355,8 +355,6 @@ async fn a_backend_cannot_fake_an_upgrade_with_hawser_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_server_that_accepts_and_stalls_fails_even_a_watch_quickly() {
-    use hawser_tests::harness::procs::{agent_config, AgentProc, ApiTarget, FAST_TUNNEL};
-    use hawser_tests::harness::stack::CLUSTER;
     // Accepts TCP, never answers the TLS handshake.
     let stall = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = stall.local_addr().unwrap();
@@ -371,18 +369,7 @@ async fn an_api_server_that_accepts_and_stalls_fails_even_a_watch_quickly() {
         url: format!("https://{addr}"),
         ..s.api_target()
     };
-    let cfg = agent_config(&s.bundle, "stalled", s.hub.tunnel, &target, 1, FAST_TUNNEL);
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        "token_file = \"token\"\n",
-        "token_file = \"token\"\nconnect_timeout = \"300ms\"\n",
-    );
-    std::fs::write(&cfg, text).unwrap();
-    s.agents.push(AgentProc::start(&cfg).await);
-    assert!(
-        s.hub
-            .wait_tunnels(CLUSTER, 1, Duration::from_secs(10))
-            .await
-    );
+    start_agent(&mut s, &target, "connect_timeout = \"300ms\"\n").await;
 
     let client = front_client(&s.hub.ca_pem());
     let watch = s.path("/api/v1/namespaces/default/pods?watch=1");
@@ -406,5 +393,61 @@ async fn an_api_server_that_accepts_and_stalls_fails_even_a_watch_quickly() {
             .contains("300ms"),
         "{}",
         reply.json()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_running_request_whose_answer_never_starts_ends_with_a_504() {
+    // pods/proxy has no total timeout; the pod behind it takes a minute to answer.
+    let mut s = Stack::start(double_config(), HubOpts::default(), 0, 1).await;
+    s.api.add_pod("default", "slow-0");
+    let target = s.api_target();
+    start_agent(&mut s, &target, "response_header_timeout = \"300ms\"\n").await;
+
+    let client = front_client(&s.hub.ca_pem());
+    let slow = s.path("/api/v1/namespaces/default/pods/slow-0/proxy/?delay_ms=60000");
+    let reply = tokio::time::timeout(
+        Duration::from_secs(20),
+        get(&client, s.hub.front, &slow, &[]),
+    )
+    .await
+    .expect("the request hung on an answer that never started");
+    assert_eq!(
+        reply.status,
+        504,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let status = reply.json();
+    assert_eq!(
+        (&status["kind"], &status["reason"]),
+        (&"Status".into(), &"Timeout".into())
+    );
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no response head within 300ms"),
+        "{status}"
+    );
+    // An answer that starts within the limit is relayed.
+    let quick = s.path("/api/v1/namespaces/default/pods/slow-0/proxy/?delay_ms=10");
+    assert_eq!(get(&client, s.hub.front, &quick, &[]).await.status, 200);
+}
+
+/// Starts an agent for the test cluster against `target`, with `apiserver_extra` added to
+/// its `[apiserver]` table, and waits for its tunnel.
+async fn start_agent(s: &mut Stack, target: &ApiTarget, apiserver_extra: &str) {
+    let cfg = agent_config(&s.bundle, "custom", s.hub.tunnel, target, 1, FAST_TUNNEL);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "token_file = \"token\"\n",
+        &format!("token_file = \"token\"\n{apiserver_extra}"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    s.agents.push(AgentProc::start(&cfg).await);
+    assert!(
+        s.hub
+            .wait_tunnels(CLUSTER, 1, Duration::from_secs(10))
+            .await
     );
 }

@@ -91,10 +91,17 @@ struct RawApiServer {
     token_file: Option<PathBuf>,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     connect_timeout: Duration,
+    #[serde(default = "default_response_header_timeout", with = "humantime_serde")]
+    response_header_timeout: Duration,
 }
 
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
+}
+// Above kube-apiserver's own request timeout (60 s), so that a slow list or a slow
+// admission webhook is answered by the API server, not cut by the agent.
+fn default_response_header_timeout() -> Duration {
+    Duration::from_secs(90)
 }
 
 #[derive(Deserialize)]
@@ -123,6 +130,17 @@ fn default_drain_timeout() -> Duration {
     Duration::from_secs(600)
 }
 
+/// Limits on reaching the API server (`[apiserver]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiServerTimeouts {
+    /// TCP connect and TLS handshake together (`connect_timeout`, default 10 s).
+    pub connect: Duration,
+    /// From sending a request to the response head (`response_header_timeout`,
+    /// default 90 s). It is what bounds long-running requests (watch, exec, logs -f,
+    /// proxy), which have no total timeout, when the API server or what it proxies to
+    /// never starts an answer.
+    pub response_header: Duration,
+}
 /// The agent's validated config.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -149,9 +167,8 @@ pub struct AgentConfig {
     pub drain_timeout: Duration,
     /// How the agent reaches its cluster's API server.
     pub apiserver: ApiServerSource,
-    /// Limit for connecting to the API server, TCP and TLS handshake together
-    /// (`apiserver.connect_timeout`, default 10 s).
-    pub apiserver_connect_timeout: Duration,
+    /// Limits on reaching the API server.
+    pub apiserver_timeouts: ApiServerTimeouts,
     /// The admin listener (`/livez`, `/readyz`, `/metrics`), if any.
     pub admin_listen: Option<SocketAddr>,
     /// The plugin chain file (`role = "agent"`), if stages are configured.
@@ -248,7 +265,13 @@ impl AgentConfig {
         if raw.apiserver.connect_timeout.is_zero() {
             return Err(v.invalid("apiserver.connect_timeout", "must be above zero"));
         }
-        let apiserver_connect_timeout = raw.apiserver.connect_timeout;
+        if raw.apiserver.response_header_timeout.is_zero() {
+            return Err(v.invalid("apiserver.response_header_timeout", "must be above zero"));
+        }
+        let apiserver_timeouts = ApiServerTimeouts {
+            connect: raw.apiserver.connect_timeout,
+            response_header: raw.apiserver.response_header_timeout,
+        };
         let apiserver = api_source(&v, raw.apiserver, env)?;
         let admin_listen = match raw.admin {
             Some(a) => Some(v.socket_addr("admin.listen", &a.listen)?),
@@ -273,7 +296,7 @@ impl AgentConfig {
             cert_reload_interval: raw.tunnel.cert_reload_interval,
             drain_timeout: raw.tunnel.drain_timeout,
             apiserver,
-            apiserver_connect_timeout,
+            apiserver_timeouts,
             admin_listen,
             plugins: raw.plugins.map(|p| v.path(&p)),
             audit: raw.audit.map(|a| a.validate(file)).transpose()?,

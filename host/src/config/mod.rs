@@ -8,7 +8,7 @@
 mod agent;
 mod hub;
 
-pub use agent::{AgentConfig, ApiServerSource, HubLink, KubeconfigSource};
+pub use agent::{AgentConfig, ApiServerSource, ApiServerTimeouts, HubLink, KubeconfigSource};
 pub use hub::{FrontConfig, HubConfig, HubTunnelConfig};
 
 use std::path::{Path, PathBuf};

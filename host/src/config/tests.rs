@@ -116,7 +116,7 @@ fn in_cluster_reads_the_service_env() {
 #[test]
 fn errors_name_file_key_and_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &str, &str, &str); 12] = [
+    let cases: [(&str, &str, &str, &str); 13] = [
         (
             "hub",
             "state_dir = \"s\"\nbogus = 1\n",
@@ -188,6 +188,12 @@ fn errors_name_file_key_and_reason() {
             &AGENT.replace("https://10.0.0.1:6443", "http://10.0.0.1:6443"),
             "apiserver.server",
             "https://",
+        ),
+        (
+            "agent",
+            &format!("{AGENT}response_header_timeout = \"0s\"\n"),
+            "apiserver.response_header_timeout",
+            "above zero",
         ),
     ];
     for (role, text, key, reason) in cases {

@@ -9,7 +9,7 @@ use super::status::Status;
 use super::upgrade;
 use crate::access::{AccessPolicy, ClientImpersonation};
 use crate::plugin::Principal;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamError};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
@@ -184,7 +184,13 @@ impl Forwarder {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::warn!(error = %e, audit_id = %ctx.audit_id, "API server request failed");
-                let status = Status::unavailable(format!("cluster \"{}\": {e}", me.cluster));
+                let message = format!("cluster \"{}\": {e}", me.cluster);
+                let status = match e {
+                    UpstreamError::NoResponseHead(_) => {
+                        Status::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", message)
+                    }
+                    _ => Status::unavailable(message),
+                };
                 return Err(finish(phases, ctx, status.into()));
             }
         };

@@ -253,10 +253,17 @@ pub(crate) fn namespaces(ctx: &Ctx) -> Result<Response<Body>, Status> {
 /// Any method on `pods/<name>/proxy[/<path>]`. The real API server relays the request
 /// to the pod; the double plays the pod too, as an application that may answer with
 /// anything: 200, a text body naming the path, and every response header the query asks
-/// for (`?header=<name>:<value>`, repeatable). Like the real proxy it does not switch
-/// protocols when the backend answers an upgrade request without `101`.
-pub(crate) fn proxy(ctx: &Ctx) -> Result<Response<Body>, Status> {
+/// for (`?header=<name>:<value>`, repeatable), after thinking for `?delay_ms=<n>`
+/// first, like an application that is slow to start its answer. Like the real proxy it
+/// does not switch protocols when the backend answers an upgrade request without `101`.
+pub(crate) async fn proxy(ctx: &Ctx) -> Result<Response<Body>, Status> {
     let pod = find(ctx)?;
+    let delay = url::form_urlencoded::parse(ctx.query.as_bytes())
+        .find(|(k, _)| k == "delay_ms")
+        .and_then(|(_, v)| v.parse::<u64>().ok());
+    if let Some(ms) = delay {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let rest = ctx.info.parts[3..].join("/");
     let mut resp = Response::new(Body::full(format!("pod {} answered /{rest}\n", pod.name)));
     for (k, v) in url::form_urlencoded::parse(ctx.query.as_bytes()) {

@@ -347,7 +347,7 @@ async fn route(ctx: &Ctx, req: &mut Request<Incoming>) -> Result<Response<Body>,
             }
         }
         ("pods", 2) if read_only => pods::get(ctx),
-        ("pods", n) if n >= 3 && info.subresource == "proxy" => pods::proxy(ctx),
+        ("pods", n) if n >= 3 && info.subresource == "proxy" => pods::proxy(ctx).await,
         ("pods", 3) => match info.subresource.as_str() {
             "log" if read_only => logs::serve(ctx),
             "exec" | "attach" if method == Method::GET || method == Method::POST => {
