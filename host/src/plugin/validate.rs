@@ -69,6 +69,9 @@ pub struct Policy {
     pub deny_groups: Vec<Pattern>,
     /// Impersonation: extra keys that may be set. Default `["*"]`.
     pub allow_extra: Vec<Pattern>,
+    /// Impersonation: uids that may be set (an empty uid always may). Default `["*"]`;
+    /// `[]` forbids impersonating any uid.
+    pub allow_uids: Vec<Pattern>,
     /// Routing: upstream headers a routing choice may set. Default empty (none).
     pub allow_headers: Vec<Pattern>,
 }
@@ -81,6 +84,7 @@ impl Default for Policy {
             allow_groups: vec![Pattern::new("*")],
             deny_groups: vec![Pattern::new("system:masters")],
             allow_extra: vec![Pattern::new("*")],
+            allow_uids: vec![Pattern::new("*")],
             allow_headers: Vec::new(),
         }
     }
@@ -226,6 +230,12 @@ pub(crate) fn within_policy(p: &Principal, policy: &Policy) -> Result<(), String
                 "impersonating group {g:?} is not allowed by the stage policy"
             ));
         }
+    }
+    if !p.uid.is_empty() && !any(&policy.allow_uids, &p.uid) {
+        return Err(format!(
+            "impersonating uid {:?} is not allowed by the stage policy",
+            p.uid
+        ));
     }
     for e in &p.extra {
         if !any(&policy.allow_extra, &e.key) {
@@ -450,5 +460,26 @@ mod tests {
         assert_eq!(impersonation(&p, &policy), Ok(()));
         p.extra[0].key = "bad key".into();
         assert!(impersonation(&p, &policy).is_err());
+    }
+
+    #[test]
+    fn uids_are_bounded_by_allow_uids() {
+        let policy = Policy {
+            allow_uids: vec![Pattern::new("svc-*")],
+            ..Policy::default()
+        };
+        let mut p = Principal::new("alice");
+        assert_eq!(impersonation(&p, &policy), Ok(()), "no uid is always fine");
+        p.uid = "svc-42".into();
+        assert_eq!(impersonation(&p, &policy), Ok(()));
+        p.uid = "0".into();
+        let err = impersonation(&p, &policy).unwrap_err();
+        assert!(err.contains("uid \"0\""), "{err}");
+        let none = Policy {
+            allow_uids: Vec::new(),
+            ..Policy::default()
+        };
+        assert!(impersonation(&p, &none).is_err());
+        assert!(impersonation(&p, &Policy::default()).is_ok());
     }
 }

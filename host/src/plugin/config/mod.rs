@@ -37,7 +37,8 @@
 //! read_dirs = { "/etc/hawser/keys" = "/keys" }   # host dir = guest dir, read-only
 //! [stage.policy]                     # host-enforced bounds on the plugin's output
 //! allow_headers = ["x-hawser-*"]     # routing
-//! # allow_users, deny_users, allow_groups, deny_groups, allow_extra: impersonation
+//! # allow_users, deny_users, allow_groups, deny_groups, allow_extra, allow_uids:
+//! # impersonation
 //! [stage.config]                     # handed to the plugin's init() as JSON
 //! ```
 
@@ -216,6 +217,7 @@ struct RawPolicy {
     allow_groups: Option<Vec<String>>,
     deny_groups: Option<Vec<String>>,
     allow_extra: Option<Vec<String>>,
+    allow_uids: Option<Vec<String>>,
     allow_headers: Option<Vec<String>>,
 }
 

@@ -193,6 +193,7 @@ fn policy(
         ("allow_groups", raw.allow_groups, StageKind::Impersonation),
         ("deny_groups", raw.deny_groups, StageKind::Impersonation),
         ("allow_extra", raw.allow_extra, StageKind::Impersonation),
+        ("allow_uids", raw.allow_uids, StageKind::Impersonation),
         ("allow_headers", raw.allow_headers, StageKind::Routing),
     ];
     for (key, value, want) in fields {
@@ -204,6 +205,7 @@ fn policy(
             "allow_groups" => &mut p.allow_groups,
             "deny_groups" => &mut p.deny_groups,
             "allow_extra" => &mut p.allow_extra,
+            "allow_uids" => &mut p.allow_uids,
             _ => &mut p.allow_headers,
         };
         *target = pats(value);
