@@ -436,16 +436,24 @@ mod tests {
     fn concurrent_locked_updates_are_never_lost() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Barrier};
+        // Every worker asks for the lock at the same moment, and counts who is between
+        // load and save: with the lock, never more than one.
+        let start = Arc::new(Barrier::new(8));
+        let inside = Arc::new(AtomicUsize::new(0));
         let workers: Vec<_> = (0..8u8)
             .map(|i| {
-                let state = state.clone();
+                let (state, start, inside) = (state.clone(), start.clone(), inside.clone());
                 std::thread::spawn(move || {
+                    start.wait();
                     let _lock = Registry::lock(&state).unwrap();
+                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two writers");
                     let mut reg = Registry::load(&state).unwrap();
                     reg.insert(record(&format!("c{i}"), i)).unwrap();
-                    // Widen the window between load and save that the lock closes.
-                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    std::thread::yield_now();
                     reg.save(&state).unwrap();
+                    inside.fetch_sub(1, Ordering::SeqCst);
                 })
             })
             .collect();
