@@ -153,6 +153,31 @@ async fn memory_bomb_is_capped_and_the_next_request_is_fine() {
 }
 
 #[tokio::test]
+async fn time_spent_in_host_imports_counts_against_the_budget() {
+    // Signature checks run on the host, where no epoch deadline fires; their time is
+    // charged to the call's budget, so the call ends on the budget, not later on the
+    // wall-clock limit (450 ms here) or never.
+    let fx = Fixture::new(&misbehave(
+        "creds",
+        "credential",
+        "ok",
+        "a",
+        "[stage.limits]\ntimeout_ms = 50\nmemory_mb = 64",
+    ));
+    let host = fx.host().await;
+    let chain = host.chain();
+    let f = failure(
+        chain
+            .check_credential(&bad("verify-flood"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(f.kind, FailureKind::Timeout, "{f:?}");
+    assert!(f.detail.contains("time budget"), "{}", f.detail);
+    assert!(chain.check_credential(&request("/", &[])).await.is_ok());
+}
+
+#[tokio::test]
 async fn host_handles_are_capped_and_the_next_request_is_fine() {
     // Each WASI handle (a timer here; a stream or a file elsewhere) is host memory the
     // linear-memory cap does not count, so the number a plugin holds is capped too.

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::component::{InstancePre, ResourceTable, ResourceTableError};
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -68,6 +68,8 @@ pub(crate) struct StoreState {
     pub(crate) memory: MemoryCap,
     /// Epoch ticks the guest may still run for in the current call.
     ticks_left: u64,
+    /// The length of one epoch tick.
+    tick: Duration,
     stage: Arc<str>,
     log_lines: u32,
 }
@@ -134,29 +136,47 @@ impl host::Host for StoreState {
         message: Vec<u8>,
         signature: Vec<u8>,
     ) -> bool {
-        use ring::signature as sig;
-        match key {
-            host::PublicKey::Ed25519(k) => sig::UnparsedPublicKey::new(&sig::ED25519, k)
-                .verify(&message, &signature)
-                .is_ok(),
-            host::PublicKey::Es256(k) => {
-                sig::UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, k)
-                    .verify(&message, &signature)
-                    .is_ok()
-            }
-            host::PublicKey::Rs256(k) => sig::RsaPublicKeyComponents {
-                n: k.modulus,
-                e: k.exponent,
-            }
-            .verify(&sig::RSA_PKCS1_2048_8192_SHA256, &message, &signature)
+        let started = Instant::now();
+        let valid = verify(key, &message, &signature);
+        self.charge(started.elapsed());
+        valid
+    }
+}
+
+impl StoreState {
+    /// Counts time spent in a host import against the call's budget. The epoch
+    /// deadline sees at most one tick pass during an import however long it ran; what
+    /// is charged here ends the call at the next tick once the budget is spent.
+    fn charge(&mut self, spent: Duration) {
+        let ticks = spent.as_nanos() / self.tick.as_nanos().max(1);
+        self.ticks_left = self
+            .ticks_left
+            .saturating_sub(u64::try_from(ticks).unwrap_or(u64::MAX));
+    }
+}
+
+/// Checks `signature` over `message` with `key`; false for a malformed key or signature.
+fn verify(key: host::PublicKey, message: &[u8], signature: &[u8]) -> bool {
+    use ring::signature as sig;
+    match key {
+        host::PublicKey::Ed25519(k) => sig::UnparsedPublicKey::new(&sig::ED25519, k)
+            .verify(message, signature)
             .is_ok(),
-            host::PublicKey::Ps256(k) => sig::RsaPublicKeyComponents {
-                n: k.modulus,
-                e: k.exponent,
-            }
-            .verify(&sig::RSA_PSS_2048_8192_SHA256, &message, &signature)
+        host::PublicKey::Es256(k) => sig::UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, k)
+            .verify(message, signature)
             .is_ok(),
+        host::PublicKey::Rs256(k) => sig::RsaPublicKeyComponents {
+            n: k.modulus,
+            e: k.exponent,
         }
+        .verify(&sig::RSA_PKCS1_2048_8192_SHA256, message, signature)
+        .is_ok(),
+        host::PublicKey::Ps256(k) => sig::RsaPublicKeyComponents {
+            n: k.modulus,
+            e: k.exponent,
+        }
+        .verify(&sig::RSA_PSS_2048_8192_SHA256, message, signature)
+        .is_ok(),
     }
 }
 
@@ -277,6 +297,7 @@ impl Template {
             table: handle_table(),
             memory: MemoryCap::new(self.memory_bytes),
             ticks_left: ticks(budget, self.tick),
+            tick: self.tick,
             stage: self.stage_name.clone(),
             log_lines: 0,
         };

@@ -3,8 +3,8 @@
 //!
 //! ```toml
 //! [stage.config]
-//! behaviour = "ok"   # ok | loop | memory-bomb | handle-hoard | trap | slow | sleep
-//!                    # | trap-init | fail-init | sleep-init | illegal-route
+//! behaviour = "ok"   # ok | loop | memory-bomb | handle-hoard | verify-flood | trap
+//!                    # | slow | sleep | trap-init | fail-init | sleep-init | illegal-route
 //!                    # | illegal-header | illegal-principal | escalate | abstain
 //!                    # | audit-error
 //! version = "a"      # echoed into every output
@@ -13,6 +13,9 @@
 //!
 //! `handle-hoard` holds 5000 WASI timer handles at once (host memory the linear-memory
 //! cap does not see), then drops them and answers normally.
+//!
+//! `verify-flood` asks the host to verify signatures over 4 MiB messages 64 times: the
+//! time is spent in the host, not in guest code.
 //!
 //! `sleep` and `sleep-init` sleep for an hour in a WASI clock wait, where no guest code
 //! runs and so no epoch deadline can fire: only the host's wall-clock limit ends them.
@@ -49,6 +52,7 @@ enum Behaviour {
     Loop,
     MemoryBomb,
     HandleHoard,
+    VerifyFlood,
     Trap,
     Slow,
     Sleep,
@@ -144,6 +148,7 @@ impl Misbehave {
                 }
             }
             Behaviour::HandleHoard => hoard_handles(5000),
+            Behaviour::VerifyFlood => verify_flood(),
             Behaviour::Trap => panic!("misbehave: trap"),
             Behaviour::Sleep => std::thread::sleep(std::time::Duration::from_secs(3600)),
             Behaviour::Slow => {
@@ -164,6 +169,22 @@ impl Misbehave {
 
     fn versioned(&self, p: Principal) -> Principal {
         p.with_extra("version", vec![self.cfg.version.clone()])
+    }
+}
+
+/// Has the host verify Ed25519 signatures over large messages. The key is the base
+/// point, a valid key, so the host hashes the whole message before rejecting.
+fn verify_flood() {
+    let mut key = vec![0x66u8; 32];
+    key[0] = 0x58;
+    let message = vec![0u8; 4 << 20];
+    let signature = [0u8; 64];
+    for _ in 0..64 {
+        black_box(host::verify_signature(
+            &hawser_plugin_sdk::host::PublicKey::Ed25519(key.clone()),
+            &message,
+            &signature,
+        ));
     }
 }
 
