@@ -1,9 +1,10 @@
-//! Cost of plugin stages: one credential stage, and a 5-stage chain (credential,
-//! impersonation, routing, two audit stages), each with fresh and with reused instances,
-//! against the same plugin crates linked natively and called directly.
+//! Cost of plugin stages: one credential stage, and a 5-stage chain as the hub runs it
+//! (two credential stages, the first for an API-key header this request lacks, then
+//! routing and two audit stages; impersonation runs at the agent), each with fresh and
+//! with reused instances, against the same plugin crates linked natively and called
+//! directly.
 //!
-//! The plugins are the workspace's own (header-credential, impersonate, locality-route,
-//! audit-redact) and the request carries the headers kubectl sends, so the figures are
+//! The plugins are the workspace's own (header-credential, locality-route, audit-redact) and the request carries the headers kubectl sends, so the figures are
 //! what a hub pays per request. Fresh instances come three ways:
 //! - `wasm-fresh`: `prewarm = 0`, so every call creates, initialises, calls and tears
 //!   down its own instance: the whole CPU cost of a fresh instance per request;
@@ -31,9 +32,8 @@ use hawser::plugin::testing::{self, audit_event, candidate, request};
 use hawser::plugin::{Candidate, Chain, Health, PluginHost, RequestHead, Role};
 use hawser_plugin_audit_redact::AuditRedact;
 use hawser_plugin_header_credential::StaticTokens;
-use hawser_plugin_impersonate::Impersonate;
 use hawser_plugin_locality_route::LocalityRoute;
-use hawser_plugin_sdk::{Audit, Config, CredentialCheck, Impersonation, Plugin, Routing};
+use hawser_plugin_sdk::{Audit, Config, CredentialCheck, Plugin, Routing};
 
 /// What kubectl 1.32 sends for `kubectl get pods`, plus what the hub adds.
 const HEADERS: &[(&str, &str)] = &[
@@ -49,7 +49,9 @@ const HEADERS: &[(&str, &str)] = &[
 const CREDENTIAL: &str = r#"{"tokens":{"3f9c2a7d1e5b4c8a":{"user":"alice@example.com","uid":"42","groups":["dev","ops"]}}}"#;
 /// The credential plugin reading a header no request carries: it abstains at once.
 const FLOOR: &str = r#"{"header":"x-absent","tokens":{}}"#;
-const IMPERSONATE: &str = r#"{"user_prefix":"hawser:","group_prefix":"hawser:","keep_groups":true,"add_groups":["hawser:users"]}"#;
+/// API keys in their own header, which kubectl does not send: the stage abstains.
+const API_KEYS: &str =
+    r#"{"header":"x-api-key","tokens":{"k-ci-0001":{"user":"ci-bot","groups":["ci"]}}}"#;
 const ROUTE: &str = r#"{"region":"eu","zone":"eu-b"}"#;
 const REDACT: &str = r#"{"redact_headers":["authorization","cookie"]}"#;
 const DROP_HEALTH: &str = r#"{"drop_paths":["/healthz","/livez","/readyz"]}"#;
@@ -59,8 +61,8 @@ type Stages<'a> = &'a [(&'a str, &'a str, &'a str)];
 
 /// (kind, plugin crate, config JSON) of each stage of the 5-stage chain.
 const FIVE: [(&str, &str, &str); 5] = [
+    ("credential", "hawser-plugin-header-credential", API_KEYS),
     ("credential", "hawser-plugin-header-credential", CREDENTIAL),
-    ("impersonation", "hawser-plugin-impersonate", IMPERSONATE),
     ("routing", "hawser-plugin-locality-route", ROUTE),
     ("audit", "hawser-plugin-audit-redact", REDACT),
     ("audit", "hawser-plugin-audit-redact", DROP_HEALTH),
@@ -108,11 +110,9 @@ fn load(
 
 async fn run_five(chain: &Chain, req: &RequestHead, cands: &[Candidate]) {
     let who = chain.check_credential(req).await.unwrap().unwrap();
-    let id = chain.impersonate(&who, req).await.unwrap().unwrap();
     let route = chain.route(req, Some(&who), cands).await.unwrap().unwrap();
     let mut ev = audit_event(req);
     ev.principal = Some(who);
-    ev.impersonated = Some(id);
     let ev = chain.audit(ev).await.unwrap().unwrap();
     black_box((route, ev));
 }
@@ -159,7 +159,7 @@ fn bench(c: &mut Criterion) {
     // Native baseline: the same plugin crates, called directly.
     let cfg = |json: &str| Config::from_json(json);
     let n_cred = StaticTokens::init(&cfg(CREDENTIAL)).unwrap();
-    let n_imp = Impersonate::init(&cfg(IMPERSONATE)).unwrap();
+    let n_keys = StaticTokens::init(&cfg(API_KEYS)).unwrap();
     let n_route = LocalityRoute::init(&cfg(ROUTE)).unwrap();
     let n_redact = AuditRedact::init(&cfg(REDACT)).unwrap();
     let n_drop = AuditRedact::init(&cfg(DROP_HEALTH)).unwrap();
@@ -209,12 +209,11 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("chain5");
     g.bench_function("native", |b| {
         b.iter(|| {
+            assert!(n_keys.check(black_box(&nreq)).unwrap().is_none());
             let who = n_cred.check(black_box(&nreq)).unwrap().unwrap();
-            let id = n_imp.apply(&who, &nreq).unwrap().unwrap();
             let route = n_route.route(&nreq, Some(&who), &ncands).unwrap().unwrap();
             let mut ev = hawser_plugin_sdk::testing::audit_event(&nreq);
             ev.principal = Some(who);
-            ev.impersonated = Some(id);
             ev.phase = hawser_plugin_sdk::AuditPhase::RequestReceived;
             black_box((
                 route,

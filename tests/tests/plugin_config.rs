@@ -20,17 +20,16 @@ async fn the_shipped_hub_and_agent_chains_load() {
         (
             "plugins-hub.toml",
             Role::Hub,
-            &[
-                StageKind::Credential,
-                StageKind::Impersonation,
-                StageKind::Routing,
-                StageKind::Audit,
-            ][..],
+            &[StageKind::Credential, StageKind::Routing, StageKind::Audit][..],
         ),
         (
             "plugins-agent.toml",
             Role::Agent,
-            &[StageKind::Routing, StageKind::Audit][..],
+            &[
+                StageKind::Credential,
+                StageKind::Impersonation,
+                StageKind::Audit,
+            ][..],
         ),
     ] {
         let host = match PluginHost::load(config(file), role).await {

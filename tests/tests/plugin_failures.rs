@@ -336,10 +336,10 @@ async fn fail_open_credential_falls_through_to_the_next_stage() {
 
 #[tokio::test]
 async fn illegal_outputs_are_refused() {
-    let fx = Fixture::new(&format!(
-        "{}{}{}",
+    // Routing runs at the hub, impersonation at the agent: one chain each.
+    let hub_fx = Fixture::new(&format!(
+        "{}{}",
         misbehave("creds", "credential", "ok", "a", ""),
-        misbehave("imp", "impersonation", "ok", "a", ""),
         misbehave(
             "route",
             "routing",
@@ -348,8 +348,13 @@ async fn illegal_outputs_are_refused() {
             "[stage.policy]\nallow_headers = [\"x-hawser-*\"]"
         ),
     ));
-    let host = fx.host().await;
-    let chain = host.chain();
+    let agent_fx = Fixture::new(&format!(
+        "{}{}",
+        misbehave("creds", "credential", "ok", "a", ""),
+        misbehave("imp", "impersonation", "ok", "a", ""),
+    ));
+    let (hub, agent) = (hub_fx.host().await, agent_fx.host().await);
+    let (chain, agent_chain) = (hub.chain(), agent.chain());
     let who = chain
         .check_credential(&request("/", &[]))
         .await
@@ -369,7 +374,7 @@ async fn illegal_outputs_are_refused() {
         let req = bad(behaviour);
         let result = match behaviour {
             "illegal-principal" => chain.check_credential(&req).await.map(|_| ()),
-            "escalate" => chain.impersonate(&who, &req).await.map(|_| ()),
+            "escalate" => agent_chain.impersonate(&who, &req).await.map(|_| ()),
             _ => chain
                 .route(&req, Some(&who), &candidates())
                 .await

@@ -16,19 +16,13 @@ use hawser::plugin::{
 };
 use plugin_support::{candidates, eventually, eventually_or, misbehave, Fixture};
 
-/// A chain with one misbehave stage per phase, all at `version`.
-fn four_stages(version: &str) -> String {
+/// A hub chain with one misbehave stage per phase the hub runs (credential, routing,
+/// audit), all at `version`.
+fn three_stages(version: &str) -> String {
     // Generous budgets: these tests are about swapping, on a small, busy machine.
     let limits = "[stage.limits]\ntimeout_ms = 2000";
     [
         misbehave("creds", "credential", "ok", version, limits),
-        misbehave(
-            "imp",
-            "impersonation",
-            "ok",
-            version,
-            &format!("instances = \"reuse\"\n{limits}"),
-        ),
         misbehave(
             "route",
             "routing",
@@ -44,6 +38,7 @@ fn four_stages(version: &str) -> String {
 }
 
 /// Runs every phase on one chain; returns the version each phase saw, or why it failed.
+/// Routing and audit fail when the principal comes from another version.
 async fn serve(chain: &hawser::plugin::Chain) -> Result<String, String> {
     let req = request("/api/v1/pods", &[]);
     let who = chain
@@ -52,11 +47,6 @@ async fn serve(chain: &hawser::plugin::Chain) -> Result<String, String> {
         .map_err(|e| e.to_string())?
         .ok_or("no principal")?;
     let v = who.extra("version").ok_or("no version")?[0].clone();
-    let imp = chain
-        .impersonate(&who, &req)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("no impersonation")?;
     let route = chain
         .route(&req, Some(&who), &candidates())
         .await
@@ -69,19 +59,16 @@ async fn serve(chain: &hawser::plugin::Chain) -> Result<String, String> {
         .await
         .map_err(|e| e.to_string())?
         .ok_or("audit dropped")?;
-    let vi = &imp.extra("version").ok_or("no version")?[0];
     let vr = &route.set_headers[0].value;
-    if vi != &v || vr != &v {
-        return Err(format!(
-            "mixed versions: credential {v}, impersonation {vi}, routing {vr}"
-        ));
+    if vr != &v {
+        return Err(format!("mixed versions: credential {v}, routing {vr}"));
     }
     Ok(v)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_swap_under_load_fails_no_request_and_never_mixes_versions() {
-    let fx = Fixture::new(&four_stages("a"));
+    let fx = Fixture::new(&three_stages("a"));
     let host = fx.host().await;
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
@@ -108,7 +95,7 @@ async fn hot_swap_under_load_fails_no_request_and_never_mixes_versions() {
         if i < 2 {
             old_chains.push(host.chain());
         }
-        fx.write(&four_stages(v));
+        fx.write(&three_stages(v));
         let out = host.reload(ReloadTrigger::Admin).await.expect("reload");
         assert_eq!(out, ReloadOutcome::Swapped(i as u64 + 2));
         let s = served.clone();
@@ -143,7 +130,7 @@ async fn hot_swap_under_load_fails_no_request_and_never_mixes_versions() {
 
 #[tokio::test]
 async fn a_broken_new_version_never_replaces_a_working_one() {
-    let fx = Fixture::new(&four_stages("a"));
+    let fx = Fixture::new(&three_stages("a"));
     let host = fx.host().await;
     let garbage = fx.dir.path().join("garbage.wasm");
     std::fs::write(&garbage, b"\0asm not really").unwrap();
@@ -233,7 +220,7 @@ async fn a_broken_new_version_never_replaces_a_working_one() {
         &fx.file,
         format!(
             "{other_runtime}{}",
-            plugin_support::expand(&four_stages("b"))
+            plugin_support::expand(&three_stages("b"))
         ),
     )
     .unwrap();
@@ -241,7 +228,7 @@ async fn a_broken_new_version_never_replaces_a_working_one() {
     assert!(err.to_string().contains(": runtime: "), "{err}");
 
     // Fixing the file recovers.
-    fx.write(&four_stages("b"));
+    fx.write(&three_stages("b"));
     assert_eq!(
         host.reload(ReloadTrigger::Admin).await.unwrap(),
         ReloadOutcome::Swapped(2)
@@ -258,7 +245,7 @@ async fn config_errors_refuse_to_start_naming_file_key_and_reason() {
         "a",
         "failure = \"open\"",
     ));
-    let err = PluginHost::load(&fx.file, Role::Hub)
+    let err = PluginHost::load(&fx.file, Role::Agent)
         .await
         .err()
         .expect("must refuse");
@@ -270,20 +257,44 @@ async fn config_errors_refuse_to_start_naming_file_key_and_reason() {
         }
         other => panic!("{other:?}"),
     }
-    let err = PluginHost::load(&fx.file, Role::Agent)
+    let err = PluginHost::load(&fx.file, Role::Hub)
         .await
         .err()
         .expect("role mismatch");
     assert!(
         err.to_string()
-            .ends_with("role: this file configures the hub but the process is the agent"),
+            .ends_with("role: this file configures the agent but the process is the hub"),
         "{err}"
     );
+    // A stage the role never runs is refused, not carried along unused.
+    for (role, kind, why) in [
+        ("hub", "impersonation", "the hub never runs impersonation"),
+        ("agent", "routing", "the agent never runs routing"),
+    ] {
+        let text = format!(
+            "{}\n{}",
+            plugin_support::header().replace("role = \"hub\"", &format!("role = \"{role}\"")),
+            plugin_support::expand(&misbehave("s", kind, "ok", "a", ""))
+        );
+        std::fs::write(&fx.file, text).unwrap();
+        let process = if role == "hub" {
+            Role::Hub
+        } else {
+            Role::Agent
+        };
+        match PluginHost::load(&fx.file, process).await.err() {
+            Some(PluginError::Config { key, reason, .. }) => {
+                assert_eq!(key, "stage[0] (\"s\").kind");
+                assert!(reason.contains(why), "{reason}");
+            }
+            other => panic!("{role} {kind}: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
 async fn admin_routes_reload_and_report() {
-    let fx = Fixture::new(&four_stages("a"));
+    let fx = Fixture::new(&three_stages("a"));
     let host = fx.host().await;
     let get = http::Method::GET;
     let post = http::Method::POST;
@@ -293,7 +304,7 @@ async fn admin_routes_reload_and_report() {
         (code.as_u16(), body.as_str()),
         (200, r#"{"generation":1,"result":"unchanged"}"#)
     );
-    fx.write(&four_stages("b"));
+    fx.write(&three_stages("b"));
     let (code, body) = host.admin(&post, "/plugins/reload").await.unwrap();
     assert_eq!(
         (code.as_u16(), body.as_str()),
@@ -313,7 +324,7 @@ async fn admin_routes_reload_and_report() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["generation"], 2);
     assert_eq!(v["last_result"], "failed");
-    assert_eq!(v["stages"].as_array().unwrap().len(), 4);
+    assert_eq!(v["stages"].as_array().unwrap().len(), 3);
     assert_eq!(v["stages"][0]["plugin_version"], "b");
     let (_, metrics) = host.admin(&get, "/plugins/metrics").await.unwrap();
     assert!(

@@ -27,18 +27,49 @@ impl Fixture {
         f
     }
 
-    /// Rewrites the chain file.
+    /// Rewrites the chain file, for the agent when a stage impersonates (only the
+    /// agent runs impersonation), else for the hub.
     pub fn write(&self, stages: &str) {
-        let text = format!("{}\n{}", header(), expand(stages));
+        let header = match role_for(stages) {
+            Role::Agent => header().replace("role = \"hub\"", "role = \"agent\""),
+            Role::Hub => header(),
+        };
+        let text = format!("{header}\n{}", expand(stages));
         std::fs::write(&self.file, text).expect("write chain file");
+    }
+
+    /// The role the chain file is written for.
+    pub fn role(&self) -> Role {
+        let text = std::fs::read_to_string(&self.file).expect("read chain file");
+        if text.starts_with("role = \"agent\"") {
+            Role::Agent
+        } else {
+            Role::Hub
+        }
     }
 
     /// Loads a host for the file.
     pub async fn host(&self) -> Arc<PluginHost> {
-        match PluginHost::load(&self.file, Role::Hub).await {
+        match PluginHost::load(&self.file, self.role()).await {
             Ok(h) => h,
             Err(e) => panic!("chain did not load: {e}"),
         }
+    }
+}
+
+/// The process that runs `stages`: the agent when one impersonates, else the hub.
+/// Impersonation (agent only) and routing (hub only) cannot share a chain.
+pub fn role_for(stages: &str) -> Role {
+    let imp = stages.contains("kind = \"impersonation\"");
+    let route = stages.contains("kind = \"routing\"");
+    assert!(
+        !(imp && route),
+        "a chain runs at the hub (routing) or at the agent (impersonation), not both"
+    );
+    if imp {
+        Role::Agent
+    } else {
+        Role::Hub
     }
 }
 

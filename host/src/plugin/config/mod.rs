@@ -56,7 +56,7 @@ use super::types::{Role, StageKind};
 use super::validate::{Pattern, Policy};
 
 mod stage;
-use stage::stage;
+use stage::{runs_at, stage};
 
 /// What a stage does when its plugin fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
@@ -297,7 +297,11 @@ impl ChainSpec {
                 ));
             }
             let at = format!("stage[{i}] ({:?})", s.name);
-            stages.push(stage(s, &at, base, &runtime, &err)?);
+            let spec = stage(s, &at, base, &runtime, &err)?;
+            if let Err(why) = runs_at(spec.kind, role) {
+                return Err(err(format!("{at}.kind"), why.into()));
+            }
+            stages.push(spec);
         }
         // A pre-warmed stage holds up to `prewarm` ready instances and as many used ones
         // awaiting teardown; leave at least half the slots to requests.

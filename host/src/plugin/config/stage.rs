@@ -8,6 +8,21 @@ use super::*;
 const DEFAULT_PREWARM: u32 = 2;
 const MAX_PREWARM: u32 = 64;
 
+/// Whether the `role` process runs stages of `kind`; if not, why, for the error. A
+/// stage that never runs would give a false sense of protection (an impersonation
+/// policy at the hub bounds nothing).
+pub(super) fn runs_at(kind: StageKind, role: Role) -> Result<(), &'static str> {
+    match (kind, role) {
+        (StageKind::Impersonation, Role::Hub) => Err(
+            "the hub never runs impersonation stages: the agent maps the identity and sets              the Impersonate-* headers toward its API server; configure this stage in the              agent's chain",
+        ),
+        (StageKind::Routing, Role::Agent) => Err(
+            "the agent never runs routing stages: the hub picks the cluster and tunnel;              configure this stage in the hub's chain",
+        ),
+        _ => Ok(()),
+    }
+}
+
 pub(super) fn stage(
     s: RawStage,
     at: &str,
