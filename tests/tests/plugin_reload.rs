@@ -350,6 +350,91 @@ fn new_build_of(wasm: &std::path::Path, to: &std::path::Path, tag: &str) {
 }
 
 #[tokio::test]
+async fn failed_reloads_do_not_keep_their_compiled_plugins() {
+    let fx = Fixture::new("");
+    let plugin = fx.dir.path().join("creds.wasm");
+    let built = hawser::plugin::testing::plugin("hawser-plugin-misbehave");
+    new_build_of(&built, &plugin, "0");
+    let stage = |behaviour: &str| {
+        misbehave("creds", "credential", behaviour, "a", "").replace("{misbehave}", "creds.wasm")
+    };
+    fx.write(&stage("ok"));
+    let host = fx.host().await;
+    assert_eq!(host.runtime().cache_stats().in_memory, 1);
+    // New builds that compile but refuse their config.
+    for tag in ["1", "2", "3"] {
+        new_build_of(&built, &plugin, tag);
+        fx.write(&stage("fail-init"));
+        assert!(host.reload(ReloadTrigger::Admin).await.is_err());
+        assert_eq!(
+            host.runtime().cache_stats().in_memory,
+            1,
+            "build {tag} is still held"
+        );
+    }
+    assert_eq!(host.status().failed, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_while_a_reload_runs_triggers_another() {
+    let fx = Fixture::new(&misbehave("creds", "credential", "ok", "a", ""));
+    let host = fx.host().await;
+    let _watcher = watch(
+        &host,
+        WatchOptions {
+            poll_interval: Duration::from_millis(20),
+            debounce: Duration::from_millis(20),
+            sighup: false,
+        },
+    )
+    .unwrap();
+    // A version whose init hangs, in its own plugin file: its reload runs until the
+    // wall-clock limit ends it (4 x 300 ms + 250 ms), then fails.
+    let hang = fx.dir.path().join("hang.wasm");
+    std::fs::copy(
+        hawser::plugin::testing::plugin("hawser-plugin-misbehave"),
+        &hang,
+    )
+    .unwrap();
+    fx.write(
+        &misbehave(
+            "creds",
+            "credential",
+            "sleep-init",
+            "hangs",
+            "instances = \"reuse\"\n[stage.limits]\ninit_timeout_ms = 300",
+        )
+        .replace("{misbehave}", "hang.wasm"),
+    );
+    // The reload has read the config once it watches the plugin file the config names.
+    let h = host.clone();
+    eventually(
+        Duration::from_secs(10),
+        "the reload reads the config",
+        || h.status().reloading && h.watched_files().contains(&hang),
+    )
+    .await;
+    // Fixed while that reload runs: the fix is picked up once it has failed.
+    fx.write(&misbehave("creds", "credential", "ok", "b", ""));
+    let h = host.clone();
+    eventually_or(
+        Duration::from_secs(30),
+        "a reload of the fixed file",
+        || h.chain().generation() == 2,
+        || host.status_json(),
+    )
+    .await;
+    assert_eq!(host.status().failed, 1, "{}", host.status_json());
+    let who = host
+        .chain()
+        .check_credential(&request("/", &[]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(who.extra("version").unwrap()[0], "b");
+}
+
+#[tokio::test]
 async fn file_changes_trigger_reloads() {
     let fx = Fixture::new("");
     let plugin = fx.dir.path().join("creds.wasm");

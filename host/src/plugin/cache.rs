@@ -52,6 +52,8 @@ pub struct CacheStats {
     pub disk_hits: u64,
     /// Components reused from memory.
     pub memory_hits: u64,
+    /// Compiled components held in memory now.
+    pub in_memory: usize,
 }
 
 pub(crate) struct ArtifactCache {
@@ -92,6 +94,7 @@ impl ArtifactCache {
             compiled: self.compiled.load(Ordering::Relaxed),
             disk_hits: self.disk_hits.load(Ordering::Relaxed),
             memory_hits: self.memory_hits.load(Ordering::Relaxed),
+            in_memory: self.lock().len(),
         }
     }
 

@@ -19,10 +19,11 @@ pub struct Limits {
     pub timeout: Duration,
     /// Time budget of `init` on a reused instance (`init_timeout_ms`). Default 1 s.
     pub init_timeout: Duration,
-    /// Linear memory cap per instance, in bytes (`memory_mb`). Default 32 MiB.
+    /// Linear memory cap per instance, in bytes (`memory_mb`). Default 32 MiB, or
+    /// `runtime.max_memory_mb` when that is smaller.
     pub memory_bytes: usize,
     /// Calls allowed in flight at once (`concurrency`); more fail fast as overloaded.
-    /// Default 64.
+    /// Default 64, or `runtime.max_instances` when that is smaller.
     pub concurrency: u32,
 }
 

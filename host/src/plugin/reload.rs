@@ -72,6 +72,8 @@ pub struct ReloadStatus {
     pub ok: u64,
     /// Refused reloads since start.
     pub failed: u64,
+    /// Whether a reload is running now.
+    pub reloading: bool,
     /// Result of the last attempt: `ok`, `failed` or `unchanged`.
     pub last_result: &'static str,
     /// What triggered the last attempt.
@@ -126,6 +128,7 @@ impl PluginHost {
             generation: 1,
             ok: 1,
             failed: 0,
+            reloading: false,
             last_result: "ok",
             last_trigger: ReloadTrigger::Startup,
             last_error: None,
@@ -185,14 +188,26 @@ impl PluginHost {
     /// error the old chain keeps serving. Reloads run one at a time.
     pub async fn reload(&self, trigger: ReloadTrigger) -> Result<ReloadOutcome, PluginError> {
         let _one_at_a_time = self.reload_lock.lock().await;
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reloading = true;
         let old = self.chain();
         let result = async {
-            let file = self.file.clone();
-            let named = tokio::task::spawn_blocking(move || ChainSpec::named_plugins(&file))
-                .await
-                .unwrap_or_default();
+            // One read of the config serves both the plugins to watch and the chain, so
+            // the two always agree.
+            let (file, role) = (self.file.clone(), self.role);
+            let (named, spec) = tokio::task::spawn_blocking(move || match ChainSpec::read(&file) {
+                Ok(text) => (
+                    ChainSpec::named_plugins_in(&text, &file),
+                    ChainSpec::parse(&text, &file, role),
+                ),
+                Err(e) => (Vec::new(), Err(e)),
+            })
+            .await
+            .map_err(|e| PluginError::Internal(format!("config reader failed: {e}")))?;
             *self.named_plugins.lock().unwrap_or_else(|p| p.into_inner()) = named;
-            let spec = read_spec(&self.file, self.role).await?;
+            let spec = spec?;
             check_runtime(&self.runtime, &spec)?;
             let plugins = read_plugins(&spec).await?;
             if fingerprint(&spec, &plugins) == old.fingerprint {
@@ -210,7 +225,14 @@ impl PluginHost {
             .map(Some)
         }
         .await;
+        if !matches!(result, Ok(Some(_))) {
+            // Components compiled for a chain that was not swapped in would otherwise
+            // stay in memory until the next successful reload.
+            let keep: Vec<Digest> = old.stages.iter().map(|s| s.digest).collect();
+            self.runtime.cache().retain(&keep);
+        }
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.reloading = false;
         status.last_trigger = trigger;
         status.last_attempt_unix_ms = unix_ms();
         match result {

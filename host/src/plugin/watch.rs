@@ -76,7 +76,11 @@ pub fn watch(host: &Arc<PluginHost>, options: WatchOptions) -> Result<Watcher, P
                     } => true,
                 };
                 let Some(h) = host.upgrade() else { return };
+                // What the files looked like before the reload read them: a change made
+                // while the reload runs then differs from it and triggers another.
+                let before;
                 let trigger = if signalled {
+                    before = stamp_of(&h);
                     ReloadTrigger::Signal
                 } else {
                     let mut now = stamp_of(&h);
@@ -92,11 +96,12 @@ pub fn watch(host: &Arc<PluginHost>, options: WatchOptions) -> Result<Watcher, P
                         }
                         now = again;
                     }
+                    before = now;
                     ReloadTrigger::FileChange
                 };
                 // Errors are recorded in the status, metrics and log by `reload`.
                 let _ = h.reload(trigger).await;
-                last = stamp_of(&h);
+                last = after_reload(&h.watched_files(), before);
             }
         }
         .instrument(span),
@@ -105,6 +110,22 @@ pub fn watch(host: &Arc<PluginHost>, options: WatchOptions) -> Result<Watcher, P
 }
 
 /// One stamp per watched file (`None`: missing or unreadable).
-fn stamp(files: &[PathBuf]) -> Vec<Option<Stamp>> {
-    files.iter().map(|f| file_stamp(f)).collect()
+fn stamp(files: &[PathBuf]) -> Vec<(PathBuf, Option<Stamp>)> {
+    files.iter().map(|f| (f.clone(), file_stamp(f))).collect()
+}
+
+/// The stamps to compare later changes with, after a reload that started when the
+/// files looked like `before`: for each file now watched, its stamp from before the
+/// reload, or, for a file the reload newly named, its stamp now.
+fn after_reload(
+    files: &[PathBuf],
+    before: Vec<(PathBuf, Option<Stamp>)>,
+) -> Vec<(PathBuf, Option<Stamp>)> {
+    files
+        .iter()
+        .map(|f| match before.iter().find(|(p, _)| p == f) {
+            Some((_, s)) => (f.clone(), s.clone()),
+            None => (f.clone(), file_stamp(f)),
+        })
+        .collect()
 }

@@ -224,23 +224,33 @@ struct RawPolicy {
 impl ChainSpec {
     /// Reads and validates `file` for `role`.
     pub fn load(file: &Path, role: Role) -> Result<ChainSpec, PluginError> {
-        let text = std::fs::read_to_string(file).map_err(|e| PluginError::Config {
+        Self::parse(&Self::read(file)?, file, role)
+    }
+
+    /// The text of `file`, or an error naming it.
+    pub fn read(file: &Path) -> Result<String, PluginError> {
+        std::fs::read_to_string(file).map_err(|e| PluginError::Config {
             file: file.to_path_buf(),
             key: "(file)".into(),
             reason: format!("cannot read: {e}"),
-        })?;
-        Self::parse(&text, file, role)
+        })
     }
 
     /// The plugin files `file` names, resolved as [`ChainSpec::load`] resolves them,
     /// without validating anything else (a file that does not exist yet is listed);
     /// empty when the file cannot be read or is not TOML. The reload watcher polls them.
     pub fn named_plugins(file: &Path) -> Vec<PathBuf> {
+        match std::fs::read_to_string(file) {
+            Ok(text) => Self::named_plugins_in(&text, file),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Like [`ChainSpec::named_plugins`], for `text` read from `file`.
+    pub fn named_plugins_in(text: &str, file: &Path) -> Vec<PathBuf> {
         let base = file.parent().unwrap_or(Path::new("."));
-        let Ok(doc) = std::fs::read_to_string(file).map(|t| t.parse::<toml::Table>()) else {
-            return Vec::new();
-        };
-        let stages = doc
+        let stages = text
+            .parse::<toml::Table>()
             .ok()
             .and_then(|mut d| d.remove("stage"))
             .and_then(|s| s.try_into::<Vec<toml::Table>>().ok())
@@ -263,7 +273,16 @@ impl ChainSpec {
         let raw: RawFile = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let key = if key == "." { "(document)".into() } else { key };
-            err(key, e.into_inner().message().trim().to_owned())
+            let inner = e.into_inner();
+            let message = inner.message().trim().replace('\n', "; ");
+            // Syntax errors have no key to name: say where they are.
+            match inner.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    err(key, format!("line {line}: {message}"))
+                }
+                None => err(key, message),
+            }
         })?;
         let base = file.parent().unwrap_or(Path::new("."));
         let file_role = match raw.role {

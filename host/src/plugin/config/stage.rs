@@ -99,11 +99,16 @@ pub(super) fn stage(
         &format!("{at}.limits.concurrency"),
         err,
     )?;
+    // Defaults never exceed what the runtime allows, so the limits reported are the
+    // ones enforced.
+    let runtime_memory = runtime.max_memory_mb as usize * 1024 * 1024;
     let limits = Limits {
         timeout: timeout.map_or(d.timeout, Duration::from_millis),
         init_timeout: init_timeout.map_or(d.init_timeout, Duration::from_millis),
-        memory_bytes: memory_mb.map_or(d.memory_bytes, |m| m as usize * 1024 * 1024),
-        concurrency: concurrency.unwrap_or(d.concurrency),
+        memory_bytes: memory_mb.map_or(d.memory_bytes.min(runtime_memory), |m| {
+            m as usize * 1024 * 1024
+        }),
+        concurrency: concurrency.unwrap_or(d.concurrency.min(runtime.max_instances)),
     };
 
     let q = &s.quarantine;
@@ -153,13 +158,15 @@ pub(super) fn stage(
     };
 
     let policy = policy(s.policy, kind, at, err)?;
-    let config = s.config.unwrap_or_default();
-    let config_json = serde_json::to_string(&config).map_err(|e| {
-        err(
-            format!("{at}.config"),
-            format!("cannot be encoded as JSON: {e}"),
-        )
-    })?;
+    let config = toml::Value::Table(s.config.unwrap_or_default());
+    let config_json = json_of(config)
+        .and_then(|j| serde_json::to_string(&j).map_err(|e| e.to_string()))
+        .map_err(|e| {
+            err(
+                format!("{at}.config"),
+                format!("cannot be encoded as JSON: {e}"),
+            )
+        })?;
 
     let plugin = base.join(&s.plugin);
     if !plugin.is_file() {
@@ -226,4 +233,26 @@ fn policy(
         *target = pats(value);
     }
     Ok(p)
+}
+
+/// The JSON form of a `[stage.config]` value. TOML dates and times become their RFC
+/// 3339 text (serde would encode them as an internal wrapper object); NaN and infinity
+/// have no JSON form.
+fn json_of(value: toml::Value) -> Result<serde_json::Value, String> {
+    use serde_json::Value as J;
+    Ok(match value {
+        toml::Value::String(s) => J::String(s),
+        toml::Value::Integer(i) => J::from(i),
+        toml::Value::Float(f) => {
+            J::Number(serde_json::Number::from_f64(f).ok_or(format!("{f} has no JSON form"))?)
+        }
+        toml::Value::Boolean(b) => J::Bool(b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(a) => J::Array(a.into_iter().map(json_of).collect::<Result<_, _>>()?),
+        toml::Value::Table(t) => J::Object(
+            t.into_iter()
+                .map(|(k, v)| Ok((k, json_of(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+    })
 }

@@ -112,3 +112,50 @@ fn errors_name_the_key() {
         assert!(r.contains(reason), "for {text:?}: {r:?} lacks {reason:?}");
     }
 }
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let (key, reason) = config_err(parse(
+        "role = \"hub\"\n[[stage]]\nname = \"a\"\n[stage.limits\ntimeout_ms = 5\n",
+    ));
+    assert_eq!(key, "(document)");
+    assert!(reason.starts_with("line 4: "), "{reason}");
+}
+
+#[test]
+fn default_limits_stay_within_the_runtime() {
+    let spec = parse(
+        r#"
+        role = "hub"
+        [runtime]
+        max_memory_mb = 16
+        max_instances = 8
+        [[stage]]
+        name = "a"
+        kind = "credential"
+        plugin = "$WASM"
+        instances = "reuse"
+        "#,
+    )
+    .unwrap();
+    let l = &spec.stages[0].limits;
+    assert_eq!((l.memory_bytes, l.concurrency), (16 << 20, 8));
+}
+
+#[test]
+fn config_dates_reach_init_as_text_and_nan_is_refused() {
+    let stage = |config: &str| {
+        format!(
+            "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"credential\"\nplugin = \"$WASM\"\n\
+             [stage.config]\n{config}\n"
+        )
+    };
+    let spec = parse(&stage("exp = 2024-01-01T00:00:00Z\nday = 2024-01-02")).unwrap();
+    assert_eq!(
+        spec.stages[0].config_json,
+        r#"{"day":"2024-01-02","exp":"2024-01-01T00:00:00Z"}"#
+    );
+    let (key, reason) = config_err(parse(&stage("ratio = nan")));
+    assert_eq!(key, "stage[0] (\"a\").config");
+    assert!(reason.contains("no JSON form"), "{reason}");
+}
