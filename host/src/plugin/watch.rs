@@ -124,7 +124,7 @@ fn after_reload(
     files
         .iter()
         .map(|f| match before.iter().find(|(p, _)| p == f) {
-            Some((_, s)) => (f.clone(), s.clone()),
+            Some((_, s)) => (f.clone(), *s),
             None => (f.clone(), file_stamp(f)),
         })
         .collect()
