@@ -295,11 +295,25 @@ async fn pipeline(
     role: Role,
     file: Option<&std::path::Path>,
 ) -> anyhow::Result<(Pipeline, Option<plugin::Watcher>)> {
+    // SIGHUP would otherwise end the process (its default action) while there is no
+    // chain to reload, or before the chain's watcher takes the signal over.
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     let Some(file) = file else {
+        let logged = async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: no plugin chain is configured, nothing to reload");
+            }
+        };
+        tokio::spawn(tracing::Instrument::instrument(
+            logged,
+            tracing::info_span!("sighup"),
+        ));
         return Ok((Pipeline::builtin(role), None));
     };
     let host: Arc<PluginHost> = PluginHost::load(file, role).await?;
     let watcher = plugin::watch(&host, plugin::WatchOptions::default())?;
+    drop(hangups);
     Ok((Pipeline::with_plugins(role, host), Some(watcher)))
 }
 

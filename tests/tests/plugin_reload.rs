@@ -349,6 +349,68 @@ fn new_build_of(wasm: &std::path::Path, to: &std::path::Path, tag: &str) {
     std::fs::rename(tmp, to).unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_reload_outlives_a_client_that_hangs_up_and_extra_requests_are_refused() {
+    use tokio::io::AsyncWriteExt;
+    let fx = Fixture::new(&misbehave("creds", "credential", "ok", "a", ""));
+    let host = fx.host().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let routes: hawser::admin::AdminRoutes = Arc::new(|_| hawser::admin::not_found());
+    tokio::spawn(hawser::admin::serve_admin(
+        listener,
+        routes,
+        Some(host.clone()),
+        stop.clone(),
+    ));
+    // A version whose init hangs until the wall-clock limit (4 x 300 ms + 250 ms).
+    fx.write(&misbehave(
+        "creds",
+        "credential",
+        "sleep-init",
+        "hangs",
+        "instances = \"reuse\"\n[stage.limits]\ninit_timeout_ms = 300",
+    ));
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"POST /plugins/reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let h = host.clone();
+    eventually(Duration::from_secs(10), "the reload starts", || {
+        h.status().reloading
+    })
+    .await;
+
+    // One more request waits for the running reload; the next is refused at once.
+    let post = http::Method::POST;
+    let mut second = std::pin::pin!(host.admin(&post, "/plugins/reload"));
+    tokio::select! {
+        biased;
+        _ = &mut second => panic!("the second reload did not wait"),
+        _ = std::future::ready(()) => {}
+    }
+    let (code, body) = host.admin(&post, "/plugins/reload").await.unwrap();
+    assert_eq!(code.as_u16(), 429, "{body}");
+    assert!(body.contains("already waiting"), "{body}");
+
+    // The first client hangs up; its reload still runs to the end and is reported.
+    drop(client);
+    let (code, _) = second.await.unwrap();
+    assert_eq!(code.as_u16(), 422);
+    let h = host.clone();
+    eventually_or(
+        Duration::from_secs(10),
+        "both reloads reported",
+        || h.status().failed == 2 && !h.status().reloading,
+        || host.status_json(),
+    )
+    .await;
+    assert_eq!(host.chain().generation(), 1);
+    stop.cancel();
+}
+
 #[tokio::test]
 async fn failed_reloads_do_not_keep_their_compiled_plugins() {
     let fx = Fixture::new("");

@@ -1,7 +1,8 @@
 //! The hub's graceful shutdown and its limits on idle clients, over real sockets: on
 //! SIGTERM it stops accepting, lets the requests in flight finish and only then closes
 //! the tunnels; a client that connects and sends nothing is closed after
-//! `front.header_timeout`; connections past `front.max_connections` are closed at once.
+//! `front.header_timeout`; connections past `front.max_connections` are closed at once;
+//! SIGHUP without a plugin chain is logged and ignored.
 
 use bytes::Bytes;
 use hawser_tests::harness::audit_log::{audit_file, audit_section, complete};
@@ -153,4 +154,28 @@ async fn connections_past_max_connections_are_closed_at_once_until_one_ends() {
         );
         tokio::task::yield_now().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_without_a_plugin_chain_is_logged_not_fatal() {
+    let s = Stack::start(double_config(), HubOpts::default(), 0, 1).await;
+    let pid = s.hub.pid().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.hub.logs.text().contains("nothing to reload") {
+        assert!(
+            Instant::now() < deadline,
+            "no SIGHUP log line\n{}",
+            s.hub.logs.text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        plain_get(s.hub.admin, "/livez").await.as_deref(),
+        Some("ok\n")
+    );
 }

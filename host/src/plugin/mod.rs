@@ -39,11 +39,13 @@
 //! - `stage`: one configured plugin and its single call path.
 //! - [`chain`]: the phases over an ordered list of stages.
 //! - [`config`]: the TOML schema and its validation.
-//! - [`reload`]: the `ArcSwap`, reloads, file watch, SIGHUP, admin routes.
+//! - [`reload`]: the `ArcSwap` and reloads; `watch`: file watch and SIGHUP;
+//!   `admin_routes`: the admin routes.
 //! - [`validate`]: checks on plugin output.
 //! - [`error`], [`metrics`]: failures and counters.
 //! - [`testing`]: locating freshly built plugins from tests.
 
+mod admin_routes;
 mod bindings;
 mod cache;
 pub mod chain;

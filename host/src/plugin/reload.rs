@@ -32,12 +32,31 @@ pub struct PluginHost {
     file: PathBuf,
     role: Role,
     current: ArcSwap<Chain>,
-    reload_lock: tokio::sync::Mutex<()>,
+    pub(super) reload_lock: tokio::sync::Mutex<()>,
     status: Mutex<ReloadStatus>,
     metrics: StageMetrics,
     /// The plugin files the config named when it was last read, loaded or not: a
     /// reload that failed on a plugin not yet (fully) written is retried when it lands.
     named_plugins: Mutex<Vec<PathBuf>>,
+    /// Admin reload requests waiting for the running reload to finish.
+    pub(super) admin_waiting: std::sync::atomic::AtomicU32,
+}
+
+/// Marks a reload as running in the status until dropped, also when the reload is
+/// cancelled half-way.
+struct Running<'a>(&'a Mutex<ReloadStatus>);
+
+impl<'a> Running<'a> {
+    fn start(status: &'a Mutex<ReloadStatus>) -> Self {
+        status.lock().unwrap_or_else(|p| p.into_inner()).reloading = true;
+        Running(status)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).reloading = false;
+    }
 }
 
 /// What triggered a reload (for logs and status).
@@ -144,6 +163,7 @@ impl PluginHost {
             status: Mutex::new(status),
             metrics,
             named_plugins,
+            admin_waiting: std::sync::atomic::AtomicU32::new(0),
         }))
     }
 
@@ -188,10 +208,7 @@ impl PluginHost {
     /// error the old chain keeps serving. Reloads run one at a time.
     pub async fn reload(&self, trigger: ReloadTrigger) -> Result<ReloadOutcome, PluginError> {
         let _one_at_a_time = self.reload_lock.lock().await;
-        self.status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .reloading = true;
+        let _running = Running::start(&self.status);
         let old = self.chain();
         let result = async {
             // One read of the config serves both the plugins to watch and the chain, so
@@ -232,7 +249,6 @@ impl PluginHost {
             self.runtime.cache().retain(&keep);
         }
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        status.reloading = false;
         status.last_trigger = trigger;
         status.last_attempt_unix_ms = unix_ms();
         match result {
@@ -275,43 +291,6 @@ impl PluginHost {
                 Err(e)
             }
         }
-    }
-
-    /// Handles the plugin admin routes; `None` when `path` is not one of them.
-    ///
-    /// - `POST /plugins/reload`: reload now; 200 with `{"result":"swapped"|"unchanged",
-    ///   "generation":N}`, or 422 with `{"result":"failed","error":"..."}`.
-    /// - `GET /plugins/status`: [`ReloadStatus`] as JSON.
-    /// - `GET /plugins/metrics`: Prometheus text.
-    pub async fn admin(
-        &self,
-        method: &http::Method,
-        path: &str,
-    ) -> Option<(http::StatusCode, String)> {
-        use http::{Method, StatusCode};
-        Some(match (method, path) {
-            (&Method::POST, "/plugins/reload") => match self.reload(ReloadTrigger::Admin).await {
-                Ok(ReloadOutcome::Swapped(g)) => (
-                    StatusCode::OK,
-                    serde_json::json!({"result": "swapped", "generation": g}).to_string(),
-                ),
-                Ok(ReloadOutcome::Unchanged(g)) => (
-                    StatusCode::OK,
-                    serde_json::json!({"result": "unchanged", "generation": g}).to_string(),
-                ),
-                Err(e) => (
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    serde_json::json!({"result": "failed", "error": e.to_string(),
-                        "generation": self.chain().generation()})
-                    .to_string(),
-                ),
-            },
-            (&Method::GET, "/plugins/status") => (StatusCode::OK, self.status_json()),
-            (&Method::GET, "/plugins/metrics") => {
-                (StatusCode::OK, self.metrics.render_prometheus())
-            }
-            _ => return None,
-        })
     }
 
     /// Files whose change should trigger a reload: the config, every plugin of the
