@@ -661,6 +661,15 @@ async fn plugins_see_only_the_request_headers_they_declare() {
     let p = host.chain().check_credential(&req).await.unwrap().unwrap();
     assert_eq!(seen(&p), ["x-misbehave", "x-a"], "no credential reaches it");
 
+    // The credential headers a plugin declares reach it, listed or not.
+    let fx = Fixture::new(&format!(
+        "{}request_headers = [\"x-misbehave\"]\ncredential_headers = [\"cookie\"]\n",
+        misbehave("creds", "credential", "ok", "a", "")
+    ));
+    let host = fx.host().await;
+    let p = host.chain().check_credential(&req).await.unwrap().unwrap();
+    assert_eq!(seen(&p), ["x-misbehave", "cookie"]);
+
     // The proxy copies only what some stage reads: the union of the declarations,
     // or every header once one stage declares nothing.
     let declaring = |name: &str, headers: &str| {

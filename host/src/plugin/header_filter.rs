@@ -28,6 +28,17 @@ impl HeaderFilter {
         )?)))
     }
 
+    /// The filter with `names` (a plugin's credential headers) added: a plugin always
+    /// sees the credential headers it declared, listed in `request-headers` or not.
+    pub(crate) fn with(mut self, names: &[String]) -> Self {
+        for n in names {
+            if !self.0.contains(n) {
+                self.0.push(n.clone());
+            }
+        }
+        self
+    }
+
     /// The declared names.
     pub(crate) fn names(&self) -> &[String] {
         &self.0

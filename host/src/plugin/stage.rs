@@ -77,8 +77,9 @@ impl Stage {
                 has.join(", ")
             ));
         }
-        let headers = HeaderFilter::from_declared(info.request_headers.as_deref())?;
         let credential_headers = header_filter::credential_headers(&info.credential_headers)?;
+        let headers = HeaderFilter::from_declared(info.request_headers.as_deref())?
+            .map(|f| f.with(&credential_headers));
         let instances = Arc::new(match spec.instances {
             InstanceMode::Fresh => Instances::fresh(spec.prewarm as usize),
             InstanceMode::Reuse => {

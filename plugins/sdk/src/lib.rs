@@ -134,7 +134,8 @@ pub trait Plugin: Sized + 'static {
 
     /// The request headers that carry a credential this plugin checks, when that is
     /// not (only) `authorization`. The host masks them in audit events and the agent
-    /// removes them before forwarding to the API server. The default is none.
+    /// removes them before forwarding to the API server. They reach the plugin even
+    /// when [`Plugin::request_headers`] does not list them. The default is none.
     fn credential_headers(&self) -> Vec<String> {
         Vec::new()
     }

@@ -89,6 +89,9 @@ struct Cfg {
     /// Declared as `plugin-info.request-headers` (default: every header).
     #[serde(default)]
     request_headers: Option<Vec<String>>,
+    /// Declared as `plugin-info.credential-headers` (default: none).
+    #[serde(default)]
+    credential_headers: Vec<String>,
 }
 
 fn ok() -> Behaviour {
@@ -126,6 +129,10 @@ impl Plugin for Misbehave {
 
     fn request_headers(&self) -> Option<Vec<String>> {
         self.cfg.request_headers.clone()
+    }
+
+    fn credential_headers(&self) -> Vec<String> {
+        self.cfg.credential_headers.clone()
     }
 }
 
