@@ -1,9 +1,20 @@
 //! SDK for Hawser stage plugins.
 //!
-//! A plugin is a Rust `cdylib` built for `wasm32-wasip2`. It implements [`Plugin`]
+//! A plugin is a Rust library built for `wasm32-wasip2`. It implements [`Plugin`]
 //! (construction from the stage's TOML `config` table) and one or more stage traits —
 //! [`CredentialCheck`], [`Impersonation`], [`Routing`], [`Audit`] — and names them in
 //! [`export_plugin!`]. The host calls `init` once per instance, then the stage.
+//!
+//! # Cargo.toml
+//!
+//! ```toml
+//! [lib]
+//! crate-type = ["cdylib", "rlib"]   # cdylib: the component; rlib: native tests use it
+//!
+//! [dependencies]
+//! hawser-plugin-sdk = { path = "../hawser/plugins/sdk" }
+//! serde = { version = "1", features = ["derive"] }   # for your config struct
+//! ```
 //!
 //! # Example: a static token table
 //!
@@ -11,7 +22,7 @@
 //! use std::collections::HashMap;
 //! use hawser_plugin_sdk::{export_plugin, Config, CredentialCheck, Denial, Plugin, Principal, RequestHead};
 //!
-//! struct Tokens(HashMap<String, String>);
+//! pub struct Tokens(HashMap<String, String>);
 //!
 //! impl Plugin for Tokens {
 //!     fn init(config: &Config) -> Result<Self, String> {
@@ -39,23 +50,53 @@
 //! assert_eq!(t.check(&req).unwrap().unwrap().user, "alice");
 //! ```
 //!
-//! Build with `cargo build --release --target wasm32-wasip2` (the workspace's
-//! `scripts/build-plugins.sh` builds every plugin). To run a plugin inside the real
-//! host runtime from a test, load a chain TOML that names the built `.wasm` with
-//! `hawser::plugin::PluginHost::load` (see `tests/tests/plugin_*.rs` and
-//! `hawser::plugin::testing`).
+//! Build with `cargo build --release --target wasm32-wasip2`; the component is
+//! `target/wasm32-wasip2/release/<crate_name>.wasm`. The workspace's
+//! `scripts/build-plugins.sh` also passes `-C link-arg=-zstack-size=65536` (a 64 KiB
+//! guest stack instead of 1 MiB) and `profile.release.debug=false`: optional, but fresh
+//! instances then touch and reset fewer pages.
+//!
+//! # Running it in the real host from a test
+//!
+//! Native tests call your trait methods directly, so they do not see what the host
+//! adds: the header filter ([`Plugin::request_headers`]), output validation and limits.
+//! To test those, rebuild the `.wasm` first (nothing does it for `cargo test`), write a
+//! chain file naming it, and load it with `hawser::plugin::PluginHost::load`:
+//!
+//! ```toml
+//! role = "hub"                  # the process: "hub" or "agent"
+//! [[stage]]
+//! name = "tokens"
+//! kind = "credential"           # hub: credential, routing, audit;
+//!                               # agent: credential, impersonation, audit
+//! plugin = "/abs/path/to/my_plugin.wasm"   # or relative to this file
+//! [stage.config]
+//! tokens = { s3cret = "alice" }
+//! ```
+//!
+//! then `host.chain().check_credential(&hawser::plugin::testing::request(..))`. Every
+//! key is described in the workspace's `config/plugins-hub.toml`; the workspace's own
+//! `tests/tests/plugin_*.rs` do this for every plugin.
 //!
 //! # Rules the host enforces
 //! - Every call has a time budget and a memory cap, and an instance may hold at most
 //!   1024 WASI handles (streams, timers, files) at once; exceeding them traps the
 //!   instance.
-//! - Outputs are validated: principals and impersonated identities must be legal header
-//!   values (and within the stage's policy), routing choices must name a candidate that
-//!   was passed in, audit redactions only name headers.
+//! - Outputs are validated. A principal or impersonated identity needs a non-empty
+//!   user; user, uid, groups (non-empty) and extra values are at most 512 bytes of
+//!   visible ASCII (space and tab inside, not at either end); at most 256 groups, 32
+//!   extra keys (1-256 visible ASCII characters) and 64 values per key; and, for an
+//!   impersonated identity, within the stage's `[stage.policy]`. A routing choice must name a candidate
+//!   that was passed in and may set only headers the policy's `allow_headers` lists
+//!   (none by default). Audit redactions only name headers. An output that breaks a
+//!   rule fails the request with a 500 and counts as a fault towards quarantine, like a
+//!   trap: check what comes from your config (user names, groups) in `init`.
 //! - No files, environment, sockets or stdio unless the operator grants them; use
 //!   [`host::log`] to log.
-//! - Instances may be fresh per call or reused: do not rely on state surviving between
-//!   calls, and do not let it grow without bound.
+//! - Instances are fresh per request by default (`init` then runs for every instance,
+//!   and on a cold start within the call's time budget: keep it cheap), or reused if
+//!   the operator says so: do not rely on state surviving between calls, and do not
+//!   let it grow without bound.
 //!
 //! # Notes
 //! - A credential stage that refuses a credential it did verify (403, e.g. not valid

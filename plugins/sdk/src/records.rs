@@ -87,7 +87,16 @@ impl Denial {
     /// Names who a verified credential belongs to, on a 403 from a credential stage
     /// (for example a token that is valid but not for this cluster): the audit record
     /// then shows who was refused instead of an anonymous caller.
+    ///
+    /// Only for [`Denial::forbidden`]: the host refuses a named principal on any other
+    /// kind (a 500 that counts towards quarantine), so debug builds, native tests
+    /// included, panic here.
     pub fn naming(mut self, who: Principal) -> Self {
+        debug_assert!(
+            self.kind == DenialKind::Forbidden,
+            "Denial::naming is only allowed on Denial::forbidden, not {:?}",
+            self.kind
+        );
         self.principal = Some(who);
         self
     }
