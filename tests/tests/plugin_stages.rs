@@ -1,6 +1,6 @@
-//! The workspace's real plugins (not fixtures) running in the real host runtime, one
-//! chain with every phase: static-token credentials, impersonation mapping with host
-//! policy, locality routing with failover, audit redaction.
+//! The workspace's real plugins (not fixtures) running in the real host runtime, every
+//! phase: static-token credentials, impersonation mapping with host policy (an agent
+//! chain), locality routing with failover and audit redaction (a hub chain).
 
 mod plugin_support;
 
@@ -8,7 +8,7 @@ use hawser::plugin::testing::{audit_event, candidate, request};
 use hawser::plugin::{validate::REDACTED, DenialKind, FailureKind, Health, Rejection};
 use plugin_support::Fixture;
 
-const CHAIN: &str = r#"
+const TOKENS: &str = r#"
 [[stage]]
 name = "tokens"
 kind = "credential"
@@ -19,7 +19,9 @@ user = "alice@example.com"
 groups = ["dev", "system:masters"]
 [stage.config.tokens.guest]
 user = "guest"
+"#;
 
+const IMPERSONATE: &str = r#"
 [[stage]]
 name = "impersonate"
 kind = "impersonation"
@@ -31,7 +33,9 @@ user_prefix = "hawser:"
 keep_groups = true
 add_groups = ["hawser:users"]
 deny_users = ["guest"]
+"#;
 
+const ROUTE_AND_AUDIT: &str = r#"
 [[stage]]
 name = "route"
 kind = "routing"
@@ -55,9 +59,11 @@ redact_query = true
 
 #[tokio::test]
 async fn a_chain_of_the_real_plugins_serves_every_phase() {
-    let fx = Fixture::new(CHAIN);
-    let host = fx.host().await;
-    let chain = host.chain();
+    // Routing runs at the hub, impersonation at the agent.
+    let hub_fx = Fixture::new(&format!("{TOKENS}{ROUTE_AND_AUDIT}"));
+    let agent_fx = Fixture::new(&format!("{TOKENS}{IMPERSONATE}"));
+    let (hub, agent) = (hub_fx.host().await, agent_fx.host().await);
+    let (chain, agent_chain) = (hub.chain(), agent.chain());
     let req = request("/api/v1/pods", &[("authorization", "Bearer s3cret")]);
 
     // Credential.
@@ -76,7 +82,7 @@ async fn a_chain_of_the_real_plugins_serves_every_phase() {
 
     // Impersonation: the mapping passes system:masters through, and the stage policy
     // refuses it: a plugin cannot widen what the config allows.
-    let r = chain.impersonate(&who, &req).await.unwrap_err();
+    let r = agent_chain.impersonate(&who, &req).await.unwrap_err();
     match &r {
         Rejection::Failed(f) => {
             assert_eq!(f.kind, FailureKind::IllegalOutput);
@@ -86,7 +92,7 @@ async fn a_chain_of_the_real_plugins_serves_every_phase() {
     }
     let mut dev = who.clone();
     dev.groups.retain(|g| g == "dev");
-    let id = chain.impersonate(&dev, &req).await.unwrap().unwrap();
+    let id = agent_chain.impersonate(&dev, &req).await.unwrap().unwrap();
     assert_eq!(id.user, "hawser:alice@example.com");
     assert_eq!(id.groups, ["dev", "hawser:users"]);
     let guest = chain
@@ -94,7 +100,7 @@ async fn a_chain_of_the_real_plugins_serves_every_phase() {
         .await
         .unwrap()
         .unwrap();
-    match chain.impersonate(&guest, &req).await.unwrap_err() {
+    match agent_chain.impersonate(&guest, &req).await.unwrap_err() {
         Rejection::Denied { stage, denial } => {
             assert_eq!(
                 (stage.as_str(), denial.kind),
@@ -150,6 +156,6 @@ async fn a_chain_of_the_real_plugins_serves_every_phase() {
         None
     );
 
-    let text = host.metrics().render_prometheus();
+    let text = hub.metrics().render_prometheus();
     assert!(text.contains("hawser_plugin_invocations_total{stage=\"tokens\",kind=\"credential\",plugin=\"hawser-plugin-header-credential\""), "{text}");
 }
