@@ -184,7 +184,7 @@ fn bench(c: &mut Criterion) {
     // The credential stage, then the floor: the same plugin abstaining at once.
     let floor = [("credential", FIVE[0].1, FLOOR)];
     let variants: [(&str, Stages, &[&str]); 2] = [
-        ("", &FIVE[..1], &["reuse", "fresh", "fresh-prewarmed"]),
+        ("", &FIVE[1..2], &["reuse", "fresh", "fresh-prewarmed"]),
         ("floor-", &floor, &["reuse", "fresh"]),
     ];
     for (label, stages, modes) in variants {
