@@ -437,19 +437,25 @@ async fn failed_reloads_do_not_keep_their_compiled_plugins() {
     assert_eq!(host.status().failed, 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_made_while_a_reload_runs_triggers_another() {
-    let fx = Fixture::new(&misbehave("creds", "credential", "ok", "a", ""));
-    let host = fx.host().await;
-    let _watcher = watch(
-        &host,
+/// Watches `host`'s files every 20 ms, without SIGHUP (only
+/// `sighup_alone_triggers_a_reload` signals this process).
+fn fast_watch(host: &Arc<PluginHost>) -> hawser::plugin::Watcher {
+    watch(
+        host,
         WatchOptions {
             poll_interval: Duration::from_millis(20),
             debounce: Duration::from_millis(20),
             sighup: false,
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_while_a_reload_runs_triggers_another() {
+    let fx = Fixture::new(&misbehave("creds", "credential", "ok", "a", ""));
+    let host = fx.host().await;
+    let _watcher = fast_watch(&host);
     // A version whose init hangs, in its own plugin file: its reload runs until the
     // wall-clock limit ends it (4 x 300 ms + 250 ms), then fails.
     let hang = fx.dir.path().join("hang.wasm");
@@ -514,16 +520,7 @@ async fn file_changes_trigger_reloads() {
     )
     .unwrap();
     let host = fx.host().await;
-    let _watcher = watch(
-        &host,
-        WatchOptions {
-            poll_interval: Duration::from_millis(20),
-            debounce: Duration::from_millis(20),
-            // Only `sighup_alone_triggers_a_reload` signals this process.
-            sighup: false,
-        },
-    )
-    .unwrap();
+    let _watcher = fast_watch(&host);
     let generation = |h: &PluginHost| h.chain().generation();
 
     // The config file changes.
