@@ -1,5 +1,5 @@
-//! Plugin instances: the per-store state, the host imports, creating an instance from a
-//! pre-instantiated component, and calling it under a deadline.
+//! Plugin instances: the per-store state, creating an instance from a pre-instantiated
+//! component, and calling it under a deadline. The host imports are `host_imports.rs`.
 //!
 //! A [`Template`] is one plugin version ready to instantiate: its `InstancePre` (imports
 //! already resolved and type-checked) and the export indices of `lifecycle` and of its
@@ -9,13 +9,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use wasmtime::component::{InstancePre, ResourceTable, ResourceTableError};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::host;
 use super::engine::Runtime;
 use super::error::FailureKind;
 use super::exports::{ExportIndices, Funcs};
@@ -67,11 +66,11 @@ pub(crate) struct StoreState {
     table: ResourceTable,
     pub(crate) memory: MemoryCap,
     /// Epoch ticks the guest may still run for in the current call.
-    ticks_left: u64,
+    pub(super) ticks_left: u64,
     /// The length of one epoch tick.
-    tick: Duration,
-    stage: Arc<str>,
-    log_lines: u32,
+    pub(super) tick: Duration,
+    pub(super) stage: Arc<str>,
+    pub(super) log_lines: u32,
 }
 
 /// Host handles (WASI streams, pollables, files) one instance may hold at once. Each
@@ -92,95 +91,6 @@ impl WasiView for StoreState {
         }
     }
 }
-
-const MAX_LOG_LINES: u32 = 32;
-const MAX_LOG_BYTES: usize = 1024;
-
-impl host::Host for StoreState {
-    fn log(&mut self, level: host::LogLevel, message: String) {
-        self.log_lines += 1;
-        if self.log_lines > MAX_LOG_LINES {
-            if self.log_lines == MAX_LOG_LINES + 1 {
-                tracing::warn!(stage = %self.stage, "plugin log: further lines of this call dropped");
-            }
-            return;
-        }
-        let mut end = message.len().min(MAX_LOG_BYTES);
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        let msg = message[..end].escape_debug();
-        let stage = &*self.stage;
-        match level {
-            host::LogLevel::Trace => tracing::trace!(stage, "plugin: {msg}"),
-            host::LogLevel::Debug => tracing::debug!(stage, "plugin: {msg}"),
-            host::LogLevel::Info => tracing::info!(stage, "plugin: {msg}"),
-            host::LogLevel::Warn => tracing::warn!(stage, "plugin: {msg}"),
-            host::LogLevel::Error => tracing::error!(stage, "plugin: {msg}"),
-        }
-    }
-
-    fn now(&mut self) -> host::Timestamp {
-        let d = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        host::Timestamp {
-            seconds: d.as_secs(),
-            nanoseconds: d.subsec_nanos(),
-        }
-    }
-
-    fn verify_signature(
-        &mut self,
-        key: host::PublicKey,
-        message: Vec<u8>,
-        signature: Vec<u8>,
-    ) -> bool {
-        let started = Instant::now();
-        let valid = verify(key, &message, &signature);
-        self.charge(started.elapsed());
-        valid
-    }
-}
-
-impl StoreState {
-    /// Counts time spent in a host import against the call's budget. The epoch
-    /// deadline sees at most one tick pass during an import however long it ran; what
-    /// is charged here ends the call at the next tick once the budget is spent.
-    fn charge(&mut self, spent: Duration) {
-        let ticks = spent.as_nanos() / self.tick.as_nanos().max(1);
-        self.ticks_left = self
-            .ticks_left
-            .saturating_sub(u64::try_from(ticks).unwrap_or(u64::MAX));
-    }
-}
-
-/// Checks `signature` over `message` with `key`; false for a malformed key or signature.
-fn verify(key: host::PublicKey, message: &[u8], signature: &[u8]) -> bool {
-    use ring::signature as sig;
-    match key {
-        host::PublicKey::Ed25519(k) => sig::UnparsedPublicKey::new(&sig::ED25519, k)
-            .verify(message, signature)
-            .is_ok(),
-        host::PublicKey::Es256(k) => sig::UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, k)
-            .verify(message, signature)
-            .is_ok(),
-        host::PublicKey::Rs256(k) => sig::RsaPublicKeyComponents {
-            n: k.modulus,
-            e: k.exponent,
-        }
-        .verify(&sig::RSA_PKCS1_2048_8192_SHA256, message, signature)
-        .is_ok(),
-        host::PublicKey::Ps256(k) => sig::RsaPublicKeyComponents {
-            n: k.modulus,
-            e: k.exponent,
-        }
-        .verify(&sig::RSA_PSS_2048_8192_SHA256, message, signature)
-        .is_ok(),
-    }
-}
-
-impl super::bindings::hawser::plugin::types::Host for StoreState {}
 
 /// One call into a stage, borrowed from the caller.
 pub(crate) enum Call<'a> {

@@ -30,7 +30,8 @@
 //! - `bindings`: `bindgen!` for the WIT, once.
 //! - [`engine`]: the one `Engine` (pooling allocator, epoch ticker) and `Linker`.
 //! - `cache`: compiled artifacts by content hash and engine fingerprint.
-//! - `instance`: stores, host imports, capability grants, creating and calling an instance.
+//! - `instance`: stores, capability grants, creating and calling an instance;
+//!   `host_imports`: logging, the clock and signature verification for plugins.
 //! - `exports`: the export functions a stage calls, type-checked once per plugin version.
 //! - `view`: borrowed request and audit records, lowered without copying.
 //! - `header_filter`: the request headers each plugin declared it reads.
@@ -54,6 +55,7 @@ pub mod engine;
 pub mod error;
 mod exports;
 mod header_filter;
+mod host_imports;
 mod instance;
 pub mod limits;
 pub mod metrics;
