@@ -16,16 +16,18 @@ pub const CLUSTER: &str = "eu1";
 
 /// Everything a path test needs, torn down on drop.
 pub struct Stack {
-    /// Scratch directory.
-    pub dir: tempfile::TempDir,
-    /// The API server double.
-    pub api: ApiServerDouble,
-    /// The hub.
-    pub hub: HubProc,
-    /// The registered cluster's bundle.
-    pub bundle: PathBuf,
+    // Fields drop in this order: agents go before the hub, so they never redial its
+    // freed port, which another test's listener may have taken by then.
     /// Running agents.
     pub agents: Vec<AgentProc>,
+    /// The hub.
+    pub hub: HubProc,
+    /// The API server double.
+    pub api: ApiServerDouble,
+    /// The registered cluster's bundle.
+    pub bundle: PathBuf,
+    /// Scratch directory.
+    pub dir: tempfile::TempDir,
 }
 
 /// A double that knows the agent's token and lets it do anything (as an
