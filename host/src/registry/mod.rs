@@ -203,15 +203,19 @@ impl Registry {
         Ok(())
     }
 
-    /// Admits one more certificate for a registered cluster (rotation). Adding
-    /// a fingerprint that is already admitted is a no-op.
-    pub fn add_cert(&mut self, cluster: &str, fp: Fingerprint) -> Result<(), RegistryError> {
-        let rec = self
-            .clusters
+    /// The record of a registered cluster, to change.
+    fn record_mut(&mut self, cluster: &str) -> Result<&mut ClusterRecord, RegistryError> {
+        self.clusters
             .get_mut(cluster)
             .ok_or_else(|| RegistryError::Unknown {
                 name: cluster.to_string(),
-            })?;
+            })
+    }
+
+    /// Admits one more certificate for a registered cluster (rotation). Adding
+    /// a fingerprint that is already admitted is a no-op.
+    pub fn add_cert(&mut self, cluster: &str, fp: Fingerprint) -> Result<(), RegistryError> {
+        let rec = self.record_mut(cluster)?;
         if !rec.certs.contains(&fp) {
             rec.certs.push(fp);
         }
@@ -226,12 +230,7 @@ impl Registry {
         cluster: &str,
         fp: &Fingerprint,
     ) -> Result<ClusterRecord, RegistryError> {
-        let rec = self
-            .clusters
-            .get_mut(cluster)
-            .ok_or_else(|| RegistryError::Unknown {
-                name: cluster.to_string(),
-            })?;
+        let rec = self.record_mut(cluster)?;
         if !rec.certs.contains(fp) {
             return Err(RegistryError::UnknownCert {
                 name: cluster.to_string(),
