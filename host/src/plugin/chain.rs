@@ -204,7 +204,8 @@ impl Chain {
             stage: "host".into(),
             denial: Denial::new(
                 DenialKind::Unauthorized,
-                "Unauthorized: no credential stage accepted the request",
+                // kube-apiserver's exact 401 message: the client learns nothing more.
+                "Unauthorized",
             ),
         })
     }

@@ -159,6 +159,29 @@ pub fn split(token: &str) -> Result<Jws<'_>, Refusal> {
     })
 }
 
+/// Whether `token` claims to come from `issuer`: a JWS compact token (three parts)
+/// whose payload is base64url JSON with that `iss`. Nothing here is verified; it
+/// only decides whether this stage owns the credential (and verifies it) or abstains
+/// so a later credential stage may, as kube-apiserver's OIDC authenticator does.
+/// Tokens over [`MAX_TOKEN_BYTES`] are never decoded and count as claiming it, so
+/// the caller refuses them.
+pub fn claims_issuer(token: &str, issuer: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: String,
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return true;
+    }
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    decode_json::<Iss>(payload).is_some_and(|c| c.iss == issuer)
+}
+
 /// Whether `kid` has the shape the issuer gives key ids: 16 lower-case hex digits.
 pub fn is_valid_kid(kid: &str) -> bool {
     kid.len() == 16
@@ -290,6 +313,26 @@ mod tests {
         ] {
             assert!(bearer(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn claims_issuer_reads_the_unverified_iss_and_claims_oversized_tokens() {
+        let ours = token(&header(), r#"{"iss":"hub","sub":"a"}"#, &[7; 64]);
+        assert!(claims_issuer(&ours, "hub"));
+        assert!(!claims_issuer(&ours, "other"));
+        for not_ours in [
+            String::new(),
+            "s3cret".into(),
+            token(&header(), r#"{"sub":"a"}"#, &[7; 64]),
+            token(&header(), r#"{"iss":7}"#, &[7; 64]),
+            token(&header(), "not json", &[7; 64]),
+            format!("{ours}.x"),
+            ours.rsplit_once('.').unwrap().0.to_string(),
+        ] {
+            assert!(!claims_issuer(&not_ours, "hub"), "{not_ours:?}");
+        }
+        // Never decoded, and so never passed on to another stage.
+        assert!(claims_issuer(&"x".repeat(MAX_TOKEN_BYTES + 1), "hub"));
     }
 
     #[test]

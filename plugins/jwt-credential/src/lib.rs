@@ -51,9 +51,13 @@
 //! config.
 //!
 //! # Decisions
-//! - No credential header: abstain (`Ok(None)`), so a later credential stage may decide;
-//!   when every stage abstains the host answers 401.
-//! - Any invalid credential — malformed, over 8 KiB, `alg` other than `EdDSA` (`none`,
+//! - No credential header, or one that holds no token of this issuer (another scheme
+//!   such as `Basic`, an opaque token, a JWT whose unverified `iss` is another issuer):
+//!   abstain (`Ok(None)`), so a later credential stage may decide, as kube-apiserver's
+//!   authenticators do; when every stage abstains the host answers the same 401.
+//!   Hub-issued tokens and, say, static CI tokens can so share `Authorization`.
+//! - Any invalid credential of this issuer — malformed, over 8 KiB (never decoded,
+//!   so never passed on), `alg` other than `EdDSA` (`none`,
 //!   `HS256`), unknown or retired `kid`, bad signature (checked with the host's
 //!   `verify-signature` over exactly the received `header.payload`), wrong `iss`, `aud`
 //!   without `hawser`, expired or not yet valid (60 s leeway, host clock), not an
@@ -171,7 +175,17 @@ impl JwtCredential {
                 return Outcome::Refused(Refusal::Malformed("more than one credential header"))
             }
         };
-        let claims = match token_of(value, &s.header).and_then(|t| self.verify(t, now)) {
+        // Only a token of this issuer is this stage's to judge; anything else (another
+        // scheme, an opaque token, another issuer's JWT) is left to later stages.
+        let Some(token) = token_of(value, &s.header).filter(|t| jws::claims_issuer(t, &s.issuer))
+        else {
+            host::log(
+                LogLevel::Debug,
+                "credential abstained: not a token of this issuer",
+            );
+            return Outcome::Abstain;
+        };
+        let claims = match self.verify(token, now) {
             Ok(c) => c,
             Err(why) => return Outcome::Refused(why),
         };
@@ -228,19 +242,17 @@ impl JwtCredential {
 }
 
 /// The token in a credential header value: `Bearer <token>` in `authorization`; in
-/// another header the bare token (a `Bearer ` prefix is accepted too).
-fn token_of<'a>(value: &'a str, header: &str) -> Result<&'a str, Refusal> {
+/// another header the bare token (a `Bearer ` prefix is accepted too). `None` when the
+/// value holds no such token (another scheme, such as `Basic`).
+fn token_of<'a>(value: &'a str, header: &str) -> Option<&'a str> {
     if header == settings::DEFAULT_HEADER {
-        return jws::bearer(value);
+        return jws::bearer(value).ok();
     }
     let bare = value.trim();
     if bare.contains(char::is_whitespace) {
-        return jws::bearer(bare);
+        return jws::bearer(bare).ok();
     }
-    if bare.is_empty() {
-        return Err(Refusal::Malformed("empty credential header"));
-    }
-    Ok(bare)
+    Some(bare).filter(|b| !b.is_empty())
 }
 
 // Limits of the host's principal validation (`hawser::plugin::validate`); a token

@@ -35,10 +35,8 @@
 //! impl CredentialCheck for Tokens {
 //!     fn check(&self, req: &RequestHead) -> Result<Option<Principal>, Denial> {
 //!         let Some(token) = req.bearer_token() else { return Ok(None) };
-//!         match self.0.get(token) {
-//!             Some(user) => Ok(Some(Principal::new(user))),
-//!             None => Err(Denial::unauthorized("unknown token")),
-//!         }
+//!         // A token not in the table may be another stage's: abstain.
+//!         Ok(self.0.get(token).map(Principal::new))
 //!     }
 //! }
 //!
@@ -99,6 +97,11 @@
 //!   let it grow without bound.
 //!
 //! # Notes
+//! - Credential stages often share `Authorization`, the only credential header
+//!   kubectl sends. Abstain (`Ok(None)`) on a token you cannot tell is yours (an
+//!   unknown static token, another issuer's JWT) and deny only one you recognise, or
+//!   the stages after yours never see their credentials. When all abstain the host
+//!   answers kube-apiserver's 401.
 //! - A credential stage that refuses a credential it did verify (403, e.g. not valid
 //!   for this cluster) names the user with [`Denial::naming`], so audit records show
 //!   who was refused.
