@@ -278,6 +278,24 @@ async fn hot_swap_through_the_admin_endpoint_under_load_fails_no_request() {
         )
         .await
         .unwrap();
+    // A watch held open across the swap, on its own client connection, and the
+    // tunnels as they were before it.
+    let watcher = front_client(&ca);
+    let req = http::Request::get(format!(
+        "https://127.0.0.1:{}{}",
+        front.port(),
+        s.path("/api/v1/namespaces/default/pods?watch=1")
+    ))
+    .body(http_body_util::Full::new(bytes::Bytes::new()))
+    .unwrap();
+    let watch = watcher.request(req).await.unwrap();
+    assert_eq!(watch.status(), 200);
+    let mut watch = watch.into_body();
+    let tunnel_ids = |tunnels: Vec<serde_json::Value>| -> Vec<u64> {
+        tunnels.iter().filter_map(|t| t["id"].as_u64()).collect()
+    };
+    let tunnels_before = tunnel_ids(s.hub.tunnels().await);
+    assert_eq!(tunnels_before.len(), 2);
     misbehave_chain(dir.path(), "b");
     let reply = plain_request(s.hub.admin, "POST", "/plugins/reload")
         .await
@@ -290,6 +308,23 @@ async fn hot_swap_through_the_admin_endpoint_under_load_fails_no_request() {
         )
         .await
         .expect("new chain serves");
+    // Tunnels and client connections are untouched: the same tunnels, and the watch
+    // opened on the old chain still delivers on its connection.
+    assert_eq!(tunnel_ids(s.hub.tunnels().await), tunnels_before);
+    s.api.emit_watch_event("ADDED", "default", "after-swap");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        use http_body_util::BodyExt;
+        loop {
+            let frame = watch.frame().await.expect("watch open").expect("no error");
+            if let Ok(data) = frame.into_data() {
+                if String::from_utf8_lossy(&data).contains("after-swap") {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the watch opened before the swap delivers after it");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut total = 0;
     while let Some(codes) = load.join_next().await {
