@@ -108,6 +108,9 @@ pub struct ReloadStatus {
 impl PluginHost {
     /// Loads `file` for `role`, building the runtime from its `[runtime]` section. Fails
     /// (and the process should refuse to start) when the config or any plugin is bad.
+    ///
+    /// Each host owns its runtime: a reload drops compiled components its chains no
+    /// longer use from the runtime's cache, which would be wrong for a shared one.
     pub async fn load(
         file: impl Into<PathBuf>,
         role: Role,
@@ -115,19 +118,6 @@ impl PluginHost {
         let file = file.into();
         let spec = read_spec(&file, role).await?;
         let runtime = Runtime::new(spec.runtime.clone())?;
-        Self::start(runtime, file, role, spec).await
-    }
-
-    /// Like [`PluginHost::load`], sharing an existing runtime; the file's `[runtime]`
-    /// section must match the runtime's settings.
-    pub async fn load_with(
-        runtime: Arc<Runtime>,
-        file: impl Into<PathBuf>,
-        role: Role,
-    ) -> Result<Arc<PluginHost>, PluginError> {
-        let file = file.into();
-        let spec = read_spec(&file, role).await?;
-        check_runtime(&runtime, &spec)?;
         Self::start(runtime, file, role, spec).await
     }
 
