@@ -37,7 +37,11 @@ else
 fi
 
 echo "== starting the hub"
+# Demo only: no plugin chain, so no credential stage checks callers, and the hub and
+# the agent refuse to start without allow_unauthenticated (they log a warning). The
+# secured setup (JWT credential and impersonation stages) is in the README.
 cat >"$work/hub.toml" <<TOML
+allow_unauthenticated = true
 state_dir = "state"
 [tunnel]
 listen = "127.0.0.1:$tunnel_port"
@@ -57,7 +61,9 @@ echo "== registering cluster 'demo'"
 
 echo "== starting the agent (2 tunnels)"
 # The bundle's agent.toml is for running in a pod; point it at this machine's API server.
-sed -e '/^\[apiserver\]/,$d' -e 's/^connections = 1/connections = 2/' "$work/bundle/agent.toml" >"$work/agent.toml"
+{ echo 'allow_unauthenticated = true'
+  sed -e '/^\[apiserver\]/,$d' -e 's/^connections = 1/connections = 2/' "$work/bundle/agent.toml"
+} >"$work/agent.toml"
 printf '[apiserver]\n%s\n' "$apiserver" >>"$work/agent.toml"
 cp "$work/bundle/"{ca.crt,agent.crt,agent.key} "$work/"
 "$bin/hawser" agent --config "$work/agent.toml" >"$work/agent.out" 2>"$work/agent.log" &
@@ -95,5 +101,7 @@ echo "Hawser is running. Try, in another shell:"
 echo "  kubectl --kubeconfig $work/kubeconfig get pods -w"
 echo "  kubectl --kubeconfig $work/kubeconfig exec -i web-0 -- cat"
 echo "Logs: $work/{hub,agent}.log. Ctrl-C stops everything."
+echo "Demo mode: allow_unauthenticated, no credential check. For issued credentials and"
+echo "impersonation see the README (Security model; Credentials)."
 if [ -n "${DEMO_EXIT:-}" ]; then exit 0; fi
 wait

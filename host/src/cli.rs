@@ -233,7 +233,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Hub { config } => {
             let cfg = HubConfig::load(&config)?;
             let shutdown = CancellationToken::new();
-            let (pipeline, _watch) = pipeline(Role::Hub, cfg.plugins.as_deref()).await?;
+            let (pipeline, _watch) = pipeline(
+                Role::Hub,
+                &config,
+                cfg.plugins.as_deref(),
+                cfg.allow_unauthenticated,
+            )
+            .await?;
             // The audit log stops only after the requests in flight have drained, so
             // their last events are still written.
             let audit_stop = CancellationToken::new();
@@ -259,7 +265,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent { config } => {
             let cfg = AgentConfig::load(&config)?;
             let shutdown = CancellationToken::new();
-            let (pipeline, _watch) = pipeline(Role::Agent, cfg.plugins.as_deref()).await?;
+            let (pipeline, _watch) = pipeline(
+                Role::Agent,
+                &config,
+                cfg.plugins.as_deref(),
+                cfg.allow_unauthenticated,
+            )
+            .await?;
             // The audit log stops only after the requests in flight have drained, so
             // their last events are still written.
             let audit_stop = CancellationToken::new();
@@ -291,7 +303,52 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// The role's phases: built in, or backed by the plugin chain in `file` (loaded and
 /// self-checked now, refusing to start on any error; then watched for changes and
 /// SIGHUP while the returned watcher lives).
+///
+/// Without a credential stage nothing verifies the caller: refused unless the role's
+/// config (`config_file`) sets `allow_unauthenticated`.
 async fn pipeline(
+    role: Role,
+    config_file: &std::path::Path,
+    file: Option<&std::path::Path>,
+    allow_unauthenticated: bool,
+) -> anyhow::Result<(Pipeline, Option<plugin::Watcher>)> {
+    let (pipeline, watcher) = chain_pipeline(role, file).await?;
+    let checks = pipeline
+        .plugins()
+        .is_some_and(|h| h.chain().has(plugin::StageKind::Credential));
+    if !checks {
+        let what = match file {
+            Some(chain) => format!(
+                "the plugin chain {} has no credential stage",
+                chain.display()
+            ),
+            None => "`plugins` is not set, so there is no credential stage".to_string(),
+        };
+        if !allow_unauthenticated {
+            anyhow::bail!(
+                "{}: {what}: requests would reach the cluster with no verified user. \
+                 Configure a chain with a credential stage (see config/plugins-{role}.toml), \
+                 or set `allow_unauthenticated = true` (demos and tests only)",
+                config_file.display()
+            );
+        }
+        tracing::warn!(
+            "allow_unauthenticated: {what}; requests are forwarded with no verified user{}",
+            if role == Role::Agent {
+                ", under the agent's own credential"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok((
+        pipeline.allow_unauthenticated(allow_unauthenticated),
+        watcher,
+    ))
+}
+
+/// The role's phases on the chain in `file`, if any.
+async fn chain_pipeline(
     role: Role,
     file: Option<&std::path::Path>,
 ) -> anyhow::Result<(Pipeline, Option<plugin::Watcher>)> {

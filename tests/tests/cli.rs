@@ -175,3 +175,69 @@ fn register_list_remove() {
     let (ok, text) = cluster_cmd(&cfg, &["remove", "eu1"]);
     assert!(!ok, "{text}");
 }
+
+#[test]
+fn without_a_credential_stage_hub_and_agent_refuse_to_start_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_config(dir.path());
+    let hub_text = std::fs::read_to_string(&hub).unwrap();
+    let refused = |role: &str, config: &std::path::Path, what: &str| {
+        let (code, text) = run(&[role, "--config", config.to_str().unwrap()]);
+        assert_eq!(code, 1, "{text}");
+        for needle in [
+            config.to_str().unwrap(),
+            what,
+            "no verified user",
+            "allow_unauthenticated = true",
+        ] {
+            assert!(text.contains(needle), "{role}: no {needle:?} in {text}");
+        }
+    };
+    refused("hub", &hub, "`plugins` is not set");
+
+    // A chain whose only stage routes: still nothing checks the caller.
+    let chain = dir.path().join("routing-only.toml");
+    let route = hawser::plugin::testing::plugin_path("hawser_plugin_locality_route").unwrap();
+    std::fs::write(
+        &chain,
+        format!(
+            "role = \"hub\"\n[[stage]]\nname = \"locality\"\nkind = \"routing\"\nplugin = {:?}\n\
+             [stage.config]\nregion = \"eu\"\nzone = \"eu-a\"\n",
+            route.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &hub,
+        format!("plugins = {:?}\n{hub_text}", chain.display().to_string()),
+    )
+    .unwrap();
+    refused("hub", &hub, "has no credential stage");
+
+    // An agent from a registered bundle, pointed at an explicit API server.
+    std::fs::write(&hub, &hub_text).unwrap();
+    let bundle = dir.path().join("bundle");
+    let (ok, text) = cluster_cmd(
+        &hub,
+        &["register", "eu1", "--out", bundle.to_str().unwrap()],
+    );
+    assert!(ok, "{text}");
+    std::fs::copy(dir.path().join("state/ca.crt"), bundle.join("api-ca.crt")).unwrap();
+    std::fs::write(bundle.join("token"), "t0ken\n").unwrap();
+    let generated = std::fs::read_to_string(bundle.join("agent.toml")).unwrap();
+    let agent = bundle.join("agent.toml");
+    let explicit = generated
+        .lines()
+        .map(|l| match l.trim_start() {
+            l if l.starts_with("in_cluster") => {
+                "server = \"https://127.0.0.1:1\"\nca_file = \"api-ca.crt\"\ntoken_file = \"token\""
+                    .to_string()
+            }
+            l if l.starts_with("listen") => "listen = \"127.0.0.1:0\"".to_string(),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&agent, &explicit).unwrap();
+    refused("agent", &agent, "`plugins` is not set");
+}

@@ -80,6 +80,11 @@ async fn request_reaches_the_api_server_with_the_agents_credential_only() {
         "Audit-ID set by the hub and returned"
     );
     assert_eq!(req.query, "");
+    // This stack has no credential stage: it runs only because the test opted in,
+    // and both processes say so when they start.
+    let warning = "allow_unauthenticated: `plugins` is not set";
+    assert!(s.hub.logs.text().contains(warning), "{}", s.hub.logs.text());
+    assert!(s.agents[0].logs.text().contains(&format!("{warning}, so there is no credential stage; requests are forwarded with no verified user, under the agent's own credential")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

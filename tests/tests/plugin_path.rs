@@ -4,6 +4,7 @@
 use hawser::plugin::testing::plugin_path;
 use hawser_tests::apiserver::Rule;
 use hawser_tests::harness::client::{front_client, get, plain_request};
+use hawser_tests::harness::eventually;
 use hawser_tests::harness::procs::{agent_config, AgentProc, HubOpts, FAST_TUNNEL};
 use hawser_tests::harness::stack::{double_config, Stack, CLUSTER};
 use std::path::{Path, PathBuf};
@@ -351,5 +352,75 @@ async fn hot_swap_through_the_admin_endpoint_under_load_fails_no_request() {
     assert_eq!(
         versions,
         ["a".to_string(), "b".to_string()].into_iter().collect()
+    );
+}
+
+/// A hub chain with only a routing stage: nothing verifies the caller.
+fn routing_only_chain(dir: &Path) -> PathBuf {
+    write(
+        &dir.join("hub-chain.toml"),
+        &format!(
+            "role = \"hub\"\n[[stage]]\nname = \"locality\"\nkind = \"routing\"\nplugin = \"{}\"\n\
+             [stage.config]\nregion = \"eu\"\nzone = \"eu-a\"\n",
+            wasm("locality-route")
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_drops_the_credential_stage_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let credential = |dir: &Path| {
+        write(
+            &dir.join("hub-chain.toml"),
+            &format!(
+                "role = \"hub\"\n[[stage]]\nname = \"tokens\"\nkind = \"credential\"\nplugin = \"{}\"\n{TOKENS}",
+                wasm("header-credential")
+            ),
+        )
+    };
+    let chain = credential(dir.path());
+    let opts = HubOpts {
+        top_extra: format!("plugins = \"{}\"\n", chain.display()),
+        allow_unauthenticated: false,
+        ..HubOpts::default()
+    };
+    let s = Stack::start(double_config(), opts, 1, 1).await;
+    let client = front_client(&s.hub.ca_pem());
+    let pods = s.path("/api/v1/namespaces/default/pods");
+    let alice = [("authorization", "Bearer alice-token")];
+    assert_eq!(get(&client, s.hub.front, &pods, &alice).await.status, 200);
+
+    // The new chain loads (a hub may route without checking credentials itself; the
+    // file watcher swaps it in once compiled)...
+    routing_only_chain(dir.path());
+    let refused = eventually(Duration::from_secs(60), || async {
+        let r = get(&client, s.hub.front, &pods, &alice).await;
+        (r.status != 200).then_some(r)
+    })
+    .await
+    .expect("the routing-only chain is swapped in");
+    // ...but with allow_unauthenticated off nothing is forwarded unverified.
+    let without = get(&client, s.hub.front, &pods, &[]).await;
+    for r in [refused, without] {
+        assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            String::from_utf8_lossy(&r.body),
+            hawser::credential::UNAUTHORIZED_BODY
+        );
+    }
+    credential(dir.path());
+    eventually(Duration::from_secs(60), || async {
+        (get(&client, s.hub.front, &pods, &alice).await.status == 200).then_some(())
+    })
+    .await
+    .expect("the credential chain is back");
+    assert!(
+        s.hub
+            .logs
+            .text()
+            .lines()
+            .all(|l| !l.contains("allow_unauthenticated:")),
+        "no start-up warning without the opt-in"
     );
 }

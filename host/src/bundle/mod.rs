@@ -286,6 +286,11 @@ pub fn agent_toml(req: &RegisterRequest) -> String {
     let _ = write!(
         out,
         "
+# The agent checks each caller's credential again and impersonates them: mount a
+# plugin chain with credential and impersonation stages (see plugins-agent.toml in
+# the Hawser repository) and name it here. Without one the agent refuses to start.
+# plugins = \"/etc/hawser/plugins-agent.toml\"
+
 [hub]
 address = {address}   # the hub's tunnel listener
 server_name = {server_name}    # name the hub's certificate must carry

@@ -27,6 +27,8 @@ struct Raw {
     #[serde(default)]
     plugins: Option<PathBuf>,
     #[serde(default)]
+    allow_unauthenticated: bool,
+    #[serde(default)]
     audit: Option<crate::audit::AuditConfig>,
     #[serde(default)]
     access: Option<crate::access::AccessConfig>,
@@ -173,6 +175,11 @@ pub struct AgentConfig {
     pub admin_listen: Option<SocketAddr>,
     /// The plugin chain file (`role = "agent"`), if stages are configured.
     pub plugins: Option<PathBuf>,
+    /// Serve without a credential stage: requests reach the API server under the
+    /// agent's own credential, unimpersonated. Off by default, and then an agent whose
+    /// chain has no credential stage refuses to start (and, after a reload removed
+    /// it, answers every request 401).
+    pub allow_unauthenticated: bool,
     /// Kubernetes audit events (policy and sinks), if configured.
     pub audit: Option<crate::audit::AuditSettings>,
     /// The access policy, checked again here; without it client impersonation
@@ -299,6 +306,7 @@ impl AgentConfig {
             apiserver_timeouts,
             admin_listen,
             plugins: raw.plugins.map(|p| v.path(&p)),
+            allow_unauthenticated: raw.allow_unauthenticated,
             audit: raw.audit.map(|a| a.validate(file)).transpose()?,
             access: raw.access.map(|a| a.validate(file)).transpose()?,
         })

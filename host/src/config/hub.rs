@@ -19,6 +19,8 @@ struct Raw {
     #[serde(default)]
     plugins: Option<PathBuf>,
     #[serde(default)]
+    allow_unauthenticated: bool,
+    #[serde(default)]
     credentials: crate::credential::settings::HubCredentialSettings,
     #[serde(default)]
     audit: Option<crate::audit::AuditConfig>,
@@ -106,6 +108,10 @@ pub struct HubConfig {
     pub registry_poll: Duration,
     /// The plugin chain file (`role = "hub"`), if stages are configured.
     pub plugins: Option<PathBuf>,
+    /// Serve without a credential stage: requests are forwarded with no verified
+    /// user. Off by default, and then a hub whose chain has no credential stage
+    /// refuses to start (and, after a reload removed it, answers every request 401).
+    pub allow_unauthenticated: bool,
     /// User credentials: issuer name, refresh-token lifetime, reload interval.
     pub credentials: crate::credential::settings::HubCredentialSettings,
     /// Kubernetes audit events (policy and sinks), if configured.
@@ -235,6 +241,7 @@ impl HubConfig {
             admin_listen,
             registry_poll: raw.registry_poll,
             plugins: raw.plugins.map(|p| v.path(&p)),
+            allow_unauthenticated: raw.allow_unauthenticated,
             credentials: raw.credentials,
             audit: raw.audit.map(|a| a.validate(file)).transpose()?,
             access: raw.access.map(|a| a.validate(file)).transpose()?,

@@ -49,8 +49,20 @@ fn example_configs_load() {
         Duration::from_secs(30)
     );
     assert!(hub.state_dir.ends_with(".hawser/hub"));
+    assert!(hub
+        .plugins
+        .as_ref()
+        .unwrap()
+        .ends_with("config/plugins-hub.toml"));
+    assert!(!hub.allow_unauthenticated, "off unless set");
     let agent = AgentConfig::load(&example("agent.toml")).unwrap();
     assert_eq!(agent.hub.connections, 2);
+    assert!(agent
+        .plugins
+        .as_ref()
+        .unwrap()
+        .ends_with("config/plugins-agent.toml"));
+    assert!(!agent.allow_unauthenticated);
     assert_eq!(agent.backoff_initial, Duration::from_millis(100));
     assert!(
         agent.hub.ca_file.is_absolute(),

@@ -27,6 +27,7 @@ use super::status::Status;
 use crate::audit::AuditLog;
 use crate::plugin::{
     self, AuditEvent, AuditPhase, Candidate, Chain, PluginHost, Principal, Rejection, RequestHead,
+    StageKind,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::net::SocketAddr;
@@ -140,6 +141,9 @@ impl Outcome {
 pub struct Pipeline {
     role: Role,
     plugins: Option<Arc<PluginHost>>,
+    /// Forward requests although no credential stage verified a user
+    /// (`allow_unauthenticated`); otherwise they are refused with 401.
+    allow_unauthenticated: bool,
     audit: Option<AuditLog>,
     /// Work requests leave running after their response head (upgraded sessions,
     /// phase 7 once a body ends), so shutdown can wait for it.
@@ -147,12 +151,14 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// No plugins: no credential check, the agent forwards with its own credential,
-    /// round-robin over live tunnels, access log only.
+    /// No plugins: round-robin over live tunnels, access log only, and every request
+    /// refused with 401 (there is no credential check) unless
+    /// [`Pipeline::allow_unauthenticated`] says otherwise.
     pub fn builtin(role: Role) -> Pipeline {
         Pipeline {
             role,
             plugins: None,
+            allow_unauthenticated: false,
             audit: None,
             tasks: TaskTracker::new(),
         }
@@ -163,9 +169,18 @@ impl Pipeline {
         Pipeline {
             role,
             plugins: Some(plugins),
+            allow_unauthenticated: false,
             audit: None,
             tasks: TaskTracker::new(),
         }
+    }
+
+    /// Forwards requests when the chain has no credential stage (none is configured,
+    /// or a reload removed it): the hub with no verified user, the agent under its own
+    /// credential. Without this they are refused with kube-apiserver's 401.
+    pub fn allow_unauthenticated(mut self, allow: bool) -> Pipeline {
+        self.allow_unauthenticated = allow;
+        self
     }
 
     /// Adds Kubernetes audit events written to `log`.
@@ -220,6 +235,7 @@ impl Pipeline {
         Phases {
             chain,
             head,
+            allow_unauthenticated: self.allow_unauthenticated,
             principal: None,
             impersonated: None,
             trail,
@@ -232,6 +248,7 @@ impl Pipeline {
 pub struct Phases {
     chain: Option<Arc<Chain>>,
     head: RequestHead,
+    allow_unauthenticated: bool,
     principal: Option<Principal>,
     impersonated: Option<Principal>,
     trail: Option<AuditTrail>,
@@ -277,6 +294,22 @@ impl Phases {
     /// `RequestReceived` event is written now (refusing the request if a fail-closed
     /// sink cannot take it).
     pub async fn credential(&mut self) -> Result<(), Denial> {
+        let checks = self
+            .chain
+            .as_ref()
+            .is_some_and(|c| c.has(StageKind::Credential));
+        if !checks && !self.allow_unauthenticated {
+            // Fail closed: nothing could verify the caller. Start-up refuses this
+            // configuration; a reload that dropped the credential stage lands here.
+            tracing::debug!(
+                "request refused: no credential stage and allow_unauthenticated is off"
+            );
+            return Err(Denial::new(Status::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "Unauthorized",
+            )));
+        }
         if let Some(chain) = &self.chain {
             match chain.check_credential(&self.head).await {
                 Ok(principal) => self.principal = principal,

@@ -61,6 +61,9 @@ pub struct HubOpts {
     pub front_extra: String,
     /// Top-level lines (for example `plugins = "..."`).
     pub top_extra: String,
+    /// `allow_unauthenticated`: on by default, so tests without a credential stage can
+    /// send requests; tests of the refusal turn it off.
+    pub allow_unauthenticated: bool,
 }
 
 impl Default for HubOpts {
@@ -71,6 +74,7 @@ impl Default for HubOpts {
             tunnel_extra: "keepalive_interval = \"500ms\"\nkeepalive_timeout = \"1s\"\n".into(),
             front_extra: String::new(),
             top_extra: String::new(),
+            allow_unauthenticated: true,
         }
     }
 }
@@ -131,8 +135,13 @@ impl HubProc {
     pub async fn start(dir: &Path, opts: &HubOpts) -> HubProc {
         std::fs::create_dir_all(dir).unwrap();
         let config = format!(
-            "{}state_dir = \"state\"\nregistry_poll = \"100ms\"\n[tunnel]\nlisten = \"{}\"\nadvertise = \"127.0.0.1:8443\"\n{}\n[front]\nlisten = \"{}\"\nserver_names = [\"127.0.0.1\", \"localhost\"]\n{}\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-            opts.top_extra, opts.tunnel, opts.tunnel_extra, opts.front, opts.front_extra
+            "{}allow_unauthenticated = {}\nstate_dir = \"state\"\nregistry_poll = \"100ms\"\n[tunnel]\nlisten = \"{}\"\nadvertise = \"127.0.0.1:8443\"\n{}\n[front]\nlisten = \"{}\"\nserver_names = [\"127.0.0.1\", \"localhost\"]\n{}\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            opts.top_extra,
+            opts.allow_unauthenticated,
+            opts.tunnel,
+            opts.tunnel_extra,
+            opts.front,
+            opts.front_extra
         );
         std::fs::write(dir.join("hub.toml"), config).unwrap();
         let cfg = dir.join("hub.toml");
@@ -303,8 +312,9 @@ pub fn agent_config(
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("apiserver-ca.crt"), &api.ca_pem).unwrap();
     std::fs::write(dir.join("token"), &api.token).unwrap();
-    // Keep cluster/region/zone and the [hub] file names from the generated file.
-    let mut out = String::new();
+    // Keep cluster/region/zone and the [hub] file names from the generated file. Tests
+    // without an agent chain forward under the agent's own credential.
+    let mut out = String::from("allow_unauthenticated = true\n");
     let mut section = String::new();
     for line in generated.lines() {
         let t = line.trim();
