@@ -159,3 +159,33 @@ async fn a_chain_of_the_real_plugins_serves_every_phase() {
     let text = hub.metrics().render_prometheus();
     assert!(text.contains("hawser_plugin_invocations_total{stage=\"tokens\",kind=\"credential\",plugin=\"hawser-plugin-header-credential\""), "{text}");
 }
+
+#[tokio::test]
+async fn without_an_impersonation_stage_the_caller_is_still_never_system_masters() {
+    // A chain that checks credentials and maps nothing (as an agent's may): the caller
+    // is sent upstream as the credential stage found it, within the host's floor.
+    let fx = Fixture::new(TOKENS);
+    let host = fx.host().await;
+    let chain = host.chain();
+    let req = request("/api/v1/pods", &[("authorization", "Bearer s3cret")]);
+    let who = chain.check_credential(&req).await.unwrap().unwrap();
+    assert!(who.groups.iter().any(|g| g == "system:masters"));
+    match chain.impersonate(&who, &req).await.unwrap_err() {
+        Rejection::Denied { stage, denial } => assert_eq!(
+            (stage.as_str(), denial.kind, denial.message.as_str()),
+            (
+                "host",
+                DenialKind::Forbidden,
+                "impersonating group \"system:masters\" is never allowed"
+            )
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Without it, the caller passes unchanged (no stage mapped it).
+    let guest = chain
+        .check_credential(&request("/", &[("authorization", "Bearer guest")]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(chain.impersonate(&guest, &req).await, Ok(None));
+}

@@ -216,8 +216,9 @@ impl Chain {
     /// result). `Ok(Some(identity))` is the identity to send as `Impersonate-*` headers;
     /// `Ok(None)` means no stage mapped it and `who` is sent as is. Either way the
     /// identity sent is within the policy of every impersonation stage, including those
-    /// that abstained or failed open: a credential that carries `system:masters` is
-    /// refused (403) by the default policy even when no stage maps it.
+    /// that abstained or failed open, and never in `system:masters`
+    /// ([`validate::ALWAYS_DENIED_GROUPS`]), also when the chain has no impersonation
+    /// stage (the denial then names the stage `"host"`).
     pub async fn impersonate(
         &self,
         who: &Principal,
@@ -244,6 +245,14 @@ impl Chain {
             }
         }
         let sent = current.as_ref().unwrap_or(who);
+        // With no impersonation stage no stage policy bounds the caller's identity as
+        // the credential stage found it; the host's floor still does.
+        if let Err(reason) = validate::within_floor(sent) {
+            return Err(Rejection::Denied {
+                stage: "host".into(),
+                denial: Denial::new(DenialKind::Forbidden, reason),
+            });
+        }
         for stage in &self.impersonation {
             if let Err(reason) = validate::within_policy(sent, &stage.spec.policy) {
                 return Err(denied(stage, Denial::new(DenialKind::Forbidden, reason)));

@@ -65,7 +65,8 @@ pub struct Policy {
     pub deny_users: Vec<Pattern>,
     /// Impersonation: groups that may be set. Default `["*"]`.
     pub allow_groups: Vec<Pattern>,
-    /// Impersonation: groups that may never be set. Default `["system:masters"]`.
+    /// Impersonation: groups that may never be set. Default `["system:masters"]`;
+    /// whatever is set here, [`ALWAYS_DENIED_GROUPS`] are refused too.
     pub deny_groups: Vec<Pattern>,
     /// Impersonation: extra keys that may be set. Default `["*"]`.
     pub allow_extra: Vec<Pattern>,
@@ -216,8 +217,28 @@ pub(crate) fn impersonation(p: &Principal, policy: &Policy) -> Result<(), String
     within_policy(p, policy)
 }
 
+/// Groups no identity the host sends upstream may carry, whatever a stage policy
+/// says (a `deny_groups` list adds to these, it does not replace them): members of
+/// `system:masters` bypass every authorization check of kube-apiserver.
+pub const ALWAYS_DENIED_GROUPS: &[&str] = &["system:masters"];
+
+/// Whether the host's floor allows sending `p` upstream: none of
+/// [`ALWAYS_DENIED_GROUPS`]. Stage policies include it; with no impersonation stage it
+/// is all that bounds the caller's own identity.
+pub(crate) fn within_floor(p: &Principal) -> Result<(), String> {
+    match p
+        .groups
+        .iter()
+        .find(|g| ALWAYS_DENIED_GROUPS.contains(&g.as_str()))
+    {
+        Some(g) => Err(format!("impersonating group {g:?} is never allowed")),
+        None => Ok(()),
+    }
+}
+
 /// Whether the stage policy allows impersonating `p` (who may already be known legal).
 pub(crate) fn within_policy(p: &Principal, policy: &Policy) -> Result<(), String> {
+    within_floor(p)?;
     if !any(&policy.allow_users, &p.user) || any(&policy.deny_users, &p.user) {
         return Err(format!(
             "impersonating user {:?} is not allowed by the stage policy",

@@ -135,6 +135,29 @@ fn impersonation_policy() {
 }
 
 #[test]
+fn system_masters_is_refused_whatever_deny_groups_says() {
+    let policy = Policy {
+        deny_groups: vec![Pattern::new("system:nodes")],
+        ..Policy::default()
+    };
+    let mut p = Principal::new("alice");
+    p.groups = vec!["dev".into()];
+    assert_eq!(within_policy(&p, &policy), Ok(()));
+    p.groups.push("system:masters".into());
+    assert_eq!(
+        within_policy(&p, &policy),
+        Err("impersonating group \"system:masters\" is never allowed".into())
+    );
+    assert!(within_floor(&p).is_err());
+    p.groups = vec!["system:nodes".into()];
+    assert!(
+        within_policy(&p, &policy).is_err(),
+        "the list still applies"
+    );
+    assert_eq!(within_floor(&p), Ok(()));
+}
+
+#[test]
 fn uids_are_bounded_by_allow_uids() {
     let policy = Policy {
         allow_uids: vec![Pattern::new("svc-*")],
