@@ -245,18 +245,19 @@ impl Chain {
             }
         }
         let sent = current.as_ref().unwrap_or(who);
-        // With no impersonation stage no stage policy bounds the caller's identity as
-        // the credential stage found it; the host's floor still does.
+        for stage in &self.impersonation {
+            if let Err(reason) = validate::within_policy(sent, &stage.spec.policy) {
+                return Err(denied(stage, Denial::new(DenialKind::Forbidden, reason)));
+            }
+        }
+        // Each stage policy includes the host's floor. With no impersonation stage no
+        // stage policy bounds the caller's identity as the credential stage found it;
+        // the floor still does.
         if let Err(reason) = validate::within_floor(sent) {
             return Err(Rejection::Denied {
                 stage: "host".into(),
                 denial: Denial::new(DenialKind::Forbidden, reason),
             });
-        }
-        for stage in &self.impersonation {
-            if let Err(reason) = validate::within_policy(sent, &stage.spec.policy) {
-                return Err(denied(stage, Denial::new(DenialKind::Forbidden, reason)));
-            }
         }
         Ok(current)
     }

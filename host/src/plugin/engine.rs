@@ -135,6 +135,12 @@ fn engine_config(settings: &RuntimeSettings) -> Config {
         .total_memories(slots.saturating_mul(2))
         .total_tables(slots.saturating_mul(4))
         .total_stacks(slots)
+        // Per component, twice the share the totals assume: one plugin made of many
+        // tiny core instances (each an empty memory, which the memory cap does not
+        // count) could otherwise take every slot and starve the other stages.
+        .max_core_instances_per_component(MAX_CORE_INSTANCES)
+        .max_memories_per_component(2)
+        .max_tables_per_component(8)
         .max_memory_size(settings.max_memory_mb as usize * MIB)
         // Reset the low part of a memory (plugin stack, data, first heap pages) with a
         // memset instead of madvise: fresh instances then skip most page faults and
@@ -159,6 +165,9 @@ fn engine_config(settings: &RuntimeSettings) -> Config {
 }
 
 const MIB: usize = 1024 * 1024;
+/// Core instances one plugin component may have (a Rust wasip2 plugin has three: the
+/// program, and the shim and fix-up modules of its imports).
+const MAX_CORE_INSTANCES: u32 = 8;
 const KEEP_RESIDENT: usize = 256 * 1024;
 
 /// Advances the engine's epoch every tick, and a coarse millisecond clock with it,
@@ -200,5 +209,39 @@ impl Drop for EpochTicker {
             // The thread wakes within one tick; a panic there has nothing to report.
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::component::{Component, Linker};
+    use wasmtime::Store;
+
+    /// A component of `n` instances of an empty core module.
+    fn core_instances(n: u32) -> Vec<u8> {
+        let mut text = String::from("(component (core module $m)");
+        for _ in 0..n {
+            text.push_str(" (core instance (instantiate $m))");
+        }
+        text.push(')');
+        wat::parse_str(&text).expect("valid WAT")
+    }
+
+    #[test]
+    fn one_component_cannot_take_more_than_its_share_of_instance_slots() {
+        let engine = Engine::new(&engine_config(&RuntimeSettings::default())).unwrap();
+        let linker = Linker::<()>::new(&engine);
+        let run = |n| -> Result<(), String> {
+            let c = Component::new(&engine, core_instances(n)).map_err(|e| format!("{e:#}"))?;
+            let mut store = Store::new(&engine, ());
+            linker
+                .instantiate(&mut store, &c)
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"))
+        };
+        assert_eq!(run(MAX_CORE_INSTANCES), Ok(()));
+        let err = run(MAX_CORE_INSTANCES + 1).unwrap_err();
+        assert!(err.contains("exceeds"), "{err}");
     }
 }
