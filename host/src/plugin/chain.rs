@@ -278,7 +278,13 @@ impl Chain {
             let req = header_filter::request(stage.headers.as_ref(), req);
             let out = run(stage, Call::Routing(&req, who, candidates), |r| match r {
                 Reply::Routing(Ok(Some(c))) => {
-                    validate::route_choice(&c, candidates, &stage.spec.policy).map_err(illegal)?;
+                    validate::route_choice(
+                        &c,
+                        candidates,
+                        &stage.spec.policy,
+                        &self.credential_headers,
+                    )
+                    .map_err(illegal)?;
                     Ok(Ok(Some(c)))
                 }
                 Reply::Routing(Ok(None)) => Ok(Ok(None)),

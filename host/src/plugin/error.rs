@@ -159,8 +159,20 @@ pub struct PluginFailure {
     pub detail: String,
 }
 
+/// Longest [`PluginFailure::detail`], in bytes.
+const MAX_DETAIL: usize = 1024;
+
 impl PluginFailure {
-    pub(crate) fn new(stage: &str, plugin: &str, kind: FailureKind, detail: String) -> Self {
+    pub(crate) fn new(stage: &str, plugin: &str, kind: FailureKind, mut detail: String) -> Self {
+        // Details quote plugin output in bounded form; this is the backstop.
+        if detail.len() > MAX_DETAIL {
+            let mut end = MAX_DETAIL;
+            while !detail.is_char_boundary(end) {
+                end -= 1;
+            }
+            detail.truncate(end);
+            detail.push('…');
+        }
         PluginFailure {
             stage: stage.to_owned(),
             plugin: plugin.to_owned(),
@@ -265,3 +277,21 @@ impl fmt::Display for Rejection {
 }
 
 impl std::error::Error for Rejection {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_details_are_bounded() {
+        let f = PluginFailure::new("s", "p.wasm@0", FailureKind::Trap, "é".repeat(4096));
+        assert!(
+            f.detail.len() <= MAX_DETAIL + '…'.len_utf8(),
+            "{}",
+            f.detail.len()
+        );
+        assert!(f.detail.ends_with('…'));
+        let short = PluginFailure::new("s", "p.wasm@0", FailureKind::Trap, "trap".into());
+        assert_eq!(short.detail, "trap");
+    }
+}

@@ -98,9 +98,12 @@ const MAX_EXTRA_KEYS: usize = 32;
 const MAX_EXTRA_VALUES: usize = 64;
 const MAX_SET_HEADERS: usize = 16;
 const MAX_HEADER_VALUE: usize = 4096;
+const MAX_REDACTED_HEADERS: usize = 256;
 
-/// Headers no plugin may set on the upstream request.
+/// Headers no plugin may set on the upstream request. `audit-id` joins the hub's,
+/// the agent's and the API server's audit events of one request.
 const FORBIDDEN_HEADERS: &[&str] = &[
+    "audit-id",
     "authorization",
     "connection",
     "content-length",
@@ -121,6 +124,16 @@ const FORBIDDEN_HEADERS: &[&str] = &[
 /// identity headers the API server may trust, and Hawser's tunnel-internal headers
 /// (`proxy::headers::INTERNAL_PREFIX`), which carry the hub's access decision.
 const FORBIDDEN_PREFIXES: &[&str] = &["impersonate-", "x-remote-", "x-hawser-tunnel-"];
+
+/// A plugin-supplied string as quoted in an error: at most 64 characters, so a
+/// plugin cannot make its failure message (sent to the client and logged) any size.
+fn shown(s: &str) -> String {
+    let mut cut: String = s.chars().take(64).collect();
+    if cut.len() < s.len() {
+        cut.push('…');
+    }
+    format!("{cut:?}")
+}
 
 /// A legal, lower-case HTTP header name (RFC 9110 token).
 pub fn is_header_name(name: &str) -> bool {
@@ -184,14 +197,14 @@ pub(crate) fn principal(p: &Principal) -> Result<(), String> {
         // is a typical key.
         if e.key.is_empty() || e.key.len() > 256 || !e.key.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(format!(
-                "extra key {:?} is not 1-256 visible ASCII characters",
-                e.key
+                "extra key {} is not 1-256 visible ASCII characters",
+                shown(&e.key)
             ));
         }
         if e.values.len() > MAX_EXTRA_VALUES {
             return Err(format!(
-                "extra {:?} has more than {MAX_EXTRA_VALUES} values",
-                e.key
+                "extra {} has more than {MAX_EXTRA_VALUES} values",
+                shown(&e.key)
             ));
         }
         for v in &e.values {
@@ -241,48 +254,51 @@ pub(crate) fn within_policy(p: &Principal, policy: &Policy) -> Result<(), String
     within_floor(p)?;
     if !any(&policy.allow_users, &p.user) || any(&policy.deny_users, &p.user) {
         return Err(format!(
-            "impersonating user {:?} is not allowed by the stage policy",
-            p.user
+            "impersonating user {} is not allowed by the stage policy",
+            shown(&p.user)
         ));
     }
     for g in &p.groups {
         if !any(&policy.allow_groups, g) || any(&policy.deny_groups, g) {
             return Err(format!(
-                "impersonating group {g:?} is not allowed by the stage policy"
+                "impersonating group {} is not allowed by the stage policy",
+                shown(g)
             ));
         }
     }
     if !p.uid.is_empty() && !any(&policy.allow_uids, &p.uid) {
         return Err(format!(
-            "impersonating uid {:?} is not allowed by the stage policy",
-            p.uid
+            "impersonating uid {} is not allowed by the stage policy",
+            shown(&p.uid)
         ));
     }
     for e in &p.extra {
         if !any(&policy.allow_extra, &e.key) {
             return Err(format!(
-                "extra key {:?} is not allowed by the stage policy",
-                e.key
+                "extra key {} is not allowed by the stage policy",
+                shown(&e.key)
             ));
         }
     }
     Ok(())
 }
 
-/// A routing choice: one of `candidates`, with only allowed headers.
+/// A routing choice: one of `candidates`, with only allowed headers, none of them one
+/// of the chain's `credential_headers` (a stage could otherwise mint a credential).
 pub(crate) fn route_choice(
     c: &RouteChoice,
     candidates: &[Candidate],
     policy: &Policy,
+    credential_headers: &[String],
 ) -> Result<(), String> {
     if !candidates
         .iter()
         .any(|k| k.cluster == c.cluster && k.endpoint == c.endpoint)
     {
         return Err(format!(
-            "route to {:?}/{:?} is not one of the configured candidates",
-            c.cluster.chars().take(64).collect::<String>(),
-            c.endpoint.chars().take(64).collect::<String>()
+            "route to {}/{} is not one of the configured candidates",
+            shown(&c.cluster),
+            shown(&c.endpoint)
         ));
     }
     if c.set_headers.len() > MAX_SET_HEADERS {
@@ -291,25 +307,29 @@ pub(crate) fn route_choice(
     for h in &c.set_headers {
         if !is_header_name(&h.name) {
             return Err(format!(
-                "{:?} is not a legal lower-case header name",
-                h.name
+                "{} is not a legal lower-case header name",
+                shown(&h.name)
             ));
         }
         if FORBIDDEN_HEADERS.contains(&h.name.as_str())
             || FORBIDDEN_PREFIXES.iter().any(|p| h.name.starts_with(p))
+            || credential_headers.contains(&h.name)
         {
-            return Err(format!("header {:?} may not be set by a plugin", h.name));
+            return Err(format!(
+                "header {} may not be set by a plugin",
+                shown(&h.name)
+            ));
         }
         if !any(&policy.allow_headers, &h.name) {
             return Err(format!(
-                "header {:?} is not allowed by the stage policy",
-                h.name
+                "header {} is not allowed by the stage policy",
+                shown(&h.name)
             ));
         }
         if !is_header_value(&h.value) {
             return Err(format!(
-                "value of header {:?} is not a legal header value",
-                h.name
+                "value of header {} is not a legal header value",
+                shown(&h.name)
             ));
         }
     }
@@ -317,9 +337,17 @@ pub(crate) fn route_choice(
 }
 
 pub(crate) fn redaction(r: &Redaction) -> Result<(), String> {
+    if r.headers.len() > MAX_REDACTED_HEADERS {
+        return Err(format!(
+            "redaction names more than {MAX_REDACTED_HEADERS} headers"
+        ));
+    }
     for h in &r.headers {
         if !is_header_name(&h.to_ascii_lowercase()) {
-            return Err(format!("redaction names {h:?}, not a legal header name"));
+            return Err(format!(
+                "redaction names {}, not a legal header name",
+                shown(h)
+            ));
         }
     }
     Ok(())

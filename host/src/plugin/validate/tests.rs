@@ -1,4 +1,5 @@
 use super::*;
+use crate::plugin::testing::candidate;
 use crate::plugin::types::{Header, Health, Locality};
 
 #[test]
@@ -72,10 +73,10 @@ fn route_choice_must_be_a_candidate_and_headers_allowed() {
             value: "a".into(),
         }],
     };
-    assert!(route_choice(&choice, &cands, &policy).is_ok());
+    assert!(route_choice(&choice, &cands, &policy, &[]).is_ok());
     choice.endpoint = "e2".into();
     assert!(
-        route_choice(&choice, &cands, &policy).is_err(),
+        route_choice(&choice, &cands, &policy, &[]).is_err(),
         "mixed pair"
     );
     choice.endpoint = "e1".into();
@@ -86,10 +87,12 @@ fn route_choice_must_be_a_candidate_and_headers_allowed() {
         &Policy {
             allow_headers: vec![Pattern::new("*")],
             ..Policy::default()
-        }
+        },
+        &[]
     )
     .is_err());
     for reserved in [
+        "audit-id",
         "x-remote-user",
         "x-remote-group",
         "x-hawser-tunnel-as-user",
@@ -97,7 +100,7 @@ fn route_choice_must_be_a_candidate_and_headers_allowed() {
         "x-hawser-tunnel-upgrade",
     ] {
         choice.set_headers[0].name = reserved.into();
-        let err = route_choice(&choice, &cands, &policy).unwrap_err();
+        let err = route_choice(&choice, &cands, &policy, &[]).unwrap_err();
         assert!(
             err.contains("may not be set by a plugin"),
             "{reserved}: {err}"
@@ -109,7 +112,7 @@ fn route_choice_must_be_a_candidate_and_headers_allowed() {
     );
     choice.set_headers[0].name = "x-other".into();
     assert!(
-        route_choice(&choice, &cands, &policy).is_err(),
+        route_choice(&choice, &cands, &policy, &[]).is_err(),
         "not in allow list"
     );
 }
@@ -176,4 +179,56 @@ fn uids_are_bounded_by_allow_uids() {
     };
     assert!(impersonation(&p, &none).is_err());
     assert!(impersonation(&p, &Policy::default()).is_ok());
+}
+
+#[test]
+fn a_route_may_not_set_a_header_the_chain_reads_credentials_from() {
+    let cands = vec![candidate("c1", "e1", "eu", "eu-a", Health::Healthy)];
+    let policy = Policy {
+        allow_headers: vec![Pattern::new("x-*")],
+        ..Policy::default()
+    };
+    let choice = RouteChoice {
+        cluster: "c1".into(),
+        endpoint: "e1".into(),
+        set_headers: vec![Header {
+            name: "x-ci-token".into(),
+            value: "minted".into(),
+        }],
+    };
+    assert_eq!(route_choice(&choice, &cands, &policy, &[]), Ok(()));
+    let err = route_choice(&choice, &cands, &policy, &["x-ci-token".into()]).unwrap_err();
+    assert!(err.contains("may not be set by a plugin"), "{err}");
+}
+
+#[test]
+fn plugin_strings_in_errors_are_bounded() {
+    let huge = "\u{1}".repeat(1 << 20);
+    let mut p = Principal::new("alice");
+    p.extra.push(crate::plugin::types::Extra {
+        key: huge.clone(),
+        values: vec![],
+    });
+    let err = principal(&p).unwrap_err();
+    assert!(err.len() < 512, "{} bytes", err.len());
+    let cands = vec![candidate("c1", "e1", "eu", "eu-a", Health::Healthy)];
+    let choice = RouteChoice {
+        cluster: huge.clone(),
+        endpoint: "e1".into(),
+        set_headers: vec![],
+    };
+    let err = route_choice(&choice, &cands, &Policy::default(), &[]).unwrap_err();
+    assert!(err.len() < 512 && err.contains('…'), "{err}");
+    let r = Redaction {
+        headers: vec![huge],
+        query: false,
+        extra: false,
+    };
+    assert!(redaction(&r).unwrap_err().len() < 512);
+    let many = Redaction {
+        headers: vec!["x-a".into(); 257],
+        query: false,
+        extra: false,
+    };
+    assert!(redaction(&many).unwrap_err().contains("more than 256"));
 }
