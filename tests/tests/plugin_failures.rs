@@ -122,6 +122,33 @@ async fn a_plugin_waiting_in_a_host_call_is_ended_by_the_wall_clock_limit() {
 }
 
 #[tokio::test]
+async fn output_larger_than_the_host_lifts_is_a_memory_fault_and_the_next_request_is_fine() {
+    let fx = Fixture::new(&misbehave(
+        "creds",
+        "credential",
+        "ok",
+        "a",
+        "[stage.limits]\nmemory_mb = 32\ntimeout_ms = 2000",
+    ));
+    let host = fx.host().await;
+    let chain = host.chain();
+    let f = failure(
+        chain
+            .check_credential(&bad("huge-output"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(f.kind, FailureKind::MemoryLimit, "{f:?}");
+    assert_eq!(
+        f.detail, "more than 4 MiB handed to the host in one call",
+        "{f:?}"
+    );
+    assert!(chain.check_credential(&request("/", &[])).await.is_ok());
+    let m = host.metrics().snapshot("creds");
+    assert_eq!(m.failures(FailureKind::MemoryLimit), 1);
+}
+
+#[tokio::test]
 async fn memory_bomb_is_capped_and_the_next_request_is_fine() {
     let fx = Fixture::new(&misbehave(
         "creds",

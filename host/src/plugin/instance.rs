@@ -73,6 +73,10 @@ pub(crate) struct StoreState {
     pub(super) log_lines: u32,
 }
 
+/// Bytes one call may hand the host (a result, or the arguments of one host call).
+/// The largest legal result, a principal at every limit of `validate`, is about 1 MiB.
+pub(crate) const MAX_LIFT_BYTES: usize = 4 << 20;
+
 /// Host handles (WASI streams, pollables, files) one instance may hold at once. Each
 /// is host memory the linear-memory cap does not count; a plugin needs a handful.
 pub(crate) const MAX_HOST_HANDLES: usize = 1024;
@@ -213,6 +217,10 @@ impl Template {
         };
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.memory);
+        // Bytes the host copies out of the guest per call (results, import arguments).
+        // wasmtime's default is 128 MiB, far above any legal output, and a result can
+        // name the same guest bytes many times over.
+        store.set_hostcall_fuel(MAX_LIFT_BYTES);
         // The budget counts ticks while the guest runs; time spent queued after a yield
         // does not count, so a busy host does not fail well-behaved plugins.
         store.epoch_deadline_callback(|mut ctx| {
@@ -325,6 +333,16 @@ fn classify(err: &wasmtime::Error, store: &Store<StoreState>, default: FailureKi
         return CallError {
             kind: FailureKind::MemoryLimit,
             detail: format!("more than {MAX_HOST_HANDLES} host handles (WASI streams, timers, files) open at once"),
+        };
+    }
+    // wasmtime's error for exhausted hostcall fuel has no public type.
+    if format!("{err:#}").contains("fuel allocated for hostcalls has been exhausted") {
+        return CallError {
+            kind: FailureKind::MemoryLimit,
+            detail: format!(
+                "more than {} MiB handed to the host in one call",
+                MAX_LIFT_BYTES >> 20
+            ),
         };
     }
     // Every slot of the pooling allocator is taken: the host is short of capacity,

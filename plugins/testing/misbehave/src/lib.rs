@@ -6,7 +6,7 @@
 //! behaviour = "ok"   # ok | loop | memory-bomb | handle-hoard | verify-flood | trap
 //!                    # | slow | sleep | trap-init | fail-init | sleep-init | illegal-route
 //!                    # | illegal-header | illegal-principal | escalate | abstain
-//!                    # | audit-error
+//!                    # | audit-error | huge-output
 //! version = "a"      # echoed into every output
 //! slow_ms = 5        # for "slow": busy-wait this long per call
 //! ```
@@ -14,7 +14,10 @@
 //! `handle-hoard` holds 5000 WASI timer handles at once (host memory the linear-memory
 //! cap does not see), then drops them and answers normally.
 //!
-//! `verify-flood` asks the host to verify signatures over 4 MiB messages 64 times: the
+//! `huge-output` (credential) returns a user name of 8 MiB: within the memory cap, but
+//! more than the host lifts out of a plugin in one call.
+//!
+//! `verify-flood` asks the host to verify signatures over 2 MiB messages 128 times: the
 //! time is spent in the host, not in guest code.
 //!
 //! `sleep` and `sleep-init` sleep for an hour in a WASI clock wait, where no guest code
@@ -66,6 +69,7 @@ enum Behaviour {
     Abstain,
     AuditError,
     Probe,
+    HugeOutput,
 }
 
 /// The behaviour for one call: the `x-misbehave` header when present, else the config.
@@ -184,9 +188,10 @@ impl Misbehave {
 fn verify_flood() {
     let mut key = vec![0x66u8; 32];
     key[0] = 0x58;
-    let message = vec![0u8; 4 << 20];
+    // 2 MiB: within what the host takes from a plugin in one call.
+    let message = vec![0u8; 2 << 20];
     let signature = [0u8; 64];
-    for _ in 0..64 {
+    for _ in 0..128 {
         black_box(host::verify_signature(
             &hawser_plugin_sdk::host::PublicKey::Ed25519(key.clone()),
             &message,
@@ -218,6 +223,7 @@ impl CredentialCheck for Misbehave {
         let behaviour = self.act(&req.headers);
         let user = match behaviour {
             Behaviour::IllegalPrincipal => "mallory\r\nimpersonate-user: root".to_owned(),
+            Behaviour::HugeOutput => "x".repeat(8 << 20),
             _ => format!("user-{}", self.cfg.version),
         };
         let mut p = Principal::new(user)
