@@ -149,6 +149,22 @@ async fn output_larger_than_the_host_lifts_is_a_memory_fault_and_the_next_reques
 }
 
 #[tokio::test]
+async fn random_bytes_beyond_the_limit_fail_the_call_not_the_host() {
+    let fx = Fixture::new(&misbehave("creds", "credential", "ok", "a", ""));
+    let host = fx.host().await;
+    let chain = host.chain();
+    let f = failure(
+        chain
+            .check_credential(&bad("random-hog"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(f.kind, FailureKind::Trap, "{f:?}");
+    assert!(f.detail.contains("exceeds limit 65536"), "{f:?}");
+    assert!(chain.check_credential(&request("/", &[])).await.is_ok());
+}
+
+#[tokio::test]
 async fn memory_bomb_is_capped_and_the_next_request_is_fine() {
     let fx = Fixture::new(&misbehave(
         "creds",

@@ -53,6 +53,9 @@ impl Grants {
         for (host, guest) in &self.read_dirs {
             b.preopened_dir(host, guest, FsPerms::ReadOnly)?;
         }
+        // A plugin needs a few random bytes (a nonce); each request is a host
+        // allocation the memory cap does not count (wasmtime's default allows 64 MiB).
+        b.max_random_size(MAX_RANDOM_BYTES);
         b.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
@@ -72,6 +75,9 @@ pub(crate) struct StoreState {
     pub(super) stage: Arc<str>,
     pub(super) log_lines: u32,
 }
+
+/// Random bytes a plugin may ask WASI for in one call.
+pub(crate) const MAX_RANDOM_BYTES: u64 = 64 * 1024;
 
 /// Bytes one call may hand the host (a result, or the arguments of one host call).
 /// The largest legal result, a principal at every limit of `validate`, is about 1 MiB.
@@ -364,7 +370,9 @@ fn classify(err: &wasmtime::Error, store: &Store<StoreState>, default: FailureKi
         },
         None => CallError {
             kind: default,
-            detail: truncate(&err.to_string(), 256),
+            // The innermost error says what failed (a host call refusing its
+            // arguments, say); the outer ones only add "error while executing".
+            detail: truncate(&err.root_cause().to_string(), 256),
         },
     }
 }

@@ -6,7 +6,7 @@
 //! behaviour = "ok"   # ok | loop | memory-bomb | handle-hoard | verify-flood | trap
 //!                    # | slow | sleep | trap-init | fail-init | sleep-init | illegal-route
 //!                    # | illegal-header | illegal-principal | escalate | abstain
-//!                    # | audit-error | huge-output
+//!                    # | audit-error | huge-output | random-hog
 //! version = "a"      # echoed into every output
 //! slow_ms = 5        # for "slow": busy-wait this long per call
 //! ```
@@ -16,6 +16,9 @@
 //!
 //! `huge-output` (credential) returns a user name of 8 MiB: within the memory cap, but
 //! more than the host lifts out of a plugin in one call.
+//!
+//! `random-hog` asks the host for 16 MiB of random bytes in one call, host memory the
+//! linear-memory cap does not see.
 //!
 //! `verify-flood` asks the host to verify signatures over 2 MiB messages 128 times: the
 //! time is spent in the host, not in guest code.
@@ -70,6 +73,7 @@ enum Behaviour {
     AuditError,
     Probe,
     HugeOutput,
+    RandomHog,
 }
 
 /// The behaviour for one call: the `x-misbehave` header when present, else the config.
@@ -160,6 +164,7 @@ impl Misbehave {
             }
             Behaviour::HandleHoard => hoard_handles(5000),
             Behaviour::VerifyFlood => verify_flood(),
+            Behaviour::RandomHog => random_hog(),
             Behaviour::Trap => panic!("misbehave: trap"),
             Behaviour::Sleep => std::thread::sleep(std::time::Duration::from_secs(3600)),
             Behaviour::Slow => {
@@ -199,6 +204,16 @@ fn verify_flood() {
         ));
     }
 }
+
+/// Asks WASI for 16 MiB of random bytes at once.
+#[cfg(target_arch = "wasm32")]
+fn random_hog() {
+    black_box(wasip2::random::random::get_random_bytes(16 << 20));
+}
+
+/// Natively there is no host to ask.
+#[cfg(not(target_arch = "wasm32"))]
+fn random_hog() {}
 
 /// Opens `n` WASI timer handles and holds them all before dropping them.
 #[cfg(target_arch = "wasm32")]
