@@ -132,3 +132,59 @@ async fn a_reused_stage_reports_its_idle_instances_and_refuses_prewarm() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_stage_keeps_at_most_max_idle_instances_after_a_burst() {
+    let fx = Fixture::new(&misbehave(
+        "creds",
+        "credential",
+        "ok",
+        "a",
+        "instances = \"reuse\"\nmax_idle = 2",
+    ));
+    let host = fx.host().await;
+    let chain = host.chain();
+    // Slow calls (a busy-wait in the guest) overlap, so the burst runs on more
+    // instances than are kept afterwards.
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let chain = Arc::clone(&chain);
+            tokio::spawn(async move {
+                let slow = request("/", &[("x-misbehave", "slow")]);
+                calls(chain.check_credential(&slow).await.unwrap().unwrap())
+            })
+        })
+        .collect();
+    let mut first_calls = 0;
+    for t in tasks {
+        if t.await.unwrap() == "1" {
+            first_calls += 1;
+        }
+    }
+    assert!(
+        first_calls > 2,
+        "the burst ran on {first_calls} new instances"
+    );
+    assert_eq!(ready(&host), 2);
+
+    // max_idle is for reused instances only, and bounded by the concurrency limit.
+    for (extra, key, why) in [
+        (
+            "max_idle = 2",
+            ".max_idle",
+            "only applies with instances = \"reuse\"",
+        ),
+        (
+            "instances = \"reuse\"\nmax_idle = 9\n[stage.limits]\nconcurrency = 8",
+            ".max_idle",
+            "",
+        ),
+    ] {
+        fx.write(&misbehave("creds", "credential", "ok", "a", extra));
+        let Err(err) = PluginHost::load(&fx.file, hawser::plugin::Role::Hub).await else {
+            panic!("{extra:?} was accepted");
+        };
+        let err = err.to_string();
+        assert!(err.contains(key) && err.contains(why), "{err}");
+    }
+}

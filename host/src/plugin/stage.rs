@@ -82,9 +82,7 @@ impl Stage {
             .map(|f| f.with(&credential_headers));
         let instances = Arc::new(match spec.instances {
             InstanceMode::Fresh => Instances::fresh(spec.prewarm as usize),
-            InstanceMode::Reuse => {
-                Instances::reuse(spec.limits.concurrency as usize, spec.max_uses)
-            }
+            InstanceMode::Reuse => Instances::reuse(spec.max_idle as usize, spec.max_uses),
         });
         // The self-check instance has only run `init`: as good as a pre-warmed one.
         instances.give_back(instance);

@@ -19,6 +19,7 @@
 //! failure = "closed"                 # closed (default) | open (not for impersonation)
 //! instances = "fresh"                # fresh (default) | reuse
 //! max_uses = 10000                   # reuse only: calls before an instance is retired
+//! max_idle = 8                       # reuse only: instances kept between calls
 //! prewarm = 2                        # fresh only: instances created ahead of requests
 //! [stage.limits]
 //! timeout_ms = 20                    # default 20, audit 50
@@ -94,6 +95,10 @@ pub struct StageSpec {
     pub instances: InstanceMode,
     /// Calls per instance before it is retired (reuse only).
     pub max_uses: u64,
+    /// Instances kept between calls (reuse only; at most `limits.concurrency`). More
+    /// may run during a burst; past this they are torn down after their call, so a
+    /// burst does not pin pool slots other stages need.
+    pub max_idle: u32,
     /// Fresh instances kept instantiated and initialised ahead of requests (fresh
     /// only; 0 creates each on the request path).
     pub prewarm: u32,
@@ -167,6 +172,7 @@ struct RawStage {
     failure: Option<FailurePolicy>,
     instances: Option<InstanceMode>,
     max_uses: Option<u64>,
+    max_idle: Option<u32>,
     prewarm: Option<u32>,
     #[serde(default)]
     limits: RawLimits,
@@ -323,19 +329,23 @@ impl ChainSpec {
             stages.push(spec);
         }
         // A pre-warmed stage holds up to `prewarm` ready instances and as many used ones
-        // awaiting teardown; leave at least half the slots to requests.
+        // awaiting teardown, a reuse stage up to `max_idle` idle ones; leave at least
+        // half the slots to requests.
         let held: u32 = stages
             .iter()
-            .filter(|s| s.instances == InstanceMode::Fresh)
-            .map(|s| 2 * s.prewarm)
+            .map(|s| match s.instances {
+                InstanceMode::Fresh => 2 * s.prewarm,
+                InstanceMode::Reuse => s.max_idle,
+            })
             .sum();
         if held > runtime.max_instances / 2 {
             return Err(err(
                 "runtime.max_instances".into(),
                 format!(
-                    "{} slots, but pre-warming holds up to {held} instances (2 x prewarm per \
-                     fresh stage) and at least half must stay free for requests; raise \
-                     max_instances or lower prewarm",
+                    "{} slots, but stages hold up to {held} instances between requests (2 x \
+                     prewarm per fresh stage, max_idle per reuse stage) and at least half \
+                     must stay free for requests; raise max_instances or lower prewarm or \
+                     max_idle",
                     runtime.max_instances
                 ),
             ));

@@ -7,6 +7,8 @@ use super::*;
 /// the next request while a background task makes more.
 const DEFAULT_PREWARM: u32 = 2;
 const MAX_PREWARM: u32 = 64;
+/// Reused instances kept between calls unless `max_idle` says otherwise.
+const DEFAULT_MAX_IDLE: u32 = 8;
 
 /// Whether the `role` process runs stages of `kind`; if not, why, for the error. A
 /// stage that never runs would give a false sense of protection (an impersonation
@@ -54,6 +56,12 @@ pub(super) fn stage(
     }
     let max_uses =
         range(s.max_uses, 1, u64::MAX, &format!("{at}.max_uses"), err)?.unwrap_or(10_000);
+    if s.max_idle.is_some() && instances == InstanceMode::Fresh {
+        return Err(err(
+            format!("{at}.max_idle"),
+            "only applies with instances = \"reuse\" (see prewarm)".into(),
+        ));
+    }
     if s.prewarm.is_some() && instances == InstanceMode::Reuse {
         return Err(err(
             format!("{at}.prewarm"),
@@ -110,6 +118,19 @@ pub(super) fn stage(
         }),
         concurrency: concurrency.unwrap_or(d.concurrency.min(runtime.max_instances)),
     };
+    let max_idle = range(
+        s.max_idle,
+        0,
+        limits.concurrency,
+        &format!("{at}.max_idle"),
+        err,
+    )?
+    // The default leaves room for several reuse stages in a small runtime.
+    .unwrap_or(
+        DEFAULT_MAX_IDLE
+            .min(limits.concurrency)
+            .min((runtime.max_instances / 8).max(1)),
+    );
 
     let q = &s.quarantine;
     let dq = QuarantinePolicy::default();
@@ -182,6 +203,7 @@ pub(super) fn stage(
         failure,
         instances,
         max_uses,
+        max_idle,
         prewarm,
         limits,
         quarantine,

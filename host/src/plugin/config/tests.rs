@@ -93,7 +93,17 @@ fn errors_name_the_key() {
         (
             "role = \"hub\"\n[runtime]\nmax_instances = 6\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\nprewarm = 2",
             "runtime.max_instances",
-            "pre-warming holds up to 4 instances",
+            "stages hold up to 4 instances between requests",
+        ),
+        (
+            "role = \"hub\"\n[runtime]\nmax_instances = 16\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\ninstances = \"reuse\"\nmax_idle = 8\n[[stage]]\nname = \"b\"\nkind = \"audit\"\nplugin = \"$WASM\"\ninstances = \"reuse\"\nmax_idle = 1",
+            "runtime.max_instances",
+            "stages hold up to 9 instances between requests",
+        ),
+        (
+            "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\ninstances = \"reuse\"\nmax_idle = 65",
+            "stage[0] (\"a\").max_idle",
+            "outside 0..=64",
         ),
         (
             "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\n[stage.limits]\nmemory_mb = 4096",
@@ -140,6 +150,7 @@ fn default_limits_stay_within_the_runtime() {
     .unwrap();
     let l = &spec.stages[0].limits;
     assert_eq!((l.memory_bytes, l.concurrency), (16 << 20, 8));
+    assert_eq!(spec.stages[0].max_idle, 1, "an eighth of the slots");
 }
 
 #[test]
