@@ -20,16 +20,16 @@
 //! stage that refuses a request yields a [`Denial`]; the host answers it with a
 //! Kubernetes Status and forwards nothing.
 
+pub use super::pipeline::Pipeline;
+
 use super::audit_trail::AuditTrail;
 use super::headers::{self, impersonation_headers};
 use super::request_info::RequestInfo;
 use super::status::Status;
-use crate::audit::AuditLog;
 use crate::plugin::{
-    self, AuditEvent, AuditPhase, Candidate, Chain, PluginHost, Principal, Rejection, RequestHead,
-    StageKind,
+    self, AuditEvent, AuditPhase, Candidate, Chain, Principal, Rejection, RequestHead, StageKind,
 };
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -136,114 +136,6 @@ impl Outcome {
     }
 }
 
-/// The phases of one role, with or without a plugin chain.
-#[derive(Clone)]
-pub struct Pipeline {
-    role: Role,
-    plugins: Option<Arc<PluginHost>>,
-    /// Forward requests although no credential stage verified a user
-    /// (`allow_unauthenticated`); otherwise they are refused with 401.
-    allow_unauthenticated: bool,
-    audit: Option<AuditLog>,
-    /// Work requests leave running after their response head (upgraded sessions,
-    /// phase 7 once a body ends), so shutdown can wait for it.
-    tasks: TaskTracker,
-}
-
-impl Pipeline {
-    /// No plugins: round-robin over live tunnels, access log only, and every request
-    /// refused with 401 (there is no credential check) unless
-    /// [`Pipeline::allow_unauthenticated`] says otherwise.
-    pub fn builtin(role: Role) -> Pipeline {
-        Pipeline {
-            role,
-            plugins: None,
-            allow_unauthenticated: false,
-            audit: None,
-            tasks: TaskTracker::new(),
-        }
-    }
-
-    /// Phases backed by a hot-swappable plugin chain.
-    pub fn with_plugins(role: Role, plugins: Arc<PluginHost>) -> Pipeline {
-        Pipeline {
-            role,
-            plugins: Some(plugins),
-            allow_unauthenticated: false,
-            audit: None,
-            tasks: TaskTracker::new(),
-        }
-    }
-
-    /// Forwards requests when the chain has no credential stage (none is configured,
-    /// or a reload removed it): the hub with no verified user, the agent under its own
-    /// credential. Without this they are refused with kube-apiserver's 401.
-    pub fn allow_unauthenticated(mut self, allow: bool) -> Pipeline {
-        self.allow_unauthenticated = allow;
-        self
-    }
-
-    /// Adds Kubernetes audit events written to `log`.
-    pub fn with_audit(mut self, log: AuditLog) -> Pipeline {
-        self.audit = Some(log);
-        self
-    }
-
-    /// The background work of requests (see [`Phases::tasks`]); at shutdown, close it
-    /// and wait, after the listeners stopped and before the audit log is flushed.
-    pub fn tasks(&self) -> &TaskTracker {
-        &self.tasks
-    }
-
-    /// The audit log, if any (for metrics and draining at shutdown).
-    pub fn audit_log(&self) -> Option<&AuditLog> {
-        self.audit.as_ref()
-    }
-
-    /// The plugin host, if any (for admin routes).
-    pub fn plugins(&self) -> Option<&Arc<PluginHost>> {
-        self.plugins.as_ref()
-    }
-
-    /// Starts one request's phases on the chain version current now.
-    pub fn start(&self, ctx: &RequestCtx, method: &http::Method, headers: &HeaderMap) -> Phases {
-        let (path, query) = match ctx.path_and_query.split_once('?') {
-            Some((p, q)) => (p, q.to_string()),
-            None => (ctx.path_and_query.as_str(), String::new()),
-        };
-        // Plugins see the path as the API server will read it.
-        let path = super::request_info::decoded_path(path).into_owned();
-        let chain = self.plugins.as_ref().map(|p| p.chain());
-        let head = RequestHead {
-            role: self.role,
-            request_id: ctx.audit_id.clone(),
-            method: method.as_str().to_string(),
-            path,
-            query,
-            // Copied only when stages will read them, and only those they declared.
-            headers: match &chain {
-                Some(chain) => headers::for_plugins(headers, chain.request_headers()),
-                None => Vec::new(),
-            },
-            client_addr: ctx.peer.to_string(),
-            cluster: ctx.cluster.clone(),
-        };
-        let trail = self
-            .audit
-            .clone()
-            .map(|log| AuditTrail::new(log, ctx, headers));
-        Phases {
-            chain,
-            head,
-            allow_unauthenticated: self.allow_unauthenticated,
-            principal: None,
-            impersonated: None,
-            trail,
-            tasks: self.tasks.clone(),
-        }
-    }
-}
-
 /// One request's run through the phases, on one chain version.
 pub struct Phases {
     chain: Option<Arc<Chain>>,
@@ -256,6 +148,24 @@ pub struct Phases {
 }
 
 impl Phases {
+    pub(super) fn new(
+        chain: Option<Arc<Chain>>,
+        head: RequestHead,
+        allow_unauthenticated: bool,
+        trail: Option<AuditTrail>,
+        tasks: TaskTracker,
+    ) -> Phases {
+        Phases {
+            chain,
+            head,
+            allow_unauthenticated,
+            principal: None,
+            impersonated: None,
+            trail,
+            tasks,
+        }
+    }
+
     /// Where this request's background work runs (an upgraded session, phase 7 after
     /// the body): tracked, so shutdown waits for it before flushing the audit log.
     pub fn tasks(&self) -> TaskTracker {

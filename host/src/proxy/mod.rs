@@ -9,6 +9,7 @@ pub mod front;
 pub mod headers;
 mod hub_request;
 pub mod lifecycle;
+mod pipeline;
 pub mod request_info;
 pub mod route;
 pub mod status;
