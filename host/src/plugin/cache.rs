@@ -72,9 +72,9 @@ impl ArtifactCache {
         dir: Option<PathBuf>,
         max_entries: usize,
     ) -> Result<Self, PluginError> {
-        if let Some(dir) = &dir {
-            prepare_dir(dir)?;
-        }
+        // From here on the directory is named by its resolved path: repointing a
+        // symlink on the way to it later changes nothing.
+        let dir = dir.as_deref().map(prepare_dir).transpose()?;
         let mut hasher = ShaHasher(Sha256::new());
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
         let engine_key = hex(&hasher.0.finalize(), 8);
@@ -243,7 +243,9 @@ fn remove_if_stale(entry: &fs::DirEntry) {
     }
 }
 
-fn prepare_dir(dir: &Path) -> Result<(), PluginError> {
+/// Creates `dir` if needed, checks that only this user can change what is in it (or
+/// what it resolves to), and returns its resolved path.
+fn prepare_dir(dir: &Path) -> Result<PathBuf, PluginError> {
     let err = |reason: String| PluginError::Config {
         file: dir.to_path_buf(),
         key: "runtime.cache_dir".into(),
@@ -279,7 +281,27 @@ fn prepare_dir(dir: &Path) -> Result<(), PluginError> {
             ));
         }
     }
-    Ok(())
+    let resolved = fs::canonicalize(dir).map_err(|e| err(format!("cannot resolve: {e}")))?;
+    #[cfg(unix)]
+    for ancestor in resolved.ancestors().skip(1) {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = fs::metadata(ancestor)
+            .map_err(|e| err(format!("cannot stat {}: {e}", ancestor.display())))?;
+        let me = rustix::process::geteuid().as_raw();
+        let mode = meta.permissions().mode();
+        // Whoever may rename entries of an ancestor could swap the directory for
+        // their own; a sticky, world-writable one (/tmp) lets only owners do that.
+        let others_may_rename = mode & 0o022 != 0 && mode & 0o1000 == 0;
+        if (meta.uid() != me && meta.uid() != 0) || others_may_rename {
+            return Err(err(format!(
+                "{} (on the way to {}) can be changed by another user, who could swap the \
+                 directory compiled native code is loaded from",
+                ancestor.display(),
+                resolved.display()
+            )));
+        }
+    }
+    Ok(resolved)
 }
 
 /// Feeds `Hash` output into SHA-256 so the engine key is stable across processes.
@@ -304,8 +326,38 @@ mod tests {
     fn refusal(dir: &Path) -> String {
         match prepare_dir(dir) {
             Err(e) => e.to_string(),
-            Ok(()) => panic!("{} was accepted", dir.display()),
+            Ok(_) => panic!("{} was accepted", dir.display()),
         }
+    }
+
+    #[test]
+    fn the_cache_dir_is_used_by_its_resolved_path_below_safe_ancestors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b, link) = (
+            tmp.path().join("a"),
+            tmp.path().join("b"),
+            tmp.path().join("l"),
+        );
+        fs::create_dir(&a).unwrap();
+        std::os::unix::fs::symlink(&a, &link).unwrap();
+        let cache = ArtifactCache::new(&Engine::default(), Some(link.clone()), 8).unwrap();
+        // Repointing the link after start-up does not move the cache.
+        fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&b, &link).unwrap();
+        let path = cache.artifact_path(&[0; 32]).unwrap();
+        assert_eq!(path.parent(), Some(fs::canonicalize(&a).unwrap().as_path()));
+
+        // A parent others may write to (without the sticky bit) is refused.
+        let open = tmp.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = refusal(&open.join("cache"));
+        assert!(e.contains("can be changed by another user"), "{e}");
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(
+            prepare_dir(&open.join("cache")).is_ok(),
+            "sticky, like /tmp"
+        );
     }
 
     #[test]
