@@ -233,7 +233,7 @@ impl Stage {
                     plugin = %self.label,
                     after_faults = self.spec.quarantine.after_faults,
                     backoff_ms = backoff.as_millis() as u64,
-                    "plugin version quarantined after repeated faults; calls fail with 503 until the backoff ends or a new version is loaded"
+                    "plugin version quarantined after repeated faults; calls fail with 503 until the backoff ends or a reload changes the plugin or its stage"
                 );
             }
         }
