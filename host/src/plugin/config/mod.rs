@@ -329,24 +329,38 @@ impl ChainSpec {
             stages.push(spec);
         }
         // A pre-warmed stage holds up to `prewarm` ready instances and as many used ones
-        // awaiting teardown, a reuse stage up to `max_idle` idle ones; leave at least
-        // half the slots to requests.
-        let held: u32 = stages
+        // awaiting teardown: leave at least half the slots to requests. A reuse stage
+        // keeps up to `max_idle` instances between calls: together they must fit.
+        let prewarmed: u32 = stages
             .iter()
-            .map(|s| match s.instances {
-                InstanceMode::Fresh => 2 * s.prewarm,
-                InstanceMode::Reuse => s.max_idle,
-            })
+            .filter(|s| s.instances == InstanceMode::Fresh)
+            .map(|s| 2 * s.prewarm)
             .sum();
-        if held > runtime.max_instances / 2 {
+        if prewarmed > runtime.max_instances / 2 {
             return Err(err(
                 "runtime.max_instances".into(),
                 format!(
-                    "{} slots, but stages hold up to {held} instances between requests (2 x \
-                     prewarm per fresh stage, max_idle per reuse stage) and at least half \
-                     must stay free for requests; raise max_instances or lower prewarm or \
-                     max_idle",
+                    "{} slots, but pre-warming holds up to {prewarmed} instances (2 x prewarm \
+                     per fresh stage) and at least half must stay free for requests; raise \
+                     max_instances or lower prewarm",
                     runtime.max_instances
+                ),
+            ));
+        }
+        let idle: u32 = stages
+            .iter()
+            .filter(|s| s.instances == InstanceMode::Reuse)
+            .map(|s| s.max_idle)
+            .sum();
+        if prewarmed + idle > runtime.max_instances {
+            return Err(err(
+                "runtime.max_instances".into(),
+                format!(
+                    "{} slots, but stages hold up to {} instances between requests \
+                     ({prewarmed} pre-warmed, {idle} idle for reuse); raise max_instances \
+                     or lower prewarm or max_idle",
+                    runtime.max_instances,
+                    prewarmed + idle
                 ),
             ));
         }

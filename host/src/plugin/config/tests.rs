@@ -93,12 +93,12 @@ fn errors_name_the_key() {
         (
             "role = \"hub\"\n[runtime]\nmax_instances = 6\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\nprewarm = 2",
             "runtime.max_instances",
-            "stages hold up to 4 instances between requests",
+            "pre-warming holds up to 4 instances",
         ),
         (
-            "role = \"hub\"\n[runtime]\nmax_instances = 16\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\ninstances = \"reuse\"\nmax_idle = 8\n[[stage]]\nname = \"b\"\nkind = \"audit\"\nplugin = \"$WASM\"\ninstances = \"reuse\"\nmax_idle = 1",
+            "role = \"hub\"\n[runtime]\nmax_instances = 16\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\ninstances = \"reuse\"\nmax_idle = 8\n[[stage]]\nname = \"b\"\nkind = \"audit\"\nplugin = \"$WASM\"\ninstances = \"reuse\"\nmax_idle = 8\n[[stage]]\nname = \"c\"\nkind = \"audit\"\nplugin = \"$WASM\"\nprewarm = 1",
             "runtime.max_instances",
-            "stages hold up to 9 instances between requests",
+            "stages hold up to 18 instances between requests (2 pre-warmed, 16 idle for reuse)",
         ),
         (
             "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\ninstances = \"reuse\"\nmax_idle = 65",
