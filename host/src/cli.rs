@@ -1,4 +1,6 @@
 //! The `hawser` command line.
+// The doc comments below are clap's help text, where `<name>` is a placeholder.
+#![allow(rustdoc::invalid_html_tags)]
 
 use crate::config::{AgentConfig, HubConfig};
 use crate::plugin::{self, PluginHost, Role};

@@ -50,7 +50,7 @@ impl ConnectionLimit {
     }
 
     /// A slot for one more connection, held until the connection ends; `None` (and the
-    /// refusal counted and, at most every [`WARN_EVERY`], logged) when all are taken.
+    /// refusal counted and, at most every 10 s, logged) when all are taken.
     pub fn admit(&self, peer: SocketAddr) -> Option<OwnedSemaphorePermit> {
         if let Ok(permit) = self.permits.clone().try_acquire_owned() {
             return Some(permit);

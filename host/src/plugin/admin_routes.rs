@@ -44,7 +44,7 @@ impl PluginHost {
     ///
     /// - `POST /plugins/reload`: reload now; 200 with `{"result":"swapped"|"unchanged",
     ///   "generation":N}`, or 422 with `{"result":"failed","error":"..."}`.
-    /// - `GET /plugins/status`: [`ReloadStatus`] as JSON.
+    /// - `GET /plugins/status`: [`ReloadStatus`](super::ReloadStatus) as JSON.
     /// - `GET /plugins/metrics`: Prometheus text.
     pub async fn admin(
         self: &Arc<Self>,

@@ -1,6 +1,6 @@
 //! Counters of the plugin runtime, with a Prometheus text exposition.
 //!
-//! One [`StageCounters`] per stage and plugin version (a reload that keeps a plugin
+//! One `StageCounters` per stage and plugin version (a reload that keeps a plugin
 //! keeps its counters). Families:
 //! - `hawser_plugin_invocations_total{stage,kind,plugin,version,digest}`
 //! - `hawser_plugin_denials_total{...}`

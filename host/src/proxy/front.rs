@@ -36,7 +36,7 @@ pub struct Front {
     pub cfg: FrontConfig,
     /// The phases, with the plugin chain if one is configured.
     pub pipeline: Pipeline,
-    /// Mints access tokens for kubectl's exec plugin at [`REFRESH_PATH`].
+    /// Mints access tokens for kubectl's exec plugin at [`REFRESH_PATH`](crate::credential::refresh::REFRESH_PATH).
     pub refresher: Option<Arc<Refresher>>,
     /// Who may reach which cluster and impersonate whom.
     pub access: Option<AccessPolicy>,
@@ -48,7 +48,7 @@ pub struct Front {
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// Serves the front listener until `shutdown` fires, then lets the requests in flight
-/// finish (up to [`DRAIN`]) before returning; the caller closes the tunnels after that.
+/// finish (up to 10 s) before returning; the caller closes the tunnels after that.
 pub async fn serve_front(
     listener: TcpListener,
     acceptor: TlsAcceptor,
