@@ -318,6 +318,10 @@ async fn pipeline(
     let checks = pipeline
         .plugins()
         .is_some_and(|h| h.chain().has(plugin::StageKind::Credential));
+    if let (true, false, Some(host)) = (checks, allow_unauthenticated, pipeline.plugins()) {
+        // A reload must not take the credential stage away (it would keep the old chain).
+        host.require_credential_stage();
+    }
     if !checks {
         let what = match file {
             Some(chain) => format!(

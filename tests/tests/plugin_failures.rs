@@ -596,9 +596,10 @@ async fn calls_past_the_concurrency_limit_fail_fast_as_overloaded() {
 
 #[tokio::test]
 async fn running_out_of_instance_slots_is_overload_not_a_plugin_fault() {
-    // Two slots, each holding one stage's idle instance after the start-up self-check.
-    // A second concurrent call to the slow stage finds no slot free: that is the host's
-    // capacity, so it must not count towards quarantining the plugin.
+    // Two slots: one holds the idle stage's instance kept after the start-up
+    // self-check, the first call to the slow stage takes the other. A second concurrent
+    // call finds no slot free: that is the host's capacity, so it must not count
+    // towards quarantining the plugin.
     let stages = format!(
         "{}slow_ms = 300\n{}",
         misbehave(
@@ -606,8 +607,8 @@ async fn running_out_of_instance_slots_is_overload_not_a_plugin_fault() {
             "credential",
             "slow",
             "a",
-            "instances = \"reuse\"\n[stage.limits]\nconcurrency = 2\ntimeout_ms = 5000\n\
-             [stage.quarantine]\nafter_faults = 1",
+            "instances = \"reuse\"\nmax_idle = 0\n[stage.limits]\nconcurrency = 2\n\
+             timeout_ms = 5000\n[stage.quarantine]\nafter_faults = 1",
         ),
         misbehave("idle", "credential", "ok", "a", "instances = \"reuse\""),
     );

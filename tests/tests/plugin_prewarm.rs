@@ -177,7 +177,7 @@ async fn a_reused_stage_keeps_at_most_max_idle_instances_after_a_burst() {
         (
             "instances = \"reuse\"\nmax_idle = 9\n[stage.limits]\nconcurrency = 8",
             ".max_idle",
-            "",
+            "outside 0..=8",
         ),
     ] {
         fx.write(&misbehave("creds", "credential", "ok", "a", extra));

@@ -177,8 +177,8 @@ pub struct AgentConfig {
     pub plugins: Option<PathBuf>,
     /// Serve without a credential stage: requests reach the API server under the
     /// agent's own credential, unimpersonated. Off by default, and then an agent whose
-    /// chain has no credential stage refuses to start (and, after a reload removed
-    /// it, answers every request 401).
+    /// chain has no credential stage refuses to start, and a reload to such a chain
+    /// fails (the old one keeps serving).
     pub allow_unauthenticated: bool,
     /// Kubernetes audit events (policy and sinks), if configured.
     pub audit: Option<crate::audit::AuditSettings>,

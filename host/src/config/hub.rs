@@ -110,7 +110,7 @@ pub struct HubConfig {
     pub plugins: Option<PathBuf>,
     /// Serve without a credential stage: requests are forwarded with no verified
     /// user. Off by default, and then a hub whose chain has no credential stage
-    /// refuses to start (and, after a reload removed it, answers every request 401).
+    /// refuses to start, and a reload to such a chain fails (the old one keeps serving).
     pub allow_unauthenticated: bool,
     /// User credentials: issuer name, refresh-token lifetime, reload interval.
     pub credentials: crate::credential::settings::HubCredentialSettings,

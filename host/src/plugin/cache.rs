@@ -259,7 +259,10 @@ fn prepare_dir(dir: &Path) -> Result<PathBuf, PluginError> {
         b.create(dir)
             .map_err(|e| err(format!("cannot create: {e}")))?;
     }
-    let meta = fs::metadata(dir).map_err(|e| err(format!("cannot stat: {e}")))?;
+    // Everything below is checked on the resolved path, the one used from now on: a
+    // symlink on the way cannot be repointed between the checks and the use.
+    let resolved = fs::canonicalize(dir).map_err(|e| err(format!("cannot resolve: {e}")))?;
+    let meta = fs::metadata(&resolved).map_err(|e| err(format!("cannot stat: {e}")))?;
     if !meta.is_dir() {
         return Err(err("not a directory".into()));
     }
@@ -281,7 +284,6 @@ fn prepare_dir(dir: &Path) -> Result<PathBuf, PluginError> {
             ));
         }
     }
-    let resolved = fs::canonicalize(dir).map_err(|e| err(format!("cannot resolve: {e}")))?;
     #[cfg(unix)]
     for ancestor in resolved.ancestors().skip(1) {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -339,6 +341,7 @@ mod tests {
             tmp.path().join("l"),
         );
         fs::create_dir(&a).unwrap();
+        fs::set_permissions(&a, fs::Permissions::from_mode(0o700)).unwrap();
         std::os::unix::fs::symlink(&a, &link).unwrap();
         let cache = ArtifactCache::new(&Engine::default(), Some(link.clone()), 8).unwrap();
         // Repointing the link after start-up does not move the cache.

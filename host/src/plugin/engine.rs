@@ -135,9 +135,10 @@ fn engine_config(settings: &RuntimeSettings) -> Config {
         .total_memories(slots.saturating_mul(2))
         .total_tables(slots.saturating_mul(4))
         .total_stacks(slots)
-        // Per component, twice the share the totals assume: one plugin made of many
-        // tiny core instances (each an empty memory, which the memory cap does not
-        // count) could otherwise take every slot and starve the other stages.
+        // Per component, at most twice the share the totals assume (core instances,
+        // tables) or the same (memories): without these, one component made of many
+        // tiny core instances (empty memories, which the memory cap does not count)
+        // could take every slot in a single instance.
         .max_core_instances_per_component(MAX_CORE_INSTANCES)
         .max_memories_per_component(2)
         .max_tables_per_component(8)

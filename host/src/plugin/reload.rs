@@ -25,6 +25,7 @@ use super::error::PluginError;
 use super::metrics::{ReloadResult, StageMetrics};
 use super::stage::Stage;
 use super::types::Role;
+use super::types::StageKind;
 
 /// The plugin chain of one process role, swappable while traffic flows.
 pub struct PluginHost {
@@ -40,6 +41,9 @@ pub struct PluginHost {
     named_plugins: Mutex<Vec<PathBuf>>,
     /// Admin reload requests waiting for the running reload to finish.
     pub(super) admin_waiting: std::sync::atomic::AtomicU32,
+    /// Refuse a reload to a chain without a credential stage (set by
+    /// [`PluginHost::require_credential_stage`]).
+    require_credential: std::sync::atomic::AtomicBool,
 }
 
 /// Marks a reload as running in the status until dropped, also when the reload is
@@ -154,6 +158,7 @@ impl PluginHost {
             metrics,
             named_plugins,
             admin_waiting: std::sync::atomic::AtomicU32::new(0),
+            require_credential: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -176,6 +181,39 @@ impl PluginHost {
     /// Counters of every stage, reloads included.
     pub fn metrics(&self) -> &StageMetrics {
         &self.metrics
+    }
+
+    /// From now on a reload to a chain without a credential stage fails (and the
+    /// running chain keeps serving): the process was started with one and without
+    /// `allow_unauthenticated`, so such a chain would refuse every request.
+    pub fn require_credential_stage(&self) {
+        self.require_credential
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn check_credential_stage(&self, spec: &ChainSpec, old: &Chain) -> Result<(), PluginError> {
+        if spec.stages.iter().any(|s| s.kind == StageKind::Credential) {
+            return Ok(());
+        }
+        if self
+            .require_credential
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(PluginError::Config {
+                file: spec.file.clone(),
+                key: "stage".into(),
+                reason: "no credential stage: nothing would verify callers and \
+                         allow_unauthenticated is off"
+                    .into(),
+            });
+        }
+        if old.has(StageKind::Credential) {
+            tracing::warn!(
+                file = %spec.file.display(),
+                "the new chain has no credential stage: requests are forwarded with no verified user (allow_unauthenticated)"
+            );
+        }
+        Ok(())
     }
 
     /// The reload state.
@@ -216,6 +254,7 @@ impl PluginHost {
             *self.named_plugins.lock().unwrap_or_else(|p| p.into_inner()) = named;
             let spec = spec?;
             check_runtime(&self.runtime, &spec)?;
+            self.check_credential_stage(&spec, &old)?;
             let plugins = read_plugins(&spec).await?;
             if fingerprint(&spec, &plugins) == old.fingerprint {
                 return Ok(None);

@@ -115,3 +115,36 @@ impl Pipeline {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::request_info::RequestInfo;
+
+    fn ctx() -> RequestCtx {
+        let path = "/api/v1/namespaces/default/pods";
+        RequestCtx {
+            role: Role::Hub,
+            cluster: "eu1".into(),
+            audit_id: "a1".into(),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            info: RequestInfo::parse(&http::Method::GET, path, None),
+            path_and_query: path.into(),
+            received: std::time::Instant::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_credential_stage_requests_are_refused_unless_allowed() {
+        let (get, headers) = (http::Method::GET, HeaderMap::new());
+        let mut phases = Pipeline::builtin(Role::Hub).start(&ctx(), &get, &headers);
+        let denial = phases.credential().await.unwrap_err();
+        let response = denial.into_response();
+        assert_eq!(response.status(), http::StatusCode::UNAUTHORIZED);
+
+        let allowed = Pipeline::builtin(Role::Hub).allow_unauthenticated(true);
+        let mut phases = allowed.start(&ctx(), &get, &headers);
+        assert!(phases.credential().await.is_ok());
+        assert!(phases.principal().is_none());
+    }
+}

@@ -19,7 +19,7 @@
 //! failure = "closed"                 # closed (default) | open (not for impersonation)
 //! instances = "fresh"                # fresh (default) | reuse
 //! max_uses = 10000                   # reuse only: calls before an instance is retired
-//! max_idle = 8                       # reuse only: instances kept between calls
+//! max_idle = 8                       # reuse only: kept between calls (fewer if < 64 slots)
 //! prewarm = 2                        # fresh only: instances created ahead of requests
 //! [stage.limits]
 //! timeout_ms = 20                    # default 20, audit 50
@@ -329,8 +329,8 @@ impl ChainSpec {
             stages.push(spec);
         }
         // A pre-warmed stage holds up to `prewarm` ready instances and as many used ones
-        // awaiting teardown: leave at least half the slots to requests. A reuse stage
-        // keeps up to `max_idle` instances between calls: together they must fit.
+        // awaiting teardown, a reuse stage up to `max_idle` idle ones: leave at least
+        // half the slots to requests.
         let prewarmed: u32 = stages
             .iter()
             .filter(|s| s.instances == InstanceMode::Fresh)
@@ -352,13 +352,14 @@ impl ChainSpec {
             .filter(|s| s.instances == InstanceMode::Reuse)
             .map(|s| s.max_idle)
             .sum();
-        if prewarmed + idle > runtime.max_instances {
+        if prewarmed + idle > runtime.max_instances / 2 {
             return Err(err(
                 "runtime.max_instances".into(),
                 format!(
                     "{} slots, but stages hold up to {} instances between requests \
-                     ({prewarmed} pre-warmed, {idle} idle for reuse); raise max_instances \
-                     or lower prewarm or max_idle",
+                     ({prewarmed} pre-warmed, {idle} idle for reuse) and at least half \
+                     must stay free for requests; raise max_instances or lower prewarm \
+                     or max_idle",
                     runtime.max_instances,
                     prewarmed + idle
                 ),
