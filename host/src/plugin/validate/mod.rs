@@ -154,12 +154,26 @@ pub fn is_header_value(value: &str) -> bool {
         && !value.ends_with([' ', '\t'])
 }
 
+/// Characters that change how text around them is shown without being seen
+/// themselves: bidirectional overrides and isolates, zero-width characters, line and
+/// paragraph separators. kubectl prints denial messages and logs record them, so a
+/// plugin could use these to make either read differently.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
+    )
+}
+
 pub(crate) fn denial(d: &Denial) -> Result<(), String> {
     if d.message.len() > MAX_MESSAGE {
         return Err(format!("denial message longer than {MAX_MESSAGE} bytes"));
     }
-    if d.message.chars().any(char::is_control) {
-        return Err("denial message contains control characters".into());
+    if d.message
+        .chars()
+        .any(|c| c.is_control() || is_invisible_format(c))
+    {
+        return Err("denial message contains control or invisible formatting characters".into());
     }
     match &d.principal {
         None => Ok(()),

@@ -232,3 +232,20 @@ fn plugin_strings_in_errors_are_bounded() {
     };
     assert!(redaction(&many).unwrap_err().contains("more than 256"));
 }
+
+#[test]
+fn denial_messages_may_not_hide_or_reorder_text() {
+    let ok = Denial::new(DenialKind::Forbidden, "pods is forbidden: ünïcode is fine");
+    assert_eq!(denial(&ok), Ok(()));
+    for bad in [
+        "a\u{202E}b",
+        "a\u{200B}b",
+        "a\u{2028}b",
+        "a\u{2066}b",
+        "a\u{FEFF}b",
+        "a\nb",
+    ] {
+        let d = Denial::new(DenialKind::Forbidden, bad);
+        assert!(denial(&d).is_err(), "{bad:?}");
+    }
+}
