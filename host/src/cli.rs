@@ -315,14 +315,15 @@ async fn pipeline(
     allow_unauthenticated: bool,
 ) -> anyhow::Result<(Pipeline, Option<plugin::Watcher>)> {
     let (pipeline, watcher) = chain_pipeline(role, file).await?;
-    let checks = pipeline
+    let checking = pipeline
         .plugins()
-        .is_some_and(|h| h.chain().has(plugin::StageKind::Credential));
-    if let (true, false, Some(host)) = (checks, allow_unauthenticated, pipeline.plugins()) {
-        // A reload must not take the credential stage away (it would keep the old chain).
-        host.require_credential_stage();
-    }
-    if !checks {
+        .filter(|h| h.chain().has(plugin::StageKind::Credential));
+    if let Some(host) = checking {
+        if !allow_unauthenticated {
+            // A reload must not take the credential stage away (it keeps the old chain).
+            host.require_credential_stage();
+        }
+    } else {
         let what = match file {
             Some(chain) => format!(
                 "the plugin chain {} has no credential stage",

@@ -370,16 +370,13 @@ fn routing_only_chain(dir: &Path) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_drops_the_credential_stage_is_refused_and_the_old_chain_serves() {
     let dir = tempfile::tempdir().unwrap();
-    let credential = |dir: &Path| {
-        write(
-            &dir.join("hub-chain.toml"),
-            &format!(
-                "role = \"hub\"\n[[stage]]\nname = \"tokens\"\nkind = \"credential\"\nplugin = \"{}\"\n{TOKENS}",
-                wasm("header-credential")
-            ),
-        )
-    };
-    let chain = credential(dir.path());
+    let chain = write(
+        &dir.path().join("hub-chain.toml"),
+        &format!(
+            "role = \"hub\"\n[[stage]]\nname = \"tokens\"\nkind = \"credential\"\nplugin = \"{}\"\n{TOKENS}",
+            wasm("header-credential")
+        ),
+    );
     let opts = HubOpts {
         top_extra: format!("plugins = \"{}\"\n", chain.display()),
         allow_unauthenticated: false,
