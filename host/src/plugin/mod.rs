@@ -61,6 +61,7 @@ pub mod limits;
 pub mod metrics;
 mod pool;
 pub mod reload;
+mod reload_status;
 mod stage;
 pub mod testing;
 pub mod types;
