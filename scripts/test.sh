@@ -13,3 +13,6 @@ scripts/build-plugins.sh
 cargo build -p hawser --bin hawser
 # Each test starts its own processes on port 0; two at a time suits a 2-core machine.
 cargo test --workspace -- --test-threads "${HAWSER_TEST_THREADS:-2}"
+# Each criterion benchmark once, unmeasured: a benchmark whose setup no longer loads
+# (a chain the config check refuses, say) fails here, not on the next measurement.
+cargo test -p hawser --benches

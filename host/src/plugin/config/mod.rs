@@ -21,6 +21,8 @@
 //! max_uses = 10000                   # reuse only: calls before an instance is retired
 //! max_idle = 8                       # reuse only: kept between calls (fewer if < 64 slots)
 //! prewarm = 2                        # fresh only: instances created ahead of requests
+//!                                    # (held instances must leave half the slots free:
+//!                                    #  defaults of max_idle and prewarm shrink to fit)
 //! [stage.limits]
 //! timeout_ms = 20                    # default 20, audit 50
 //! init_timeout_ms = 1000
@@ -56,6 +58,7 @@ use super::limits::{Limits, QuarantinePolicy};
 use super::types::{Role, StageKind};
 use super::validate::{Pattern, Policy};
 
+mod budget;
 mod stage;
 use stage::{runs_at, stage};
 
@@ -304,6 +307,8 @@ impl ChainSpec {
         let runtime = runtime(&raw.runtime, base, &err)?;
         let mut names = HashSet::new();
         let mut stages = Vec::with_capacity(raw.stage.len());
+        // Whether each stage's prewarm/max_idle was written (kept) or defaulted (may shrink).
+        let mut explicit = Vec::with_capacity(raw.stage.len());
         for (i, s) in raw.stage.into_iter().enumerate() {
             let at = format!("stage[{i}]");
             if !valid_name(&s.name) {
@@ -322,49 +327,15 @@ impl ChainSpec {
                 ));
             }
             let at = format!("stage[{i}] ({:?})", s.name);
+            explicit.push(s.prewarm.is_some() || s.max_idle.is_some());
             let spec = stage(s, &at, base, &runtime, &err)?;
             if let Err(why) = runs_at(spec.kind, role) {
                 return Err(err(format!("{at}.kind"), why.into()));
             }
             stages.push(spec);
         }
-        // A pre-warmed stage holds up to `prewarm` ready instances and as many used ones
-        // awaiting teardown, a reuse stage up to `max_idle` idle ones: leave at least
-        // half the slots to requests.
-        let prewarmed: u32 = stages
-            .iter()
-            .filter(|s| s.instances == InstanceMode::Fresh)
-            .map(|s| 2 * s.prewarm)
-            .sum();
-        if prewarmed > runtime.max_instances / 2 {
-            return Err(err(
-                "runtime.max_instances".into(),
-                format!(
-                    "{} slots, but pre-warming holds up to {prewarmed} instances (2 x prewarm \
-                     per fresh stage) and at least half must stay free for requests; raise \
-                     max_instances or lower prewarm",
-                    runtime.max_instances
-                ),
-            ));
-        }
-        let idle: u32 = stages
-            .iter()
-            .filter(|s| s.instances == InstanceMode::Reuse)
-            .map(|s| s.max_idle)
-            .sum();
-        if prewarmed + idle > runtime.max_instances / 2 {
-            return Err(err(
-                "runtime.max_instances".into(),
-                format!(
-                    "{} slots, but stages hold up to {} instances between requests \
-                     ({prewarmed} pre-warmed, {idle} idle for reuse) and at least half \
-                     must stay free for requests; raise max_instances or lower prewarm \
-                     or max_idle",
-                    runtime.max_instances,
-                    prewarmed + idle
-                ),
-            ));
-        }
+        budget::fit(&mut stages, &explicit, runtime.max_instances)
+            .map_err(|reason| err("runtime.max_instances".into(), reason))?;
         Ok(ChainSpec {
             file: file.to_path_buf(),
             role,

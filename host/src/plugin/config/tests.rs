@@ -93,12 +93,12 @@ fn errors_name_the_key() {
         (
             "role = \"hub\"\n[runtime]\nmax_instances = 6\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\nprewarm = 2",
             "runtime.max_instances",
-            "pre-warming holds up to 4 instances",
+            "stages hold 4 instances between requests (4 pre-warmed",
         ),
         (
             "role = \"hub\"\n[runtime]\nmax_instances = 16\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\ninstances = \"reuse\"\nmax_idle = 8\n[[stage]]\nname = \"b\"\nkind = \"audit\"\nplugin = \"$WASM\"\ninstances = \"reuse\"\nmax_idle = 8\n[[stage]]\nname = \"c\"\nkind = \"audit\"\nplugin = \"$WASM\"\nprewarm = 1",
             "runtime.max_instances",
-            "stages hold up to 18 instances between requests (2 pre-warmed, 16 idle for reuse)",
+            "stages hold 18 instances between requests (2 pre-warmed: 2 x prewarm per fresh stage; 16 idle for reuse: max_idle) and",
         ),
         (
             "role = \"hub\"\n[[stage]]\nname = \"a\"\nkind = \"audit\"\nplugin = \"$WASM\"\ninstances = \"reuse\"\nmax_idle = 65",
@@ -169,4 +169,44 @@ fn config_dates_reach_init_as_text_and_nan_is_refused() {
     let (key, reason) = config_err(parse(&stage("ratio = nan")));
     assert_eq!(key, "stage[0] (\"a\").config");
     assert!(reason.contains("no JSON form"), "{reason}");
+}
+
+/// A chain of `n` stages of `mode` ("reuse" or "fresh"), `extra` added to the first.
+fn chain_of(max_instances: u32, n: usize, mode: &str, extra: &str) -> String {
+    let mut text = format!("role = \"hub\"\n[runtime]\nmax_instances = {max_instances}\n");
+    for i in 0..n {
+        text += &format!(
+            "[[stage]]\nname = \"s{i}\"\nkind = \"audit\"\nplugin = \"$WASM\"\ninstances = \"{mode}\"\n{}",
+            if i == 0 { extra } else { "" }
+        );
+    }
+    text
+}
+
+#[test]
+fn defaults_of_held_instances_shrink_until_half_the_slots_are_free() {
+    // Five reused stages would keep 5 x 8 idle instances; 32 of 64 slots may be held.
+    let spec = parse(&chain_of(64, 5, "reuse", "")).unwrap();
+    let idle: Vec<u32> = spec.stages.iter().map(|s| s.max_idle).collect();
+    assert_eq!(idle.iter().sum::<u32>(), 32, "{idle:?}");
+    assert!(idle.iter().all(|&m| m >= 6), "shared out evenly: {idle:?}");
+
+    // What an operator wrote is kept; only the defaults give way.
+    let spec = parse(&chain_of(64, 4, "reuse", "max_idle = 20\n")).unwrap();
+    let idle: Vec<u32> = spec.stages.iter().map(|s| s.max_idle).collect();
+    assert_eq!(idle, [20, 4, 4, 4]);
+
+    // Nine fresh stages would pre-warm 9 x 2 (holding twice that).
+    let spec = parse(&chain_of(64, 9, "fresh", "")).unwrap();
+    let held: u32 = spec.stages.iter().map(|s| 2 * s.prewarm).sum();
+    assert!(held <= 32, "{held}");
+    assert!(spec.stages.iter().all(|s| s.prewarm >= 1));
+
+    // Below one held instance per defaulted stage the chain is refused.
+    let (key, reason) = config_err(parse(&chain_of(8, 5, "reuse", "")));
+    assert_eq!(key, "runtime.max_instances");
+    assert!(
+        reason.contains("stages hold 5 instances") && reason.contains("already lowered to 1"),
+        "{reason}"
+    );
 }
