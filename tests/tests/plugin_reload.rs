@@ -331,6 +331,14 @@ async fn admin_routes_reload_and_report() {
         metrics.contains("hawser_plugin_chain_generation 2"),
         "{metrics}"
     );
+    // Every live instance holds a slot: at least the reused routing stage's idle one
+    // (fresh stages may still be pre-warming, so the exact count can move).
+    let live: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hawser_plugin_instances "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no instance gauge in {metrics}"));
+    assert!(live >= 1, "{metrics}");
     assert!(host.admin(&get, "/other").await.is_none());
 }
 
@@ -621,4 +629,120 @@ async fn sighup_alone_triggers_a_reload() {
     })
     .await;
     assert_eq!(host.status().last_trigger, ReloadTrigger::Signal);
+}
+
+/// A chain file for `stages` in a runtime of `max_instances` slots.
+fn write_with_slots(fx: &Fixture, max_instances: u32, stages: &str) {
+    let text = plugin_support::header().replace(
+        "max_instances = 64",
+        &format!("max_instances = {max_instances}"),
+    );
+    std::fs::write(&fx.file, text + &plugin_support::expand(stages)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_whose_defaults_shrink_for_a_new_stage_keeps_its_quarantine() {
+    // 8 slots: half may be held between requests. One fresh stage holds 2 x 2 with the
+    // default prewarm; a second stage makes both defaults shrink to 1.
+    let creds = misbehave(
+        "creds",
+        "credential",
+        "ok",
+        "a",
+        "[stage.quarantine]\nafter_faults = 1\nbackoff_ms = 600000",
+    );
+    let fx = Fixture::new("");
+    write_with_slots(&fx, 8, &creds);
+    let host = fx.host().await;
+    let trap = request("/", &[("x-misbehave", "trap")]);
+    assert!(host.chain().check_credential(&trap).await.is_err());
+    assert!(host.status().stages[0].quarantined);
+    let h = host.clone();
+    eventually(Duration::from_secs(10), "two pre-warmed instances", || {
+        h.status().stages[0].ready_instances == 2
+    })
+    .await;
+
+    let audit = misbehave("audit", "audit", "ok", "a", "");
+    write_with_slots(&fx, 8, &format!("{creds}{audit}"));
+    let outcome = host.reload(ReloadTrigger::Admin).await;
+    assert!(
+        matches!(outcome, Ok(ReloadOutcome::Swapped(2))),
+        "{outcome:?}"
+    );
+    // The same plugin version under the same operator-written settings: the
+    // quarantine carries over, and the stage now keeps one pre-warmed instance.
+    let stages = host.status().stages;
+    assert!(stages[0].quarantined, "{}", host.status_json());
+    assert_eq!(stages[0].ready_instances, 1, "{}", host.status_json());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reload_leaves_no_instance_behind() {
+    let creds = misbehave("creds", "credential", "ok", "a", "instances = \"reuse\"");
+    let fx = Fixture::new(&creds);
+    let host = fx.host().await;
+    // The reused stage keeps its self-check instance; nothing else runs.
+    let before = host.runtime().live_instances();
+    assert_eq!(before, 1);
+    std::fs::write(
+        fx.dir.path().join("broken.wasm"),
+        b"\0asm but not a component",
+    )
+    .unwrap();
+    let stages = format!(
+        "{creds}{}[[stage]]\nname = \"broken\"\nkind = \"audit\"\nplugin = \"broken.wasm\"\n",
+        misbehave("audit", "audit", "ok", "a", "prewarm = 12"),
+    );
+    for _ in 0..3 {
+        fx.write(&stages);
+        let e = host.reload(ReloadTrigger::Admin).await.unwrap_err();
+        assert!(e.to_string().contains("broken.wasm"), "{e}");
+        // The audit stage loaded and was self-checked before the broken one failed: it
+        // never served, so it must not pre-warm (each instance holds a slot).
+        assert_eq!(host.runtime().live_instances(), before);
+    }
+    assert_eq!(host.chain().generation(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_before_the_watcher_starts_are_not_lost() {
+    // Between loading the chain and watching its files a process does other start-up
+    // work; a reload from the admin route can also run before the watcher starts.
+    let fx = Fixture::new(&misbehave("creds", "credential", "ok", "a", ""));
+    let host = fx.host().await;
+    fx.write(&misbehave("creds", "credential", "ok", "b", ""));
+    let watcher = fast_watch(&host);
+    let h = host.clone();
+    eventually_or(
+        Duration::from_secs(10),
+        "a reload of the config changed before watching",
+        || h.chain().generation() == 2,
+        || host.status_json(),
+    )
+    .await;
+    drop(watcher);
+
+    // A plugin file newly named by a reload, changed after that reload read it.
+    let plugin = fx.dir.path().join("creds.wasm");
+    let built = hawser::plugin::testing::plugin("hawser-plugin-misbehave");
+    new_build_of(&built, &plugin, "1");
+    fx.write(&misbehave("creds", "credential", "ok", "b", "").replace("{misbehave}", "creds.wasm"));
+    let outcome = host.reload(ReloadTrigger::Admin).await;
+    assert!(
+        matches!(outcome, Ok(ReloadOutcome::Swapped(3))),
+        "{outcome:?}"
+    );
+    new_build_of(&built, &plugin, "2");
+    let label = host.chain().stages()[0].plugin.clone();
+    let _watcher = fast_watch(&host);
+    let h = host.clone();
+    eventually_or(
+        Duration::from_secs(60),
+        "a reload of the plugin changed before watching",
+        || h.chain().generation() == 4,
+        || host.status_json(),
+    )
+    .await;
+    assert_ne!(host.chain().stages()[0].plugin, label, "a new digest");
 }

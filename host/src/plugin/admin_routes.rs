@@ -78,7 +78,14 @@ impl PluginHost {
             },
             (&Method::GET, "/plugins/status") => (StatusCode::OK, self.status_json()),
             (&Method::GET, "/plugins/metrics") => {
-                (StatusCode::OK, self.metrics().render_prometheus())
+                let mut text = self.metrics().render_prometheus();
+                text.push_str(&format!(
+                    "# HELP hawser_plugin_instances Plugin instances alive, each in one of \
+                     runtime.max_instances slots.\n# TYPE hawser_plugin_instances gauge\n\
+                     hawser_plugin_instances {}\n",
+                    self.runtime().live_instances()
+                ));
+                (StatusCode::OK, text)
             }
             _ => return None,
         })

@@ -11,7 +11,7 @@
 //! Engine settings cannot change on reload (a reload that changes `[runtime]` is refused).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -61,6 +61,7 @@ pub struct Runtime {
     settings: RuntimeSettings,
     cache: ArtifactCache,
     ticker: EpochTicker,
+    live: Arc<AtomicUsize>,
 }
 
 impl Runtime {
@@ -85,6 +86,7 @@ impl Runtime {
             settings,
             cache,
             ticker,
+            live: Arc::new(AtomicUsize::new(0)),
         }))
     }
 
@@ -96,6 +98,18 @@ impl Runtime {
     /// Compilation and cache counters (compiled, loaded from disk, reused from memory).
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
+    }
+
+    /// Plugin stores alive now, each holding (or about to hold) one of the
+    /// `max_instances` slots: pre-warmed, idle, running and being torn down.
+    pub fn live_instances(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Counts one store as live until the returned value is dropped.
+    pub(crate) fn live_instance(&self) -> LiveInstance {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        LiveInstance(self.live.clone())
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -114,6 +128,15 @@ impl Runtime {
     /// clock for breakers that costs one load on the request path.
     pub(crate) fn now_ms(&self) -> u64 {
         self.ticker.now_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// One live plugin store, counted in [`Runtime::live_instances`] until dropped.
+pub(crate) struct LiveInstance(Arc<AtomicUsize>);
+
+impl Drop for LiveInstance {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

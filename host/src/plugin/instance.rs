@@ -15,7 +15,7 @@ use wasmtime::component::{InstancePre, ResourceTable, ResourceTableError};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::engine::Runtime;
+use super::engine::{LiveInstance, Runtime};
 use super::error::FailureKind;
 use super::exports::{ExportIndices, Funcs};
 use super::limits::MemoryCap;
@@ -74,6 +74,8 @@ pub(crate) struct StoreState {
     pub(super) tick: Duration,
     pub(super) stage: Arc<str>,
     pub(super) log_lines: u32,
+    /// Counts this store in [`Runtime::live_instances`] while it exists.
+    _live: LiveInstance,
 }
 
 /// Random bytes a plugin may ask WASI for in one call.
@@ -220,6 +222,7 @@ impl Template {
             tick: self.tick,
             stage: self.stage_name.clone(),
             log_lines: 0,
+            _live: self.runtime.live_instance(),
         };
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.memory);

@@ -16,6 +16,9 @@
 //!   version grew to, for sizing `memory_mb`
 //! - `hawser_plugin_reloads_total{result="ok"|"failed"|"unchanged"}`
 //! - `hawser_plugin_chain_generation`
+//!
+//! The admin route adds `hawser_plugin_instances`, the instances alive in the runtime
+//! (each holds one of `runtime.max_instances` slots).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

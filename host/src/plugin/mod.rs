@@ -61,6 +61,7 @@ pub mod limits;
 pub mod metrics;
 mod pool;
 pub mod reload;
+mod reload_inputs;
 mod reload_status;
 mod stage;
 pub mod testing;
@@ -77,5 +78,6 @@ pub use error::{ErrorSource, FailureKind, PluginError, PluginFailure, Rejection}
 pub use instance::Grants;
 pub use metrics::{ReloadResult, StageMetrics, StageSnapshot};
 pub use reload::{PluginHost, ReloadOutcome, ReloadStatus, ReloadTrigger};
+pub use reload_inputs::MAX_PLUGIN_BYTES;
 pub use types::*;
 pub use watch::{watch, WatchOptions, Watcher};

@@ -13,7 +13,7 @@
 //! An instance that trapped, timed out, hit its memory cap or returned an illegal value
 //! is never given back; nor is one whose call was cancelled (the caller dropped it).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -28,8 +28,8 @@ pub(crate) struct Instances {
     /// Used fresh instances waiting for the refill task to tear them down (at most
     /// `keep`; past that the request path drops its own).
     spent: Mutex<Vec<Instance>>,
-    /// How many instances to keep ready.
-    keep: usize,
+    /// How many instances to keep ready (changed by [`Instances::set_keep`]).
+    keep: AtomicUsize,
     /// Set when the stage left the serving chain: keep nothing more.
     retired: AtomicBool,
     /// A refill task is running (fresh only).
@@ -58,7 +58,7 @@ impl Instances {
             mode,
             ready: Mutex::new(Vec::with_capacity(keep)),
             spent: Mutex::new(Vec::with_capacity(keep)),
-            keep,
+            keep: AtomicUsize::new(keep),
             retired: AtomicBool::new(false),
             refilling: AtomicBool::new(false),
         }
@@ -70,6 +70,23 @@ impl Instances {
 
     fn spent(&self) -> MutexGuard<'_, Vec<Instance>> {
         self.spent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn keep(&self) -> usize {
+        self.keep.load(Ordering::Relaxed)
+    }
+
+    /// Keeps up to `keep` instances from now on (a reload lowered or raised
+    /// `prewarm`/`max_idle`); surplus ready ones are dropped now.
+    pub(crate) fn set_keep(&self, keep: usize) {
+        self.keep.store(keep, Ordering::Relaxed);
+        // Torn down after the lock is released.
+        let surplus = {
+            let mut ready = self.ready();
+            let at = keep.min(ready.len());
+            ready.split_off(at)
+        };
+        drop(surplus);
     }
 
     pub(crate) fn is_fresh(&self) -> bool {
@@ -107,20 +124,20 @@ impl Instances {
         if !keep {
             if self.is_fresh() {
                 let mut spent = self.spent();
-                if !self.retired.load(Ordering::Acquire) && spent.len() < self.keep {
+                if !self.retired.load(Ordering::Acquire) && spent.len() < self.keep() {
                     spent.push(instance);
                 }
             }
             return;
         }
         let mut ready = self.ready();
-        if !self.retired.load(Ordering::Acquire) && ready.len() < self.keep {
+        if !self.retired.load(Ordering::Acquire) && ready.len() < self.keep() {
             ready.push(instance);
         }
     }
 
     fn wants_more(&self) -> bool {
-        !self.retired.load(Ordering::Acquire) && self.ready_count() < self.keep
+        !self.retired.load(Ordering::Acquire) && self.ready_count() < self.keep()
     }
 
     /// Whether the refill task has anything to do.

@@ -8,21 +8,23 @@
 //! old chain and finish on it. A failed reload leaves the old chain serving and records
 //! why (log line, `hawser_plugin_reloads_total{result="failed"}`, [`ReloadStatus`]).
 //! Stages whose plugin bytes and settings did not change are carried over as they are
-//! (warm instances, counters and quarantine state included).
+//! (warm instances, counters and quarantine state included), also when only a default
+//! `prewarm`/`max_idle` moved because other stages came or went. A new chain's stages
+//! start pre-warming only once it serves, so a failed reload holds no instance slots.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use sha2::{Digest as _, Sha256};
 
-use super::cache::{digest, Digest};
+use super::cache::Digest;
 use super::chain::Chain;
 use super::config::ChainSpec;
 use super::engine::Runtime;
 use super::error::PluginError;
 use super::metrics::{ReloadResult, StageMetrics};
+use super::reload_inputs::{check_runtime, fingerprint, read_config, read_plugins, Stamps};
 use super::reload_status::Running;
 pub use super::reload_status::{ReloadOutcome, ReloadStatus, ReloadTrigger};
 use super::stage::Stage;
@@ -41,6 +43,9 @@ pub struct PluginHost {
     /// The plugin files the config named when it was last read, loaded or not: a
     /// reload that failed on a plugin not yet (fully) written is retried when it lands.
     named_plugins: Mutex<Vec<PathBuf>>,
+    /// The config and plugin files as the last load or reload read them: the watcher
+    /// compares later changes with these.
+    read_stamps: Mutex<Stamps>,
     /// Admin reload requests waiting for the running reload to finish.
     pub(super) admin_waiting: std::sync::atomic::AtomicU32,
     /// Refuse a reload to a chain without a credential stage (set by
@@ -59,21 +64,15 @@ impl PluginHost {
         role: Role,
     ) -> Result<Arc<PluginHost>, PluginError> {
         let file = file.into();
-        let spec = read_spec(&file, role).await?;
+        let read = read_config(&file, role).await?;
+        let spec = read.spec?;
         let runtime = Runtime::new(spec.runtime.clone())?;
-        Self::start(runtime, file, role, spec).await
-    }
-
-    async fn start(
-        runtime: Arc<Runtime>,
-        file: PathBuf,
-        role: Role,
-        spec: ChainSpec,
-    ) -> Result<Arc<PluginHost>, PluginError> {
         let metrics = StageMetrics::default();
-        let named_plugins = Mutex::new(ChainSpec::named_plugins(&file));
         let plugins = read_plugins(&spec).await?;
         let chain = build(&runtime, &metrics, spec, plugins, None, 1).await?;
+        for stage in &chain.stages {
+            stage.fit_instances();
+        }
         metrics.reload(ReloadResult::Ok, 1);
         tracing::info!(file = %file.display(), role = %role, stages = chain.stages.len(), "plugin chain loaded");
         let status = ReloadStatus {
@@ -95,7 +94,8 @@ impl PluginHost {
             reload_lock: tokio::sync::Mutex::new(()),
             status: Mutex::new(status),
             metrics,
-            named_plugins,
+            named_plugins: Mutex::new(read.named),
+            read_stamps: Mutex::new(read.stamps),
             admin_waiting: std::sync::atomic::AtomicU32::new(0),
             require_credential: std::sync::atomic::AtomicBool::new(false),
         }))
@@ -180,18 +180,10 @@ impl PluginHost {
         let result = async {
             // One read of the config serves both the plugins to watch and the chain, so
             // the two always agree.
-            let (file, role) = (self.file.clone(), self.role);
-            let (named, spec) = tokio::task::spawn_blocking(move || match ChainSpec::read(&file) {
-                Ok(text) => (
-                    ChainSpec::named_plugins_in(&text, &file),
-                    ChainSpec::parse(&text, &file, role),
-                ),
-                Err(e) => (Vec::new(), Err(e)),
-            })
-            .await
-            .map_err(|e| PluginError::Internal(format!("config reader failed: {e}")))?;
-            *self.named_plugins.lock().unwrap_or_else(|p| p.into_inner()) = named;
-            let spec = spec?;
+            let read = read_config(&self.file, self.role).await?;
+            *self.named_plugins.lock().unwrap_or_else(|p| p.into_inner()) = read.named;
+            *self.read_stamps.lock().unwrap_or_else(|p| p.into_inner()) = read.stamps;
+            let spec = read.spec?;
             check_runtime(&self.runtime, &spec)?;
             self.check_credential_stage(&spec, &old)?;
             let plugins = read_plugins(&spec).await?;
@@ -232,14 +224,18 @@ impl PluginHost {
                 let gone: Vec<Arc<Stage>> = old
                     .stages
                     .iter()
-                    .filter(|o| !chain.stages.iter().any(|n| Arc::ptr_eq(o, n)))
+                    .filter(|o| !chain.stages.iter().any(|n| Stage::same(o, n)))
                     .cloned()
                     .collect();
-                self.current.store(Arc::new(chain));
+                let chain = Arc::new(chain);
+                self.current.store(chain.clone());
                 // Pooled instances of stages that left the chain would otherwise hold
                 // instance slots until the last in-flight request on the old chain ends.
                 for stage in gone {
                     stage.retire();
+                }
+                for stage in &chain.stages {
+                    stage.fit_instances();
                 }
                 self.runtime.cache().retain(&keep);
                 status.generation = generation;
@@ -286,55 +282,22 @@ impl PluginHost {
         }
         files
     }
-}
 
-async fn read_spec(file: &Path, role: Role) -> Result<ChainSpec, PluginError> {
-    let file = file.to_path_buf();
-    tokio::task::spawn_blocking(move || ChainSpec::load(&file, role))
-        .await
-        .map_err(|e| PluginError::Internal(format!("config reader failed: {e}")))?
-}
-
-fn check_runtime(runtime: &Runtime, spec: &ChainSpec) -> Result<(), PluginError> {
-    if runtime.settings() != &spec.runtime {
-        return Err(PluginError::Config {
-            file: spec.file.clone(),
-            key: "runtime".into(),
-            reason:
-                "runtime settings differ from the running engine's; they only change on restart"
-                    .into(),
-        });
+    /// Each watched file with its stamp from just before the last load or reload read
+    /// it, or, for a file that read did not stamp, its stamp now.
+    pub(crate) fn read_stamps(&self) -> Stamps {
+        let read = self.read_stamps.lock().unwrap_or_else(|p| p.into_inner());
+        self.watched_files()
+            .into_iter()
+            .map(|f| {
+                let s = match read.iter().find(|(p, _)| *p == f) {
+                    Some((_, s)) => *s,
+                    None => crate::files::stamp(&f),
+                };
+                (f, s)
+            })
+            .collect()
     }
-    Ok(())
-}
-
-/// Reads every plugin file of `spec` and hashes it.
-async fn read_plugins(spec: &ChainSpec) -> Result<Vec<(Vec<u8>, Digest)>, PluginError> {
-    let mut out = Vec::with_capacity(spec.stages.len());
-    for s in &spec.stages {
-        let bytes = read_plugin(&s.plugin)
-            .await
-            .map_err(|reason| PluginError::Plugin {
-                file: spec.file.clone(),
-                stage: s.name.clone(),
-                plugin: s.plugin.clone(),
-                reason,
-            })?;
-        let d = digest(&bytes);
-        out.push((bytes, d));
-    }
-    Ok(out)
-}
-
-/// Identifies a chain: role, runtime settings, and every stage's settings and bytes.
-fn fingerprint(spec: &ChainSpec, plugins: &[(Vec<u8>, Digest)]) -> Digest {
-    let mut fp = Sha256::new();
-    fp.update(format!("{:?}{:?}", spec.role, spec.runtime));
-    for (s, (_, d)) in spec.stages.iter().zip(plugins) {
-        fp.update(format!("{s:?}"));
-        fp.update(d);
-    }
-    fp.finalize().into()
 }
 
 /// Builds a chain from `spec` and its plugin files, carrying over unchanged stages of
@@ -350,9 +313,14 @@ async fn build(
     let fp = fingerprint(&spec, &plugins);
     let mut stages = Vec::with_capacity(spec.stages.len());
     for (s, (bytes, d)) in spec.stages.into_iter().zip(plugins) {
-        let reused = old.and_then(|c| c.stages.iter().find(|o| o.spec == s && o.digest == d));
-        let stage = match reused {
-            Some(o) => o.clone(),
+        let carried = old.and_then(|c| {
+            c.stages
+                .iter()
+                .find(|o| o.digest == d && o.spec.same_but_held(&s))
+        });
+        let stage = match carried {
+            Some(o) if o.spec == s => o.clone(),
+            Some(o) => Arc::new(o.resized(s)),
             None => {
                 let (name, plugin) = (s.name.clone(), s.plugin.clone());
                 let stage = Stage::load(runtime.clone(), s, Arc::new(bytes), d, metrics)
@@ -369,12 +337,6 @@ async fn build(
         stages.push(stage);
     }
     Ok(Chain::new(generation, spec.role, spec.file, fp, stages))
-}
-
-async fn read_plugin(path: &Path) -> Result<Vec<u8>, String> {
-    tokio::fs::read(path)
-        .await
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 fn unix_ms() -> u64 {

@@ -30,8 +30,8 @@ pub(crate) struct Stage {
     pub(crate) credential_headers: Vec<String>,
     template: Arc<Template>,
     instances: Arc<Instances>,
-    gate: Gate,
-    breaker: Breaker,
+    gate: Arc<Gate>,
+    breaker: Arc<Breaker>,
     pub(crate) counters: Arc<StageCounters>,
     runtime: Arc<Runtime>,
 }
@@ -85,8 +85,9 @@ impl Stage {
             InstanceMode::Reuse => Instances::reuse(spec.max_idle as usize, spec.max_uses),
         });
         // The self-check instance has only run `init`: as good as a pre-warmed one.
+        // Pre-warming more waits for [`Stage::fit_instances`], once the chain serves: a
+        // chain that fails to load or is never swapped in then holds no slots.
         instances.give_back(instance);
-        instances.refill(&template, spec.limits.init_timeout);
         let file = spec
             .plugin
             .file_name()
@@ -101,8 +102,8 @@ impl Stage {
             digest: hex(&digest, 6),
         });
         Ok(Stage {
-            gate: Gate::new(spec.limits.concurrency),
-            breaker: Breaker::new(spec.quarantine.clone()),
+            gate: Arc::new(Gate::new(spec.limits.concurrency)),
+            breaker: Arc::new(Breaker::new(spec.quarantine.clone())),
             spec,
             digest,
             label,
@@ -114,6 +115,44 @@ impl Stage {
             counters,
             runtime,
         })
+    }
+
+    /// This stage under `spec`, which differs from its own at most in `prewarm` and
+    /// `max_idle` (a reload lowered or raised defaults to fit the runtime, see
+    /// `config/budget.rs`): same plugin version, instances, breaker and counters, so
+    /// warm instances and quarantine state carry over. The new numbers apply from
+    /// [`Stage::fit_instances`], called once the chain holding it serves.
+    pub(crate) fn resized(&self, spec: StageSpec) -> Stage {
+        Stage {
+            spec,
+            digest: self.digest,
+            label: self.label.clone(),
+            info: self.info.clone(),
+            headers: self.headers.clone(),
+            credential_headers: self.credential_headers.clone(),
+            template: self.template.clone(),
+            instances: self.instances.clone(),
+            gate: self.gate.clone(),
+            breaker: self.breaker.clone(),
+            counters: self.counters.clone(),
+            runtime: self.runtime.clone(),
+        }
+    }
+
+    /// Whether `a` and `b` are one stage (one is [`Stage::resized`] from the other).
+    pub(crate) fn same(a: &Stage, b: &Stage) -> bool {
+        Arc::ptr_eq(&a.instances, &b.instances)
+    }
+
+    /// Keeps as many instances as this stage's `prewarm`/`max_idle` says.
+    pub(crate) fn fit_instances(&self) {
+        let keep = match self.spec.instances {
+            InstanceMode::Fresh => self.spec.prewarm,
+            InstanceMode::Reuse => self.spec.max_idle,
+        };
+        self.instances.set_keep(keep as usize);
+        self.instances
+            .refill(&self.template, self.spec.limits.init_timeout);
     }
 
     pub(crate) fn name(&self) -> &str {

@@ -8,7 +8,8 @@ use tracing::Instrument;
 
 use super::error::PluginError;
 use super::reload::{PluginHost, ReloadTrigger};
-use crate::files::{stamp as file_stamp, Stamp};
+use super::reload_inputs::Stamps;
+use crate::files::stamp as file_stamp;
 
 /// Settings of [`watch`].
 #[derive(Clone, Debug)]
@@ -59,8 +60,9 @@ pub fn watch(host: &Arc<PluginHost>, options: WatchOptions) -> Result<Watcher, P
         None
     };
     let stamp_of = |h: &PluginHost| stamp(&h.watched_files());
-    // Taken now, so a change made right after `watch` returns is seen as a change.
-    let mut last = stamp_of(host);
+    // What the files looked like when the chain was read: a change made since (while
+    // it loaded, or before `watch` was called) is seen as a change.
+    let mut last = host.read_stamps();
     let span = tracing::debug_span!("plugin-watch", file = %host.file().display());
     let host = Arc::downgrade(host);
     let task = tokio::spawn(
@@ -76,11 +78,7 @@ pub fn watch(host: &Arc<PluginHost>, options: WatchOptions) -> Result<Watcher, P
                     } => true,
                 };
                 let Some(h) = host.upgrade() else { return };
-                // What the files looked like before the reload read them: a change made
-                // while the reload runs then differs from it and triggers another.
-                let before;
                 let trigger = if signalled {
-                    before = stamp_of(&h);
                     ReloadTrigger::Signal
                 } else {
                     let mut now = stamp_of(&h);
@@ -96,12 +94,13 @@ pub fn watch(host: &Arc<PluginHost>, options: WatchOptions) -> Result<Watcher, P
                         }
                         now = again;
                     }
-                    before = now;
                     ReloadTrigger::FileChange
                 };
                 // Errors are recorded in the status, metrics and log by `reload`.
                 let _ = h.reload(trigger).await;
-                last = after_reload(&h.watched_files(), before);
+                // Stamped as the reload read them: a change made while it ran differs
+                // and triggers another.
+                last = h.read_stamps();
             }
         }
         .instrument(span),
@@ -110,22 +109,6 @@ pub fn watch(host: &Arc<PluginHost>, options: WatchOptions) -> Result<Watcher, P
 }
 
 /// One stamp per watched file (`None`: missing or unreadable).
-fn stamp(files: &[PathBuf]) -> Vec<(PathBuf, Option<Stamp>)> {
+fn stamp(files: &[PathBuf]) -> Stamps {
     files.iter().map(|f| (f.clone(), file_stamp(f))).collect()
-}
-
-/// The stamps to compare later changes with, after a reload that started when the
-/// files looked like `before`: for each file now watched, its stamp from before the
-/// reload, or, for a file the reload newly named, its stamp now.
-fn after_reload(
-    files: &[PathBuf],
-    before: Vec<(PathBuf, Option<Stamp>)>,
-) -> Vec<(PathBuf, Option<Stamp>)> {
-    files
-        .iter()
-        .map(|f| match before.iter().find(|(p, _)| p == f) {
-            Some((_, s)) => (f.clone(), *s),
-            None => (f.clone(), file_stamp(f)),
-        })
-        .collect()
 }

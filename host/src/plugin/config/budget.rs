@@ -75,3 +75,14 @@ pub(super) fn fit(
         sum(InstanceMode::Reuse),
     ))
 }
+
+impl StageSpec {
+    /// Whether `self` and `other` differ at most in `prewarm` and `max_idle`, the
+    /// settings [`fit`] may lower because of other stages.
+    pub(crate) fn same_but_held(&self, other: &StageSpec) -> bool {
+        let mut a = self.clone();
+        a.prewarm = other.prewarm;
+        a.max_idle = other.max_idle;
+        a == *other
+    }
+}
