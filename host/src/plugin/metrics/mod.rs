@@ -1,7 +1,9 @@
 //! Counters of the plugin runtime, with a Prometheus text exposition.
 //!
 //! One `StageCounters` per stage and plugin version (a reload that keeps a plugin
-//! keeps its counters). Families:
+//! keeps its counters). Versions no chain uses any more stay listed, up to
+//! [`KEPT_VERSIONS_PER_STAGE`] per stage name and [`KEPT_VERSIONS`] in all, the oldest
+//! going first, so a host reloaded for months does not grow without bound. Families:
 //! - `hawser_plugin_invocations_total{stage,kind,plugin,version,digest}`
 //! - `hawser_plugin_denials_total{...}`
 //! - `hawser_plugin_failures_total{...,reason}` (trap, timeout, memory_limit, ...)
@@ -37,6 +39,11 @@ pub(crate) struct Labels {
     pub(crate) version: String,
     pub(crate) digest: String,
 }
+
+/// Versions of one stage name whose counters are kept (the serving ones always are).
+pub const KEPT_VERSIONS_PER_STAGE: usize = 8;
+/// Stage versions whose counters are kept in all (the serving ones always are).
+pub const KEPT_VERSIONS: usize = 256;
 
 /// Counters of one stage version.
 #[derive(Debug)]
@@ -123,6 +130,25 @@ pub enum ReloadResult {
     Unchanged,
 }
 
+/// Drops the oldest counters no stage holds (the version left every chain) while
+/// `stage` has more than [`KEPT_VERSIONS_PER_STAGE`] or the host more than
+/// [`KEPT_VERSIONS`].
+fn prune(stages: &mut Vec<Arc<StageCounters>>, stage: &str) {
+    let mut of_stage = stages.iter().filter(|c| c.labels.stage == stage).count();
+    let mut i = 0;
+    while i < stages.len() && (of_stage > KEPT_VERSIONS_PER_STAGE || stages.len() > KEPT_VERSIONS) {
+        let c = &stages[i];
+        let same = c.labels.stage == stage;
+        // Only the registry holds it: no chain (old or serving) has the version.
+        if Arc::strong_count(c) == 1 && (same || stages.len() > KEPT_VERSIONS) {
+            of_stage -= usize::from(same);
+            stages.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+}
+
 /// All counters of one plugin host.
 #[derive(Debug, Default)]
 pub struct StageMetrics {
@@ -153,6 +179,7 @@ impl StageMetrics {
             failures: Default::default(),
         });
         stages.push(c.clone());
+        prune(&mut stages, &c.labels.stage);
         c
     }
 
@@ -176,7 +203,8 @@ impl StageMetrics {
         .load(Ordering::Relaxed)
     }
 
-    /// Counters of stage `name`, summed over every version loaded so far.
+    /// Counters of stage `name`, summed over every version whose counters are kept
+    /// (see [`KEPT_VERSIONS_PER_STAGE`]).
     pub fn snapshot(&self, name: &str) -> StageSnapshot {
         let stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
         let mut s = StageSnapshot::default();
@@ -322,48 +350,4 @@ fn escape(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exposition_has_every_family_and_labels() {
-        let m = StageMetrics::default();
-        let c = m.counters(Labels {
-            stage: "tok\"ens".into(),
-            kind: StageKind::Credential,
-            plugin: "p".into(),
-            version: "1".into(),
-            digest: "abc".into(),
-        });
-        c.invocations.fetch_add(3, Ordering::Relaxed);
-        c.failure(FailureKind::Timeout);
-        c.observe_call(std::time::Duration::from_micros(3));
-        c.observe_call(std::time::Duration::from_micros(40));
-        c.observe_call(std::time::Duration::from_secs(1));
-        c.observe_memory(3 << 20);
-        c.observe_memory(1 << 20);
-        m.reload(ReloadResult::Ok, 2);
-        let text = m.render_prometheus();
-        assert!(text.contains(
-            "hawser_plugin_invocations_total{stage=\"tok\\\"ens\",kind=\"credential\",plugin=\"p\",version=\"1\",digest=\"abc\"} 3"
-        ));
-        assert!(text.contains("reason=\"timeout\"} 1"));
-        // Cumulative buckets: 3 us falls in le=5us, 40 us in le=50us, 1 s past them all.
-        let bucket = |le: &str| {
-            let key = format!("digest=\"abc\",le=\"{le}\"}} ");
-            let line = text.lines().find(|l| l.contains(&key)).expect(le);
-            line.rsplit(' ').next().unwrap().to_owned()
-        };
-        assert_eq!(bucket("0.000002"), "0");
-        assert_eq!(bucket("0.000005"), "1");
-        assert_eq!(bucket("0.00005"), "2");
-        assert_eq!(bucket("0.1"), "2");
-        assert_eq!(bucket("+Inf"), "3");
-        assert!(text.contains("hawser_plugin_call_seconds_count{stage=\"tok\\\"ens\""));
-        assert!(text.contains("} 1.000043\n"), "sum of the three calls");
-        assert!(text.contains("hawser_plugin_reloads_total{result=\"ok\"} 1"));
-        assert!(text.contains("hawser_plugin_chain_generation 2"));
-        assert!(text.contains("hawser_plugin_memory_peak_bytes{stage=\"tok\\\"ens\",kind=\"credential\",plugin=\"p\",version=\"1\",digest=\"abc\"} 3145728"));
-        assert_eq!(m.snapshot("tok\"ens").failures(FailureKind::Timeout), 1);
-    }
-}
+mod tests;
