@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Builds Hawser and runs its main job on loopback: a hub, a registered cluster
-# and its agent, with kubectl going through the hub. With no cluster at hand the
-# "external cluster" is the repository's kube-apiserver test double; set
-# DEMO_KUBECONFIG to a kubeconfig to put a real cluster behind the agent.
+# Builds Hawser and its plugins and runs its main job on loopback: a hub, a
+# registered cluster and its agent, and kubectl going through the hub with a
+# credential the hub issued. The hub's WebAssembly credential stage checks it, the
+# agent's checks it again and its impersonation stage makes the API server act as
+# that user. With no cluster at hand the "external cluster" is the repository's
+# kube-apiserver test double; set DEMO_KUBECONFIG to a kubeconfig to put a real
+# cluster behind the agent (then give group `devs` RBAC rights to read pods).
 # Ports: DEMO_FRONT_PORT (default 16443), DEMO_TUNNEL_PORT (default 18443).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +16,9 @@ tunnel_port=${DEMO_TUNNEL_PORT:-18443}
 command -v kubectl >/dev/null || { echo "kubectl is needed on PATH" >&2; exit 1; }
 
 cargo build -p hawser --bin hawser -p hawser-tests --bin apiserver-double
+scripts/build-plugins.sh -q
 bin=$root/target/debug
+wasm=$root/target/wasm32-wasip2/release
 rm -rf "$work" && mkdir -p "$work"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -36,12 +41,9 @@ else
   apiserver="kubeconfig = \"$DEMO_KUBECONFIG\""
 fi
 
-echo "== starting the hub"
-# Demo only: no plugin chain, so no credential stage checks callers, and the hub and
-# the agent refuse to start without allow_unauthenticated (they log a warning). The
-# secured setup (JWT credential and impersonation stages) is in the README.
+echo "== the hub's credential keys and plugin chain"
 cat >"$work/hub.toml" <<TOML
-allow_unauthenticated = true
+plugins = "plugins-hub.toml"
 state_dir = "state"
 [tunnel]
 listen = "127.0.0.1:$tunnel_port"
@@ -52,6 +54,28 @@ server_names = ["127.0.0.1", "localhost"]
 [admin]
 listen = "127.0.0.1:0"
 TOML
+# Creates the issuer key pair in state_dir and writes its public half: the JWT
+# credential stages of hub and agent verify with public keys only.
+"$bin/hawser" credential export-keys -c "$work/hub.toml" --out-dir "$work/keys" >/dev/null
+keys=$(awk -F' = ' '/^kid/ {gsub(/"/, "", $2); kid = $2} /^public_key/ {print "\"" kid "\" = " $2}' \
+  "$work/keys/credential-keys.toml")
+jwt_stage() { # extra config line
+  printf '[[stage]]\nname = "jwt"\nkind = "credential"\nplugin = "%s"\ninstances = "reuse"\n' \
+    "$wasm/hawser_plugin_jwt_credential.wasm"
+  printf '[stage.config]\nissuer = "hawser-hub"\n%s\n[stage.config.keys]\n%s\n' "$1" "$keys"
+}
+# Compiled plugins are cached across runs (the directory must be private).
+cache=$root/.hawser/plugin-cache
+mkdir -p "$cache" && chmod 700 "$cache"
+runtime=$(printf '[runtime]\ncache_dir = "%s"' "$cache")
+{ echo 'role = "hub"'; echo "$runtime"; jwt_stage ''; } >"$work/plugins-hub.toml"
+{ echo 'role = "agent"'; echo "$runtime"; jwt_stage 'cluster = "demo"'
+  printf '[[stage]]\nname = "impersonate"\nkind = "impersonation"\nplugin = "%s"\n' \
+    "$wasm/hawser_plugin_impersonate.wasm"
+  printf '[stage.config]\nkeep_groups = true\n'
+} >"$work/plugins-agent.toml"
+
+echo "== starting the hub"
 "$bin/hawser" hub --config "$work/hub.toml" >"$work/hub.out" 2>"$work/hub.log" &
 pids+=($!)
 wait_for_line "$work/hub.out" '"front"'
@@ -60,8 +84,9 @@ echo "== registering cluster 'demo'"
 "$bin/hawser" cluster register demo --region local --zone local-a --config "$work/hub.toml" --out "$work/bundle"
 
 echo "== starting the agent (2 tunnels)"
-# The bundle's agent.toml is for running in a pod; point it at this machine's API server.
-{ echo 'allow_unauthenticated = true'
+# The bundle's agent.toml is for running in a pod; point it at this machine's API
+# server and at the agent's plugin chain.
+{ echo "plugins = \"$work/plugins-agent.toml\""
   sed -e '/^\[apiserver\]/,$d' -e 's/^connections = 1/connections = 2/' "$work/bundle/agent.toml"
 } >"$work/agent.toml"
 printf '[apiserver]\n%s\n' "$apiserver" >>"$work/agent.toml"
@@ -70,38 +95,34 @@ cp "$work/bundle/"{ca.crt,agent.crt,agent.key} "$work/"
 pids+=($!)
 wait_for_line "$work/agent.log" 'tunnel up'
 
-ca=$(base64 -w0 <"$work/state/ca.crt")
-cat >"$work/kubeconfig" <<YAML
-apiVersion: v1
-kind: Config
-clusters:
-- name: demo
-  cluster:
-    server: https://127.0.0.1:$front_port/clusters/demo
-    certificate-authority-data: $ca
-users:
-- name: demo-user
-  user:
-    token: demo-user-token
-contexts:
-- name: demo
-  context: {cluster: demo, user: demo-user, namespace: default}
-current-context: demo
-YAML
+echo "== issuing credentials: alice (group devs) and bob (group guests)"
+issue() { # user group
+  "$bin/hawser" credential issue -c "$work/hub.toml" --user "$1" --group "$2" --cluster demo \
+    --ttl 8h --kubeconfig "$work/$1.kubeconfig" --hub-url "https://127.0.0.1:$front_port" 2>&1 |
+    grep -v '^wrote ' || true
+}
+issue alice devs
+issue bob guests
 
-kc=(kubectl --kubeconfig "$work/kubeconfig" --cache-dir "$work/kube-cache")
+kc=(kubectl --kubeconfig "$work/alice.kubeconfig" --cache-dir "$work/kube-cache")
 # The agent's TLS handshake finishing is not the hub admitting it: wait until the
 # hub routes a request to the cluster.
 for _ in $(seq 1 100); do "${kc[@]}" get --raw /version >/dev/null 2>&1 && break; sleep 0.1; done
 
-echo "== kubectl get pods, through the hub and the tunnel"
+echo "== kubectl get pods as alice, through the hub and the tunnel"
 "${kc[@]}" get pods
 echo
+echo "== as bob: the API server itself authorizes the impersonated user (403)"
+kubectl --kubeconfig "$work/bob.kubeconfig" --cache-dir "$work/kube-cache" get pods 2>&1 || true
+echo
+echo "== with a token the hub did not issue: its credential stage refuses (401)"
+kubectl --kubeconfig /dev/null --server "https://127.0.0.1:$front_port/clusters/demo" \
+  --certificate-authority "$work/state/ca.crt" --token not-a-hawser-token get pods 2>&1 </dev/null | grep -v memcache.go || true
+echo
 echo "Hawser is running. Try, in another shell:"
-echo "  kubectl --kubeconfig $work/kubeconfig get pods -w"
-echo "  kubectl --kubeconfig $work/kubeconfig exec -i web-0 -- cat"
-echo "Logs: $work/{hub,agent}.log. Ctrl-C stops everything."
-echo "Demo mode: allow_unauthenticated, no credential check. For issued credentials and"
-echo "impersonation see the README (Security model; Credentials)."
+echo "  kubectl --kubeconfig $work/alice.kubeconfig get pods -w"
+echo "  kubectl --kubeconfig $work/alice.kubeconfig exec -i web-0 -- cat"
+echo "Logs: $work/{hub,agent}.log; chains: $work/plugins-{hub,agent}.toml (edit one,"
+echo "or send SIGHUP, and it is swapped without dropping a request). Ctrl-C stops everything."
 if [ -n "${DEMO_EXIT:-}" ]; then exit 0; fi
 wait

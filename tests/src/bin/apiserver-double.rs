@@ -3,8 +3,10 @@
 //!
 //! `apiserver-double --dir DIR` writes DIR/ca.crt and DIR/token (the agent's
 //! service-account token), prints `{"url": ...}` on stdout and serves until Ctrl-C.
+//! Its RBAC lets the agent's service account do anything (it impersonates) and group
+//! `devs` (the demo's user) do anything; everyone else is forbidden.
 
-use hawser_tests::apiserver::ApiServerDouble;
+use hawser_tests::apiserver::{ApiServerDouble, Rule};
 use hawser_tests::harness::stack::{double_config, AGENT_TOKEN};
 use std::path::PathBuf;
 
@@ -19,7 +21,9 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     std::fs::create_dir_all(&dir)?;
-    let api = ApiServerDouble::start(double_config()).await?;
+    let mut config = double_config();
+    config.rules.push(Rule::allow_all("group:devs"));
+    let api = ApiServerDouble::start(config).await?;
     for pod in ["web-0", "web-1"] {
         api.add_pod("default", pod);
         api.append_log("default", pod, &format!("{pod} started"));
