@@ -112,12 +112,21 @@ for _ in $(seq 1 100); do "${kc[@]}" get --raw /version >/dev/null 2>&1 && break
 echo "== kubectl get pods as alice, through the hub and the tunnel"
 "${kc[@]}" get pods
 echo
+expect_refusal() { # what it should say, command...
+  local want=$1 out; shift
+  if out=$("$@" 2>&1 </dev/null); then
+    echo "expected a refusal, got: $out" >&2; exit 1
+  fi
+  grep -v memcache.go <<<"$out" || true
+  grep -q "$want" <<<"$out" || { echo "expected '$want' in the refusal" >&2; exit 1; }
+}
 echo "== as bob: the API server itself authorizes the impersonated user (403)"
-kubectl --kubeconfig "$work/bob.kubeconfig" --cache-dir "$work/kube-cache" get pods 2>&1 || true
+expect_refusal Forbidden kubectl --kubeconfig "$work/bob.kubeconfig" --cache-dir "$work/kube-cache" get pods
 echo
 echo "== with a token the hub did not issue: its credential stage refuses (401)"
-kubectl --kubeconfig /dev/null --server "https://127.0.0.1:$front_port/clusters/demo" \
-  --certificate-authority "$work/state/ca.crt" --token not-a-hawser-token get pods 2>&1 </dev/null | grep -v memcache.go || true
+expect_refusal "provide credentials" kubectl --kubeconfig /dev/null \
+  --server "https://127.0.0.1:$front_port/clusters/demo" \
+  --certificate-authority "$work/state/ca.crt" --token not-a-hawser-token get pods
 echo
 echo "Hawser is running. Try, in another shell:"
 echo "  kubectl --kubeconfig $work/alice.kubeconfig get pods -w"

@@ -16,3 +16,7 @@ cargo test --workspace -- --test-threads "${HAWSER_TEST_THREADS:-2}"
 # Each criterion benchmark once, unmeasured: a benchmark whose setup no longer loads
 # (a chain the config check refuses, say) fails here, not on the next measurement.
 cargo test -p hawser --benches
+# The README's other first-screen command, end to end: hub, agent and the stand-in API
+# server come up, and the demo fails unless alice lists pods, the API server forbids
+# bob and the hub refuses a token it never issued.
+DEMO_EXIT=1 DEMO_DIR="$(mktemp -d)/demo" scripts/demo.sh
