@@ -17,8 +17,9 @@ command -v kubectl >/dev/null || { echo "kubectl is needed on PATH" >&2; exit 1;
 
 cargo build -p hawser --bin hawser -p hawser-tests --bin apiserver-double
 scripts/build-plugins.sh -q
-bin=$root/target/debug
-wasm=$root/target/wasm32-wasip2/release
+target=${CARGO_TARGET_DIR:-$root/target}
+bin=$target/debug
+wasm=$target/wasm32-wasip2/release
 rm -rf "$work" && mkdir -p "$work"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
