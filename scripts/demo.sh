@@ -25,16 +25,20 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-wait_for_line() { # file, pattern
-  for _ in $(seq 1 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
+wait_for_line() { # file, pattern, pid of the process writing it, its log
+  for _ in $(seq 1 200); do
+    grep -q "$2" "$1" 2>/dev/null && return 0
+    kill -0 "$3" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "no '$2' in $1; the process's log ($4):" >&2; cat "$4" >&2; return 1
 }
 
 if [ -z "${DEMO_KUBECONFIG:-}" ]; then
   echo "== starting the stand-in API server (kube-apiserver test double)"
   "$bin/apiserver-double" --dir "$work/apiserver" >"$work/apiserver.out" 2>"$work/apiserver.log" &
   pids+=($!)
-  wait_for_line "$work/apiserver.out" '"url"'
+  wait_for_line "$work/apiserver.out" '"url"' $! "$work/apiserver.log"
   apiserver="server = \"$(sed -n 's/.*"url":"\([^"]*\)".*/\1/p' "$work/apiserver.out")\"
 ca_file = \"$work/apiserver/ca.crt\"
 token_file = \"$work/apiserver/token\""
@@ -65,12 +69,8 @@ jwt_stage() { # extra config line
     "$wasm/hawser_plugin_jwt_credential.wasm"
   printf '[stage.config]\nissuer = "hawser-hub"\n%s\n[stage.config.keys]\n%s\n' "$1" "$keys"
 }
-# Compiled plugins are cached across runs (the directory must be private).
-cache=$root/.hawser/plugin-cache
-mkdir -p "$cache" && chmod 700 "$cache"
-runtime=$(printf '[runtime]\ncache_dir = "%s"' "$cache")
-{ echo 'role = "hub"'; echo "$runtime"; jwt_stage ''; } >"$work/plugins-hub.toml"
-{ echo 'role = "agent"'; echo "$runtime"; jwt_stage 'cluster = "demo"'
+{ echo 'role = "hub"'; jwt_stage ''; } >"$work/plugins-hub.toml"
+{ echo 'role = "agent"'; jwt_stage 'cluster = "demo"'
   printf '[[stage]]\nname = "impersonate"\nkind = "impersonation"\nplugin = "%s"\n' \
     "$wasm/hawser_plugin_impersonate.wasm"
   printf '[stage.config]\nkeep_groups = true\n'
@@ -79,7 +79,7 @@ runtime=$(printf '[runtime]\ncache_dir = "%s"' "$cache")
 echo "== starting the hub"
 "$bin/hawser" hub --config "$work/hub.toml" >"$work/hub.out" 2>"$work/hub.log" &
 pids+=($!)
-wait_for_line "$work/hub.out" '"front"'
+wait_for_line "$work/hub.out" '"front"' $! "$work/hub.log"
 
 echo "== registering cluster 'demo'"
 "$bin/hawser" cluster register demo --region local --zone local-a --config "$work/hub.toml" --out "$work/bundle"
@@ -94,13 +94,15 @@ printf '[apiserver]\n%s\n' "$apiserver" >>"$work/agent.toml"
 cp "$work/bundle/"{ca.crt,agent.crt,agent.key} "$work/"
 "$bin/hawser" agent --config "$work/agent.toml" >"$work/agent.out" 2>"$work/agent.log" &
 pids+=($!)
-wait_for_line "$work/agent.log" 'tunnel up'
+wait_for_line "$work/agent.log" 'tunnel up' $! "$work/agent.log"
 
 echo "== issuing credentials: alice (group devs) and bob (group guests)"
 issue() { # user group
-  "$bin/hawser" credential issue -c "$work/hub.toml" --user "$1" --group "$2" --cluster demo \
-    --ttl 8h --kubeconfig "$work/$1.kubeconfig" --hub-url "https://127.0.0.1:$front_port" 2>&1 |
-    grep -v '^wrote ' || true
+  local out
+  out=$("$bin/hawser" credential issue -c "$work/hub.toml" --user "$1" --group "$2" \
+    --cluster demo --ttl 8h --kubeconfig "$work/$1.kubeconfig" \
+    --hub-url "https://127.0.0.1:$front_port" 2>&1) || { echo "$out" >&2; exit 1; }
+  grep -v '^wrote ' <<<"$out" || true
 }
 issue alice devs
 issue bob guests

@@ -19,4 +19,19 @@ cargo test -p hawser --benches
 # The README's other first-screen command, end to end: hub, agent and the stand-in API
 # server come up, and the demo fails unless alice lists pods, the API server forbids
 # bob and the hub refuses a token it never issued.
-DEMO_EXIT=1 DEMO_DIR="$(mktemp -d)/demo" scripts/demo.sh
+# Its ports are picked free here, so a demo left running elsewhere does not clash.
+free_port() {
+  local p
+  for _ in $(seq 1 50); do
+    p=$((20000 + RANDOM % 40000))
+    # A refused connection means nothing listens there.
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+  echo "no free port found" >&2; return 1
+}
+demo_dir=$(mktemp -d)
+trap 'rm -rf "$demo_dir"' EXIT
+front=$(free_port)
+tunnel=$(free_port)
+while [ "$tunnel" = "$front" ]; do tunnel=$(free_port); done
+DEMO_EXIT=1 DEMO_DIR="$demo_dir/demo" DEMO_FRONT_PORT=$front DEMO_TUNNEL_PORT=$tunnel scripts/demo.sh

@@ -5,7 +5,6 @@
 //! each file is read, so a change landing while a reload (or the start-up load) runs
 //! differs from them and triggers another reload instead of being lost.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
@@ -15,7 +14,7 @@ use super::config::ChainSpec;
 use super::engine::Runtime;
 use super::error::PluginError;
 use super::types::Role;
-use crate::files::{stamp, Stamp};
+use crate::files::{read_regular, stamp, Stamp};
 
 /// The largest plugin file a reload reads. Real plugins are well under a few MiB; the
 /// cap keeps a wrong path (a disk image, a log) from filling memory and the compiler.
@@ -95,35 +94,9 @@ pub(super) async fn read_plugins(spec: &ChainSpec) -> Result<Vec<(Vec<u8>, Diges
     Ok(out)
 }
 
-/// Reads one plugin file: a regular file of at most [`MAX_PLUGIN_BYTES`]. Anything
-/// else (a FIFO or device would block the reload, or never end) is refused before
-/// it is opened.
+/// Reads one plugin file: a regular file of at most [`MAX_PLUGIN_BYTES`].
 fn read_plugin(path: &Path) -> Result<Vec<u8>, String> {
-    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
-    let meta = std::fs::metadata(path).map_err(cannot)?;
-    if !meta.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
-    }
-    let too_big = |len: u64| {
-        format!(
-            "{} is larger than the {} MiB a plugin may be ({len} bytes)",
-            path.display(),
-            MAX_PLUGIN_BYTES >> 20
-        )
-    };
-    if meta.len() > MAX_PLUGIN_BYTES {
-        return Err(too_big(meta.len()));
-    }
-    let file = std::fs::File::open(path).map_err(cannot)?;
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    // The file may have grown since the metadata was read.
-    file.take(MAX_PLUGIN_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(cannot)?;
-    if bytes.len() as u64 > MAX_PLUGIN_BYTES {
-        return Err(too_big(bytes.len() as u64));
-    }
-    Ok(bytes)
+    read_regular(path, MAX_PLUGIN_BYTES)
 }
 
 /// Identifies a chain: role, runtime settings, and every stage's settings and bytes.
@@ -157,7 +130,7 @@ mod tests {
             .status()
             .unwrap();
         assert!(made.success());
-        // Would block forever if it were opened.
+        // Would block forever if it were opened for reading without O_NONBLOCK.
         let err = read_plugin(&fifo).unwrap_err();
         assert!(err.contains("fifo.wasm is not a regular file"), "{err}");
 
@@ -165,7 +138,7 @@ mod tests {
         let f = std::fs::File::create(&big).unwrap();
         f.set_len(MAX_PLUGIN_BYTES + 1).unwrap();
         let err = read_plugin(&big).unwrap_err();
-        assert!(err.contains("larger than the 32 MiB"), "{err}");
+        assert!(err.contains("larger than the 32 MiB allowed"), "{err}");
 
         let err = read_plugin(&dir.path().join("missing.wasm")).unwrap_err();
         assert!(err.contains("cannot read"), "{err}");

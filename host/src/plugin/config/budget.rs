@@ -31,19 +31,15 @@ fn setting_mut(stage: &mut StageSpec) -> &mut u32 {
     }
 }
 
-/// Lowers the defaulted `prewarm`/`max_idle` of `stages` (those with `explicit[i]`
-/// false) until what they hold fits in half of `max_instances`. On failure returns
-/// the reason, naming what the stages still hold.
-pub(super) fn fit(
-    stages: &mut [StageSpec],
-    explicit: &[bool],
-    max_instances: u32,
-) -> Result<(), String> {
+/// Lowers the defaulted `prewarm`/`max_idle` of `stages` (those without
+/// `held_explicit`) until what they hold fits in half of `max_instances`. On failure
+/// returns the reason, naming what the stages still hold.
+pub(super) fn fit(stages: &mut [StageSpec], max_instances: u32) -> Result<(), String> {
     let budget = max_instances / 2;
     let mut total: u32 = stages.iter().map(held).sum();
     while total > budget {
         let largest = (0..stages.len())
-            .filter(|&i| !explicit[i] && setting(&stages[i]) > 1)
+            .filter(|&i| !stages[i].held_explicit && setting(&stages[i]) > 1)
             .max_by_key(|&i| setting(&stages[i]));
         let Some(i) = largest else { break };
         let stage = &mut stages[i];
@@ -61,7 +57,7 @@ pub(super) fn fit(
             .map(held)
             .sum()
     };
-    let shrunk = if explicit.iter().any(|e| !e) {
+    let shrunk = if stages.iter().any(|s| !s.held_explicit) {
         " (the defaults are already lowered to 1)"
     } else {
         ""
@@ -77,9 +73,13 @@ pub(super) fn fit(
 }
 
 impl StageSpec {
-    /// Whether `self` and `other` differ at most in `prewarm` and `max_idle`, the
-    /// settings [`fit`] may lower because of other stages.
+    /// Whether `self` and `other` differ at most in defaulted `prewarm` and
+    /// `max_idle`, which [`fit`] lowers because of other stages. A value the operator
+    /// wrote (or changed) counts as a change of the stage.
     pub(crate) fn same_but_held(&self, other: &StageSpec) -> bool {
+        if self.held_explicit || other.held_explicit {
+            return self == other;
+        }
         let mut a = self.clone();
         a.prewarm = other.prewarm;
         a.max_idle = other.max_idle;

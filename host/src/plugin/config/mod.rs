@@ -83,6 +83,9 @@ pub enum InstanceMode {
     Reuse,
 }
 
+/// The largest chain file read (a few KiB is typical).
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// One validated stage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StageSpec {
@@ -105,6 +108,9 @@ pub struct StageSpec {
     /// Fresh instances kept instantiated and initialised ahead of requests (fresh
     /// only; 0 creates each on the request path).
     pub prewarm: u32,
+    /// Whether the config sets `prewarm`/`max_idle`. Defaulted ones are lowered until
+    /// the chain fits the runtime (`budget.rs`), so they depend on the other stages.
+    pub held_explicit: bool,
     /// Time, memory and concurrency limits.
     pub limits: Limits,
     /// When repeated faults quarantine the plugin version.
@@ -238,24 +244,19 @@ impl ChainSpec {
 
     /// The text of `file`, or an error naming it.
     pub fn read(file: &Path) -> Result<String, PluginError> {
-        std::fs::read_to_string(file).map_err(|e| PluginError::Config {
+        let err = |reason| PluginError::Config {
             file: file.to_path_buf(),
             key: "(file)".into(),
-            reason: format!("cannot read: {e}"),
-        })
+            reason,
+        };
+        let bytes = crate::files::read_regular(file, MAX_CONFIG_BYTES).map_err(err)?;
+        String::from_utf8(bytes).map_err(|e| err(format!("not UTF-8 text: {e}")))
     }
 
-    /// The plugin files `file` names, resolved as [`ChainSpec::load`] resolves them,
-    /// without validating anything else (a file that does not exist yet is listed);
-    /// empty when the file cannot be read or is not TOML. The reload watcher polls them.
-    pub fn named_plugins(file: &Path) -> Vec<PathBuf> {
-        match std::fs::read_to_string(file) {
-            Ok(text) => Self::named_plugins_in(&text, file),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    /// Like [`ChainSpec::named_plugins`], for `text` read from `file`.
+    /// The plugin files `text` (read from `file`) names, resolved as
+    /// [`ChainSpec::load`] resolves them, without validating anything else (a file that
+    /// does not exist yet is listed); empty when `text` is not TOML. The reload watcher
+    /// polls them.
     pub fn named_plugins_in(text: &str, file: &Path) -> Vec<PathBuf> {
         let base = file.parent().unwrap_or(Path::new("."));
         let stages = text
@@ -307,8 +308,6 @@ impl ChainSpec {
         let runtime = runtime(&raw.runtime, base, &err)?;
         let mut names = HashSet::new();
         let mut stages = Vec::with_capacity(raw.stage.len());
-        // Whether each stage's prewarm/max_idle was written (kept) or defaulted (may shrink).
-        let mut explicit = Vec::with_capacity(raw.stage.len());
         for (i, s) in raw.stage.into_iter().enumerate() {
             let at = format!("stage[{i}]");
             if !valid_name(&s.name) {
@@ -327,14 +326,13 @@ impl ChainSpec {
                 ));
             }
             let at = format!("stage[{i}] ({:?})", s.name);
-            explicit.push(s.prewarm.is_some() || s.max_idle.is_some());
             let spec = stage(s, &at, base, &runtime, &err)?;
             if let Err(why) = runs_at(spec.kind, role) {
                 return Err(err(format!("{at}.kind"), why.into()));
             }
             stages.push(spec);
         }
-        budget::fit(&mut stages, &explicit, runtime.max_instances)
+        budget::fit(&mut stages, runtime.max_instances)
             .map_err(|reason| err("runtime.max_instances".into(), reason))?;
         Ok(ChainSpec {
             file: file.to_path_buf(),

@@ -196,7 +196,9 @@ pub(super) fn stage(
             format!("{} does not exist or is not a file", plugin.display()),
         ));
     }
+    let held_explicit = s.prewarm.is_some() || s.max_idle.is_some();
     Ok(StageSpec {
+        held_explicit,
         name: s.name,
         kind,
         plugin,

@@ -210,3 +210,26 @@ fn defaults_of_held_instances_shrink_until_half_the_slots_are_free() {
         "{reason}"
     );
 }
+
+#[test]
+fn a_stage_is_the_same_when_only_its_defaults_shrank() {
+    // s0 keeps 8 idle instances alone; beside four more stages its default shrinks.
+    let alone = parse(&chain_of(64, 1, "reuse", "")).unwrap().stages[0].clone();
+    let crowded = parse(&chain_of(64, 5, "reuse", "")).unwrap().stages[0].clone();
+    assert_ne!(alone.max_idle, crowded.max_idle);
+    assert!(alone.same_but_held(&crowded));
+
+    // A value the operator wrote, or changed, is a change of the stage.
+    let written = parse(&chain_of(64, 1, "reuse", "max_idle = 8\n"))
+        .unwrap()
+        .stages[0]
+        .clone();
+    assert_eq!(written.max_idle, alone.max_idle);
+    assert!(!alone.same_but_held(&written));
+    let other = parse(&chain_of(64, 1, "reuse", "max_idle = 4\n"))
+        .unwrap()
+        .stages[0]
+        .clone();
+    assert!(!written.same_but_held(&other));
+    assert!(written.same_but_held(&written.clone()));
+}
