@@ -59,22 +59,18 @@ server_names = ["127.0.0.1", "localhost"]
 [admin]
 listen = "127.0.0.1:0"
 TOML
-# Creates the issuer key pair in state_dir and writes its public half: the JWT
-# credential stages of hub and agent verify with public keys only.
+# Creates the issuer key pair in state_dir and writes its public half: the hub's JWT
+# credential stage verifies with public keys only (the agent's chain, in the bundle,
+# carries them too).
 "$bin/hawser" credential export-keys -c "$work/hub.toml" --out-dir "$work/keys" >/dev/null
 keys=$(awk -F' = ' '/^kid/ {gsub(/"/, "", $2); kid = $2} /^public_key/ {print "\"" kid "\" = " $2}' \
   "$work/keys/credential-keys.toml")
-jwt_stage() { # extra config line
+jwt_stage() {
   printf '[[stage]]\nname = "jwt"\nkind = "credential"\nplugin = "%s"\ninstances = "reuse"\n' \
     "$wasm/hawser_plugin_jwt_credential.wasm"
-  printf '[stage.config]\nissuer = "hawser-hub"\n%s\n[stage.config.keys]\n%s\n' "$1" "$keys"
+  printf '[stage.config]\nissuer = "hawser-hub"\n[stage.config.keys]\n%s\n' "$keys"
 }
-{ echo 'role = "hub"'; jwt_stage ''; } >"$work/plugins-hub.toml"
-{ echo 'role = "agent"'; jwt_stage 'cluster = "demo"'
-  printf '[[stage]]\nname = "impersonate"\nkind = "impersonation"\nplugin = "%s"\n' \
-    "$wasm/hawser_plugin_impersonate.wasm"
-  printf '[stage.config]\nkeep_groups = true\n'
-} >"$work/plugins-agent.toml"
+{ echo 'role = "hub"'; jwt_stage; } >"$work/plugins-hub.toml"
 
 echo "== starting the hub"
 "$bin/hawser" hub --config "$work/hub.toml" >"$work/hub.out" 2>"$work/hub.log" &
@@ -85,11 +81,12 @@ echo "== registering cluster 'demo'"
 "$bin/hawser" cluster register demo --region local --zone local-a --config "$work/hub.toml" --out "$work/bundle"
 
 echo "== starting the agent (2 tunnels)"
-# The bundle's agent.toml is for running in a pod; point it at this machine's API
-# server and at the agent's plugin chain.
-{ echo "plugins = \"$work/plugins-agent.toml\""
-  sed -e '/^\[apiserver\]/,$d' -e 's/^connections = 1/connections = 2/' "$work/bundle/agent.toml"
-} >"$work/agent.toml"
+# The bundle is for running in a pod: point its agent.toml at this machine's API
+# server, and its plugin chain (JWT credential stage bound to this cluster, then
+# impersonation) at the plugin files built here instead of the pod's mount.
+sed "s#/opt/hawser/plugins#$wasm#" "$work/bundle/plugins-agent.toml" >"$work/plugins-agent.toml"
+sed -e '/^\[apiserver\]/,$d' -e 's/^connections = 1/connections = 2/' \
+  "$work/bundle/agent.toml" >"$work/agent.toml"
 printf '[apiserver]\n%s\n' "$apiserver" >>"$work/agent.toml"
 cp "$work/bundle/"{ca.crt,agent.crt,agent.key} "$work/"
 "$bin/hawser" agent --config "$work/agent.toml" >"$work/agent.out" 2>"$work/agent.log" &

@@ -35,6 +35,7 @@ pub fn run(cfg: HubConfig, op: ClusterOp) -> anyhow::Result<()> {
                 validity_days,
                 namespace,
                 user_extra_keys,
+                issuer: cfg.credentials.issuer.clone(),
             };
             let outcome = bundle::register_cluster(&req)?;
             println!(
@@ -51,8 +52,9 @@ pub fn run(cfg: HubConfig, op: ClusterOp) -> anyhow::Result<()> {
                 println!("  wrote {}", f.display());
             }
             println!(
-                "deploy it with: kubectl apply -f {}",
-                req.out_dir.join("manifest.yaml").display()
+                "deploy it with:\n  kubectl apply -f {}\n  {}",
+                req.out_dir.join("manifest.yaml").display(),
+                bundle::configmap_command(&req.namespace, "target/wasm32-wasip2/release")
             );
             Ok(())
         }

@@ -154,6 +154,7 @@ mod tests {
             validity_days: 30,
             namespace: DEFAULT_NAMESPACE.into(),
             user_extra_keys: Vec::new(),
+            issuer: "hawser-hub".into(),
         };
         register_cluster(&req).unwrap().record.certs[0]
     }

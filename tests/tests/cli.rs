@@ -113,6 +113,7 @@ fn register_list_remove() {
     assert!(ok, "{text}");
     for f in [
         "agent.toml",
+        "plugins-agent.toml",
         "agent.crt",
         "agent.key",
         "ca.crt",
@@ -125,6 +126,14 @@ fn register_list_remove() {
         agent.contains("address = \"hub.example.com:8443\"")
             && agent.contains("server_name = \"hub.example.com\""),
         "{agent}"
+    );
+    // The agent's chain lets the registered extra key through, lower-cased as RBAC has it.
+    let chain = std::fs::read_to_string(out.join("plugins-agent.toml")).unwrap();
+    assert!(
+        chain.contains("cluster = \"eu1\"")
+            && chain.contains("allow_extra = [\"scopes\"]")
+            && chain.contains("keep_extra = true"),
+        "{chain}"
     );
     let manifest = std::fs::read_to_string(out.join("manifest.yaml")).unwrap();
     assert!(
@@ -239,5 +248,84 @@ fn without_a_credential_stage_hub_and_agent_refuse_to_start_unless_allowed() {
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(&agent, &explicit).unwrap();
+    // Its chain names the plugin files the pod mounts; without them it refuses to start.
+    let (code, text) = run(&["agent", "--config", agent.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    let missing = "plugins-agent.toml: stage[0] (\"credential\").plugin: \
+                   /opt/hawser/plugins/hawser_plugin_jwt_credential.wasm does not exist";
+    assert!(text.contains(missing), "{text}");
+    let unchained: Vec<&str> = explicit
+        .lines()
+        .filter(|l| !l.starts_with("plugins"))
+        .collect();
+    std::fs::write(&agent, unchained.join("\n")).unwrap();
     refused("agent", &agent, "`plugins` is not set");
+}
+
+#[tokio::test]
+async fn a_bundles_agent_chain_accepts_hub_credentials_for_its_cluster_only() {
+    use hawser::credential::{self, IssueRequest};
+    use hawser::plugin::testing::{plugin_dir, request};
+    use hawser::plugin::{PluginHost, Rejection, Role};
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_config(dir.path());
+    let bundle = dir.path().join("bundle");
+    let (ok, text) = cluster_cmd(
+        &hub,
+        &["register", "eu1", "--out", bundle.to_str().unwrap()],
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("create configmap hawser-agent-plugins"),
+        "{text}"
+    );
+    // The chain as the pod sees it, with the plugin files where this build put them.
+    let chain = std::fs::read_to_string(bundle.join("plugins-agent.toml"))
+        .unwrap()
+        .replace("/opt/hawser/plugins", &plugin_dir().display().to_string());
+    let file = dir.path().join("chain.toml");
+    std::fs::write(&file, chain).unwrap();
+    let host = PluginHost::load(&file, Role::Agent).await.unwrap();
+    let chain = host.chain();
+
+    let state = dir.path().join("state");
+    let token = |cluster: &str| {
+        let req = IssueRequest {
+            user: "alice".into(),
+            groups: vec!["devs".into()],
+            clusters: vec![cluster.into()],
+            ttl: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let issued = credential::issue(&state, "hawser-hub", &req).unwrap();
+        format!("Bearer {}", issued.token.expose())
+    };
+    let with = |auth: &str| {
+        request(
+            "/api/v1/namespaces/default/pods",
+            &[("authorization", auth)],
+        )
+    };
+
+    let mine = with(&token("eu1"));
+    let who = chain.check_credential(&mine).await.unwrap().unwrap();
+    assert_eq!(
+        (who.user.as_str(), who.groups.as_slice()),
+        ("alice", &["devs".to_string()][..])
+    );
+    let sent = chain.impersonate(&who, &mine).await.unwrap().unwrap_or(who);
+    assert_eq!(sent.user, "alice");
+    assert_eq!(sent.groups, ["devs"]);
+
+    // A credential for another cluster is forbidden here; none at all is a 401.
+    for (req, status) in [
+        (with(&token("eu2")), 403),
+        (request("/api/v1/namespaces/default/pods", &[]), 401),
+    ] {
+        match chain.check_credential(&req).await {
+            Err(r @ Rejection::Denied { .. }) => assert_eq!(r.http_status(), status),
+            other => panic!("expected a {status}, got {other:?}"),
+        }
+    }
 }

@@ -8,14 +8,21 @@ use std::fmt::Write as _;
 use sha2::{Digest, Sha256};
 
 use super::{
-    agent_toml, RegisterRequest, ADMIN_PORT, AGENT_CRT, AGENT_KEY, AGENT_TOML, AGENT_UID, CA_CRT,
-    MOUNT_DIR,
+    agent_toml, RegisterRequest, ADMIN_PORT, AGENT_CHAIN, AGENT_CRT, AGENT_KEY, AGENT_TOML,
+    AGENT_UID, CA_CRT, MOUNT_DIR, PLUGINS_CONFIGMAP, PLUGIN_DIR,
 };
 
 /// The Kubernetes manifest: Namespace, ServiceAccount, ClusterRole (impersonation
-/// only), ClusterRoleBinding, Secret (the bundle files) and Deployment, as
-/// multi-document YAML.
-pub fn manifest_yaml(req: &RegisterRequest, ca_pem: &str, cert_pem: &str, key_pem: &str) -> String {
+/// only), ClusterRoleBinding, Secret (the bundle files, `chain` the agent's plugin
+/// chain) and Deployment, which mounts the plugin files from the ConfigMap
+/// [`PLUGINS_CONFIGMAP`], as multi-document YAML.
+pub fn manifest_yaml(
+    req: &RegisterRequest,
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+    chain: &str,
+) -> String {
     let ns = yaml_str(&req.namespace);
     let agent_toml = agent_toml(req);
     let labels = |indent: usize| {
@@ -27,7 +34,7 @@ pub fn manifest_yaml(req: &RegisterRequest, ca_pem: &str, cert_pem: &str, key_pe
     };
     // Pods roll when the config or certificate changes, e.g. on re-apply after rotation.
     let mut hasher = Sha256::new();
-    for part in [agent_toml.as_str(), cert_pem, ca_pem] {
+    for part in [agent_toml.as_str(), chain, cert_pem, ca_pem] {
         hasher.update(part.as_bytes());
     }
     let checksum: String = hasher
@@ -92,7 +99,7 @@ metadata:
   labels:
 {l4}type: Opaque
 stringData:
-{toml}{crt}{key}{ca}---
+{toml}{chain}{crt}{key}{ca}---
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -169,11 +176,21 @@ metadata:
             - name: config
               mountPath: {MOUNT_DIR}
               readOnly: true
+            - name: plugins
+              mountPath: {PLUGIN_DIR}
+              readOnly: true
       volumes:
         - name: config
           secret:
             secretName: hawser-agent
             defaultMode: 288 # 0440: readable by the agent's group (fsGroup) only
+        # The .wasm files of {AGENT_CHAIN}, too large for the Secret. Pods wait until
+        # it exists: kubectl -n <namespace> create configmap {PLUGINS_CONFIGMAP} \\
+        #   --from-file=<built>/hawser_plugin_jwt_credential.wasm \\
+        #   --from-file=<built>/hawser_plugin_impersonate.wasm
+        - name: plugins
+          configMap:
+            name: {PLUGINS_CONFIGMAP}
 ",
         name = yaml_str(&req.name),
         l4 = labels(4),
@@ -181,6 +198,7 @@ metadata:
         l8 = labels(8),
         l20 = labels(20),
         toml = secret_entry(AGENT_TOML, &agent_toml),
+        chain = secret_entry(AGENT_CHAIN, chain),
         crt = secret_entry(AGENT_CRT, cert_pem),
         key = secret_entry(AGENT_KEY, key_pem),
         ca = secret_entry(CA_CRT, ca_pem),

@@ -2,8 +2,13 @@
 //! writing the bundle an operator applies inside it (agent config, agent
 //! certificate and key, the pinned hub CA, and a Kubernetes manifest).
 
+mod agent_chain;
 mod manifest;
 
+use agent_chain::AGENT_CHAIN;
+pub use agent_chain::{
+    agent_chain_toml, configmap_command, AGENT_PLUGINS, PLUGINS_CONFIGMAP, PLUGIN_DIR,
+};
 pub use manifest::manifest_yaml;
 pub(crate) use manifest::{yaml_block, yaml_str};
 
@@ -11,6 +16,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::credential::{IssuerKeys, KeyError};
 use crate::files::{create_private_dir, now_rfc3339, write_atomic};
 use crate::pki::{HubCa, IssuedCert, PkiError, Validity};
 use crate::registry::{
@@ -39,6 +45,9 @@ pub enum BundleError {
     /// The registry could not be read, changed or saved.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The credential issuer keys (trusted by the agent's chain) could not be loaded.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
     /// A request field is unusable.
     #[error("invalid {field}: {reason}")]
     InvalidRequest { field: &'static str, reason: String },
@@ -76,6 +85,9 @@ pub struct RegisterRequest {
     /// User-extra keys the agent may impersonate (`Impersonate-Extra-<key>`); each
     /// becomes an RBAC resource `userextras/<key>`. Empty: no extras at all.
     pub user_extra_keys: Vec<String>,
+    /// The `iss` of the hub's credentials (`[credentials] issuer`), which the agent's
+    /// credential stage accepts.
+    pub issuer: String,
 }
 
 /// What `register_cluster` did.
@@ -95,6 +107,7 @@ pub fn register_cluster(req: &RegisterRequest) -> Result<RegisterOutcome, Bundle
     // Check everything that can be checked before anything is created.
     validate_request(req)?;
     let ca = HubCa::load_or_create(&req.state_dir)?;
+    let keys = IssuerKeys::load_or_create(&req.state_dir)?;
     let _lock = Registry::lock(&req.state_dir)?;
     let mut registry = Registry::load(&req.state_dir)?;
     if registry.get(&req.name).is_some() {
@@ -103,7 +116,14 @@ pub fn register_cluster(req: &RegisterRequest) -> Result<RegisterOutcome, Bundle
         }
         .into());
     }
-    let names = [AGENT_TOML, AGENT_CRT, AGENT_KEY, CA_CRT, MANIFEST];
+    let names = [
+        AGENT_TOML,
+        AGENT_CHAIN,
+        AGENT_CRT,
+        AGENT_KEY,
+        CA_CRT,
+        MANIFEST,
+    ];
     let paths: Vec<PathBuf> = names.iter().map(|n| req.out_dir.join(n)).collect();
     for path in &paths {
         let exists = path.try_exists().map_err(|source| BundleError::Write {
@@ -127,7 +147,7 @@ pub fn register_cluster(req: &RegisterRequest) -> Result<RegisterOutcome, Bundle
         path: req.out_dir.clone(),
         source,
     })?;
-    let contents = bundle_contents(req, &ca, &issued);
+    let contents = bundle_contents(req, &ca, &issued, &agent_chain_toml(req, keys.records()));
     let written = write_then_save(&paths, &contents, &registry, &req.state_dir)?;
     tracing::info!(cluster = %req.name, fingerprint = %issued.fingerprint, out_dir = %req.out_dir.display(), "registered cluster");
     Ok(RegisterOutcome {
@@ -216,18 +236,24 @@ fn validate_request(req: &RegisterRequest) -> Result<(), BundleError> {
     Ok(())
 }
 
-/// The bundle files' text and mode, in the order agent.toml, agent.crt,
-/// agent.key, ca.crt, manifest.yaml.
-fn bundle_contents(req: &RegisterRequest, ca: &HubCa, issued: &IssuedCert) -> [(String, u32); 5] {
+/// The bundle files' text and mode, in the order agent.toml, plugins-agent.toml,
+/// agent.crt, agent.key, ca.crt, manifest.yaml.
+fn bundle_contents(
+    req: &RegisterRequest,
+    ca: &HubCa,
+    issued: &IssuedCert,
+    chain: &str,
+) -> [(String, u32); 6] {
     let key = issued.key_pem.expose();
     [
         (agent_toml(req), 0o644),
+        (chain.to_string(), 0o644),
         (issued.cert_pem.clone(), 0o644),
         (key.to_string(), 0o600),
         (ca.cert_pem().to_string(), 0o644),
         // The manifest embeds the key in its Secret, so it is as secret as the key.
         (
-            manifest_yaml(req, ca.cert_pem(), &issued.cert_pem, key),
+            manifest_yaml(req, ca.cert_pem(), &issued.cert_pem, key, chain),
             0o600,
         ),
     ]
@@ -286,10 +312,9 @@ pub fn agent_toml(req: &RegisterRequest) -> String {
     let _ = write!(
         out,
         "
-# The agent checks each caller's credential again and impersonates them: mount a
-# plugin chain with credential and impersonation stages (see plugins-agent.toml in
-# the Hawser repository) and name it here. Without one the agent refuses to start.
-# plugins = \"/etc/hawser/plugins-agent.toml\"
+# The agent checks each caller's credential again and impersonates them (the chain
+# names the .wasm files the manifest mounts). Without a chain it refuses to start.
+plugins = \"{AGENT_CHAIN}\"
 
 [hub]
 address = {address}   # the hub's tunnel listener

@@ -16,6 +16,7 @@ fn request(dir: &Path) -> RegisterRequest {
         validity_days: 365,
         namespace: DEFAULT_NAMESPACE.into(),
         user_extra_keys: Vec::new(),
+        issuer: "hawser-hub".into(),
     }
 }
 
@@ -39,12 +40,14 @@ fn agent_toml_has_exactly_the_agent_schema() {
             "apiserver",
             "cluster",
             "hub",
+            "plugins",
             "region",
             "tunnel",
             "zone"
         ]
     );
     assert_eq!(t["cluster"].as_str(), Some("eu1"));
+    assert_eq!(t["plugins"].as_str(), Some(AGENT_CHAIN));
     assert_eq!(t["zone"].as_str(), Some("eu-west-1a"));
     let hub = t["hub"].as_table().unwrap();
     assert_eq!(
@@ -97,7 +100,17 @@ fn register_writes_the_bundle_and_registers_the_cert() {
         .iter()
         .map(|p| p.file_name().unwrap().to_str().unwrap())
         .collect();
-    assert_eq!(names, [AGENT_TOML, AGENT_CRT, AGENT_KEY, CA_CRT, MANIFEST]);
+    assert_eq!(
+        names,
+        [
+            AGENT_TOML,
+            AGENT_CHAIN,
+            AGENT_CRT,
+            AGENT_KEY,
+            CA_CRT,
+            MANIFEST
+        ]
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -195,7 +208,7 @@ fn user_extra_keys_become_userextras_subresources() {
     let mut req = request(dir.path());
     req.user_extra_keys = vec!["Scopes".into(), "acme.com/project".into(), "scopes".into()];
     validate_request(&req).unwrap();
-    let text = manifest_yaml(&req, "CA\n", "CERT\n", "KEY\n");
+    let text = manifest_yaml(&req, "CA\n", "CERT\n", "KEY\n", "CHAIN\n");
     let role: Value = serde_yaml::Deserializer::from_str(&text)
         .nth(2)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
@@ -220,7 +233,7 @@ fn manifest_is_six_documents_with_least_privilege() {
         "CERT\n",
         "KEY: \"x\"",
     );
-    let text = manifest_yaml(&req, ca, cert, key);
+    let text = manifest_yaml(&req, ca, cert, key, "role = \"agent\"\n");
     let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
@@ -270,6 +283,10 @@ fn manifest_is_six_documents_with_least_privilege() {
     assert_eq!(data["ca.crt"].as_str(), Some(ca));
     assert_eq!(data["agent.crt"].as_str(), Some(cert));
     assert_eq!(data["agent.key"].as_str(), Some(key));
+    assert_eq!(
+        data["plugins-agent.toml"].as_str(),
+        Some("role = \"agent\"\n")
+    );
 
     let spec = &docs[5]["spec"];
     assert_eq!(spec["replicas"].as_u64(), Some(2));
@@ -310,6 +327,17 @@ fn manifest_is_six_documents_with_least_privilege() {
     assert_eq!(
         pod["volumes"][0]["secret"]["secretName"].as_str(),
         Some("hawser-agent")
+    );
+    // The plugin files come from their own ConfigMap, mounted where the chain names them.
+    assert_eq!(
+        c["volumeMounts"][1]["mountPath"].as_str(),
+        Some("/opt/hawser/plugins")
+    );
+    assert_eq!(c["volumeMounts"][1]["readOnly"].as_bool(), Some(true));
+    assert_eq!(pod["volumes"][1]["name"].as_str(), Some("plugins"));
+    assert_eq!(
+        pod["volumes"][1]["configMap"]["name"].as_str(),
+        Some(PLUGINS_CONFIGMAP)
     );
     let anti =
         &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];

@@ -312,8 +312,9 @@ pub fn agent_config(
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("apiserver-ca.crt"), &api.ca_pem).unwrap();
     std::fs::write(dir.join("token"), &api.token).unwrap();
-    // Keep cluster/region/zone and the [hub] file names from the generated file. Tests
-    // without an agent chain forward under the agent's own credential.
+    // Keep cluster/region/zone and the [hub] file names from the generated file, but
+    // not its plugin chain (its .wasm paths are the pod's): tests without an agent
+    // chain forward under the agent's own credential, the others name their own.
     let mut out = String::from("allow_unauthenticated = true\n");
     let mut section = String::new();
     for line in generated.lines() {
@@ -326,6 +327,7 @@ pub fn agent_config(
             continue;
         }
         match section.as_str() {
+            "" if t.starts_with("plugins") => {}
             "" => out.push_str(&format!("{line}\n")),
             "[hub]" if t.starts_with("address") => {
                 out.push_str(&format!("address = \"{hub_tunnel}\"\n"))
