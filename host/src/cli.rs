@@ -98,6 +98,23 @@ pub enum ClusterOp {
     },
     /// List registered clusters and the fingerprints of their admitted certificates.
     List,
+    /// Print a cluster's agent plugin chain (the bundle's plugins-agent.toml) with the
+    /// issuer keys that verify now, e.g. after `hawser credential rotate-key`.
+    ///
+    /// The new key signs at once, and agents refuse its credentials until their chain
+    /// has it, so ship it right after rotating: `hawser cluster agent-chain <name>
+    /// --patch > patch.yaml; kubectl -n <namespace> patch secret hawser-agent --type
+    /// merge --patch-file patch.yaml`. The agents reload their chain when it changes.
+    AgentChain {
+        /// Cluster name.
+        name: String,
+        /// The user-extra keys given at registration (repeatable).
+        #[arg(long = "user-extra-key", value_name = "KEY")]
+        user_extra_keys: Vec<String>,
+        /// Print a merge patch for the agent's Secret instead of the chain.
+        #[arg(long)]
+        patch: bool,
+    },
     /// Rotate a cluster's agent certificate, step 1: issue a new one and admit it
     /// alongside the current one.
     ///

@@ -109,6 +109,24 @@ pub fn run(cfg: HubConfig, op: ClusterOp) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        ClusterOp::AgentChain {
+            name,
+            user_extra_keys,
+            patch,
+        } => {
+            let chain = bundle::current_agent_chain(
+                &cfg.state_dir,
+                &name,
+                &cfg.credentials.issuer,
+                &user_extra_keys,
+            )?;
+            if patch {
+                print!("{}", bundle::chain_secret_patch(&chain));
+            } else {
+                print!("{chain}");
+            }
+            Ok(())
+        }
         ClusterOp::RetireCert { name, fingerprint } => {
             let fp: Fingerprint = fingerprint.parse()?;
             let rec = rotate::retire_cert(&cfg.state_dir, &name, &fp)?;

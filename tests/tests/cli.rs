@@ -34,6 +34,7 @@ fn every_subcommand_has_help() {
         vec!["cluster", "--help"],
         vec!["cluster", "register", "--help"],
         vec!["cluster", "list", "--help"],
+        vec!["cluster", "agent-chain", "--help"],
         vec!["cluster", "remove", "--help"],
         vec!["cluster", "rotate-cert", "--help"],
         vec!["cluster", "retire-cert", "--help"],
@@ -132,7 +133,7 @@ fn register_list_remove() {
     assert!(
         chain.contains("cluster = \"eu1\"")
             && chain.contains("allow_extra = [\"scopes\"]")
-            && chain.contains("keep_extra = true"),
+            && chain.contains("keep_extra_keys = [\"scopes\"]"),
         "{chain}"
     );
     let manifest = std::fs::read_to_string(out.join("manifest.yaml")).unwrap();
@@ -273,7 +274,14 @@ async fn a_bundles_agent_chain_accepts_hub_credentials_for_its_cluster_only() {
     let bundle = dir.path().join("bundle");
     let (ok, text) = cluster_cmd(
         &hub,
-        &["register", "eu1", "--out", bundle.to_str().unwrap()],
+        &[
+            "register",
+            "eu1",
+            "--user-extra-key",
+            "scopes",
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
     );
     assert!(ok, "{text}");
     assert!(
@@ -294,6 +302,10 @@ async fn a_bundles_agent_chain_accepts_hub_credentials_for_its_cluster_only() {
         let req = IssueRequest {
             user: "alice".into(),
             groups: vec!["devs".into()],
+            extra: vec![
+                ("scopes".into(), "read".into()),
+                ("acme.com/team".into(), "a".into()),
+            ],
             clusters: vec![cluster.into()],
             ttl: std::time::Duration::from_secs(3600),
             ..Default::default()
@@ -317,6 +329,10 @@ async fn a_bundles_agent_chain_accepts_hub_credentials_for_its_cluster_only() {
     let sent = chain.impersonate(&who, &mine).await.unwrap().unwrap_or(who);
     assert_eq!(sent.user, "alice");
     assert_eq!(sent.groups, ["devs"]);
+    // Only the registered extra key is passed on (the ClusterRole allows no other);
+    // the other is left out rather than failing the request.
+    assert_eq!(sent.extra("scopes").unwrap(), ["read"]);
+    assert!(sent.extra("acme.com/team").is_none(), "{sent:?}");
 
     // A credential for another cluster is forbidden here; none at all is a 401.
     for (req, status) in [
@@ -328,4 +344,72 @@ async fn a_bundles_agent_chain_accepts_hub_credentials_for_its_cluster_only() {
             other => panic!("expected a {status}, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn agent_chain_follows_key_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_config(dir.path());
+    let bundle = dir.path().join("bundle");
+    let (ok, text) = cluster_cmd(
+        &hub,
+        &["register", "eu1", "--out", bundle.to_str().unwrap()],
+    );
+    assert!(ok, "{text}");
+    let kids = |chain: &str| {
+        let t: toml::Table = toml::from_str(chain).unwrap();
+        let keys = t["stage"][0]["config"]["keys"].as_table().unwrap().clone();
+        keys.keys().cloned().collect::<Vec<_>>()
+    };
+    let chain = |args: &[&str]| {
+        let out = Command::new(hawser_bin())
+            .args(["cluster", "agent-chain"])
+            .args(args)
+            .arg("--config")
+            .arg(&hub)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+
+    // Without a rotation it is the bundle's chain.
+    let bundled = std::fs::read_to_string(bundle.join("plugins-agent.toml")).unwrap();
+    assert_eq!(chain(&["eu1"]), bundled);
+    assert_eq!(kids(&bundled).len(), 1);
+
+    // After a rotation both keys verify until the old one retires.
+    let (code, text) = run(&[
+        "credential",
+        "rotate-key",
+        "-c",
+        hub.to_str().unwrap(),
+        "--overlap",
+        "1h",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let rotated = chain(&["eu1"]);
+    assert_eq!(kids(&rotated).len(), 2, "{rotated}");
+    // The old key verifies only until the hub retires it.
+    let t: toml::Table = toml::from_str(&rotated).unwrap();
+    let old = &t["stage"][0]["config"]["keys"][&kids(&bundled)[0]];
+    assert!(old["retire_after"].as_str().is_some(), "{rotated}");
+
+    // As a merge patch for the agent's Secret.
+    let patch: serde_yaml::Value = serde_yaml::from_str(&chain(&["eu1", "--patch"])).unwrap();
+    assert_eq!(
+        patch["stringData"]["plugins-agent.toml"].as_str(),
+        Some(rotated.as_str())
+    );
+
+    let (ok, text) = cluster_cmd(&hub, &["agent-chain", "eu2"]);
+    assert!(
+        !ok && text.contains("cluster \"eu2\" is not registered"),
+        "{text}"
+    );
 }

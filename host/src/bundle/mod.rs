@@ -7,7 +7,8 @@ mod manifest;
 
 use agent_chain::AGENT_CHAIN;
 pub use agent_chain::{
-    agent_chain_toml, configmap_command, AGENT_PLUGINS, PLUGINS_CONFIGMAP, PLUGIN_DIR,
+    agent_chain_toml, chain_secret_patch, configmap_command, current_agent_chain, AGENT_PLUGINS,
+    PLUGINS_CONFIGMAP, PLUGIN_DIR,
 };
 pub use manifest::manifest_yaml;
 pub(crate) use manifest::{yaml_block, yaml_str};
@@ -147,7 +148,8 @@ pub fn register_cluster(req: &RegisterRequest) -> Result<RegisterOutcome, Bundle
         path: req.out_dir.clone(),
         source,
     })?;
-    let contents = bundle_contents(req, &ca, &issued, &agent_chain_toml(req, keys.records()));
+    let chain = agent_chain_toml(&req.name, &req.issuer, &req.user_extra_keys, keys.records());
+    let contents = bundle_contents(req, &ca, &issued, &chain);
     let written = write_then_save(&paths, &contents, &registry, &req.state_dir)?;
     tracing::info!(cluster = %req.name, fingerprint = %issued.fingerprint, out_dir = %req.out_dir.display(), "registered cluster");
     Ok(RegisterOutcome {

@@ -11,6 +11,7 @@
 //!                                # with `kubectl --as` the identity the access policy
 //!                                # let it ask for (control that in the access policy)
 //! keep_extra = true             # pass the principal's extra attributes through
+//! keep_extra_keys = ["acme.com/team"]  # or pass only these keys through
 //! extra = { "hawser.io/via" = ["hub"] }  # added (values appended to kept keys)
 //! ```
 //!
@@ -31,6 +32,7 @@ struct Cfg {
     group_prefix: String,
     keep_groups: bool,
     keep_extra: bool,
+    keep_extra_keys: Vec<String>,
     add_groups: Vec<String>,
     deny_users: Vec<String>,
     extra: BTreeMap<String, Vec<String>>,
@@ -69,13 +71,18 @@ impl Impersonation for Impersonate {
         };
         groups.extend(c.add_groups.iter().cloned());
         let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        if c.keep_extra {
-            for e in &who.extra {
-                extra
-                    .entry(e.key.clone())
-                    .or_default()
-                    .extend(e.values.iter().cloned());
-            }
+        // Kubernetes compares extra keys case-insensitively (it lower-cases them).
+        let kept = |key: &str| {
+            c.keep_extra
+                || c.keep_extra_keys
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(key))
+        };
+        for e in who.extra.iter().filter(|e| kept(&e.key)) {
+            extra
+                .entry(e.key.clone())
+                .or_default()
+                .extend(e.values.iter().cloned());
         }
         for (k, v) in &c.extra {
             extra
@@ -113,6 +120,20 @@ mod tests {
         assert_eq!(id.user, "h:alice");
         assert_eq!(id.groups, ["g:dev", "all"]);
         assert_eq!(id.extra("via").unwrap(), ["hub"]);
+    }
+
+    #[test]
+    fn only_listed_extra_keys_pass_without_keep_extra() {
+        let who = Principal::new("alice")
+            .with_extra("scopes", vec!["read".into()])
+            .with_extra("acme.com/team", vec!["a".into()]);
+        let p = Impersonate::init(&Config::from_json(r#"{"keep_extra_keys":["Scopes"]}"#)).unwrap();
+        let id = p.apply(&who, &request("/", &[])).unwrap().unwrap();
+        assert_eq!(id.extra("scopes").unwrap(), ["read"]);
+        assert!(id.extra("acme.com/team").is_none());
+        let p = Impersonate::init(&Config::from_json(r#"{"keep_extra":true}"#)).unwrap();
+        let id = p.apply(&who, &request("/", &[])).unwrap().unwrap();
+        assert_eq!(id.extra.len(), 2);
     }
 
     #[test]
