@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
+use super::configmap_command;
 use super::{
     agent_toml, RegisterRequest, ADMIN_PORT, AGENT_CHAIN, AGENT_CRT, AGENT_KEY, AGENT_TOML,
     AGENT_UID, CA_CRT, MOUNT_DIR, PLUGINS_CONFIGMAP, PLUGIN_DIR,
@@ -184,10 +185,9 @@ metadata:
           secret:
             secretName: hawser-agent
             defaultMode: 288 # 0440: readable by the agent's group (fsGroup) only
-        # The .wasm files of {AGENT_CHAIN}, too large for the Secret. Pods wait until
-        # it exists: kubectl -n <namespace> create configmap {PLUGINS_CONFIGMAP} \\
-        #   --from-file=<built>/hawser_plugin_jwt_credential.wasm \\
-        #   --from-file=<built>/hawser_plugin_impersonate.wasm
+        # The .wasm files of {AGENT_CHAIN}, kept out of this manifest (see the README).
+        # Pods wait until it exists:
+        #   {configmap}
         - name: plugins
           configMap:
             name: {PLUGINS_CONFIGMAP}
@@ -199,6 +199,7 @@ metadata:
         l20 = labels(20),
         toml = secret_entry(AGENT_TOML, &agent_toml),
         chain = secret_entry(AGENT_CHAIN, chain),
+        configmap = configmap_command(&req.namespace, "<built plugins dir>"),
         crt = secret_entry(AGENT_CRT, cert_pem),
         key = secret_entry(AGENT_KEY, key_pem),
         ca = secret_entry(CA_CRT, ca_pem),
