@@ -31,6 +31,12 @@ async fn trap_fails_closed_with_a_500_status_naming_the_plugin_and_host_keeps_se
     assert_eq!(f.kind, FailureKind::Trap);
     assert_eq!(f.http_status, 500);
     assert_eq!(f.stage, "creds");
+    // The plugin's function that panicked, not the panic machinery under it.
+    assert!(
+        f.detail.contains("(in hawser_plugin_misbehave::") && f.detail.contains("::act)"),
+        "{}",
+        f.detail
+    );
     assert!(
         f.plugin.starts_with("hawser_plugin_misbehave.wasm@"),
         "{}",

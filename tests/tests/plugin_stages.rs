@@ -189,3 +189,44 @@ async fn without_an_impersonation_stage_the_caller_is_still_never_system_masters
         .unwrap();
     assert_eq!(chain.impersonate(&guest, &req).await, Ok(None));
 }
+
+/// The workspace's stage plugins are `no_std` and call no host function, so their
+/// components import no WASI and no host interface: each fresh instance is a single core
+/// instance (what keeps a fresh stage near 10 µs, see `host/benches/plugin_stage.rs`).
+/// A plugin built with std (the misbehave fixture) shows what the check guards against:
+/// a dependency that turns std on brings in all of WASI.
+#[tokio::test]
+async fn the_no_std_plugins_import_neither_wasi_nor_host_functions() {
+    let std_stage = plugin_support::misbehave("std", "audit", "ok", "1", "");
+    let hub_fx = Fixture::new(&format!("{TOKENS}{ROUTE_AND_AUDIT}{std_stage}"));
+    let agent_fx = Fixture::new(IMPERSONATE);
+    let (hub, agent) = (hub_fx.host().await, agent_fx.host().await);
+    let stages = [hub.chain().stages(), agent.chain().stages()].concat();
+
+    let reaching = |imports: &[String]| -> Vec<String> {
+        imports
+            .iter()
+            .filter(|i| i.starts_with("wasi:") || i.starts_with("hawser:plugin/host"))
+            .cloned()
+            .collect()
+    };
+    let mut checked = Vec::new();
+    for s in &stages {
+        if s.name == "std" {
+            assert!(
+                s.imports.iter().any(|i| i.starts_with("wasi:cli/")),
+                "{:?}",
+                s.imports
+            );
+            continue;
+        }
+        assert!(
+            !s.imports.is_empty(),
+            "{}: the type imports are listed",
+            s.name
+        );
+        assert_eq!(reaching(&s.imports), Vec::<String>::new(), "{}", s.name);
+        checked.push(s.name.as_str());
+    }
+    assert_eq!(checked, ["tokens", "route", "audit", "impersonate"]);
+}

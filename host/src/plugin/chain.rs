@@ -64,6 +64,10 @@ pub struct StageInfo {
     pub credential_headers: Vec<String>,
     /// Instances ready for the next requests: pre-warmed (fresh) or idle (reuse).
     pub ready_instances: usize,
+    /// The interfaces the plugin's component imports (`hawser:plugin/host@0.2.0`,
+    /// `wasi:filesystem/types@0.2.6`, ...): what it could reach if granted, and what
+    /// each fresh instance links (a `no_std` plugin imports little or nothing).
+    pub imports: Vec<String>,
 }
 
 type Checked<T> = Result<T, (FailureKind, String)>;
@@ -137,6 +141,7 @@ impl Chain {
                 request_headers: s.headers.as_ref().map(|f| f.names().to_vec()),
                 credential_headers: s.credential_headers.clone(),
                 ready_instances: s.ready_instances(),
+                imports: s.imports.clone(),
             })
             .collect()
     }

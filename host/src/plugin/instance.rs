@@ -369,7 +369,11 @@ fn classify(err: &wasmtime::Error, store: &Store<StoreState>, default: FailureKi
         },
         Some(trap) => CallError {
             kind: FailureKind::Trap,
-            detail: format!("wasm trap: {trap}"),
+            detail: match trapping_function(err) {
+                // `Trap`'s text starts with "wasm trap: ".
+                Some(func) => format!("{trap} (in {func})"),
+                None => trap.to_string(),
+            },
         },
         None => CallError {
             kind: default,
@@ -378,6 +382,30 @@ fn classify(err: &wasmtime::Error, store: &Store<StoreState>, default: FailureKi
             detail: truncate(&err.root_cause().to_string(), 256),
         },
     }
+}
+
+/// The innermost function of the plugin's own code on a trap's stack, demangled and
+/// without its hash. Frames of Rust's runtime crates (the panic machinery) and of the
+/// SDK's panic handler are skipped, so a panic names the function that panicked: a
+/// `no_std` plugin's panic message never reaches the host.
+fn trapping_function(err: &wasmtime::Error) -> Option<String> {
+    let trace = err.downcast_ref::<wasmtime::WasmBacktrace>()?;
+    trace
+        .frames()
+        .iter()
+        .filter_map(|f| f.func_name())
+        .map(|name| format!("{:#}", rustc_demangle::demangle(name)))
+        .find(|name| !is_runtime_frame(name))
+        .map(|name| truncate(&name, 160))
+}
+
+fn is_runtime_frame(name: &str) -> bool {
+    const RUNTIME: [&str; 5] = ["core::", "alloc::", "std::", "__rustc::", "<core::"];
+    RUNTIME.iter().any(|p| name.starts_with(p))
+        || name.contains("__hawser_panic")
+        || name.starts_with("rust_")
+        || name.starts_with("__rust")
+        || name == "abort"
 }
 
 impl StoreState {
@@ -393,4 +421,32 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     first[..end].escape_debug().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_machinery_frames_are_skipped_and_plugin_frames_kept() {
+        for runtime in [
+            "core::panicking::panic_fmt",
+            "core::option::unwrap_failed",
+            "<core::fmt::Arguments as core::fmt::Display>::fmt",
+            "std::process::abort",
+            "__rustc::rust_begin_unwind",
+            "__rust_start_panic",
+            "alloc::alloc::handle_alloc_error",
+            // A `no_std` plugin's handler, defined by `export_plugin!` in a `const _`.
+            "hawser_plugin_header_credential::_::__hawser_panic",
+        ] {
+            assert!(is_runtime_frame(runtime), "{runtime}");
+        }
+        for plugin in [
+            "hawser_plugin_misbehave::Misbehave::act",
+            "<my_plugin::Tokens as hawser_plugin_sdk::CredentialCheck>::check",
+        ] {
+            assert!(!is_runtime_frame(plugin), "{plugin}");
+        }
+    }
 }

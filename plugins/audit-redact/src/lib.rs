@@ -9,6 +9,14 @@
 //! drop_users = ["system:kube-probe"]
 //! ```
 
+#![no_std]
+
+extern crate alloc;
+
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
 use hawser_plugin_sdk::{
     export_plugin, Audit, AuditDecision, AuditEvent, Config, Plugin, Redaction,
 };
@@ -92,7 +100,7 @@ impl Audit for AuditRedact {
     }
 }
 
-export_plugin!(AuditRedact: audit);
+export_plugin!(AuditRedact: audit; no_std);
 
 #[cfg(test)]
 mod tests {

@@ -16,7 +16,15 @@
 //! credential stage is asked, so this stage can share `Authorization` with, say, the
 //! JWT stage for hub-issued tokens. When no stage accepts, the host answers 401.
 
-use std::collections::HashMap;
+#![no_std]
+
+extern crate alloc;
+
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use alloc::collections::BTreeMap;
 
 use hawser_plugin_sdk::{
     export_plugin, Config, CredentialCheck, Denial, Plugin, Principal, RequestHead,
@@ -28,7 +36,7 @@ use serde::Deserialize;
 struct Cfg {
     #[serde(default = "default_header")]
     header: String,
-    tokens: HashMap<String, Entry>,
+    tokens: BTreeMap<String, Entry>,
 }
 
 #[derive(Deserialize)]
@@ -83,7 +91,7 @@ impl CredentialCheck for StaticTokens {
     }
 }
 
-export_plugin!(StaticTokens: credential);
+export_plugin!(StaticTokens: credential; no_std);
 
 #[cfg(test)]
 mod tests {

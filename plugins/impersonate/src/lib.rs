@@ -18,7 +18,15 @@
 //! The host still checks the result against the stage's `[stage.policy]`, so a mapping
 //! can never produce, say, `system:masters` unless the operator allows it.
 
-use std::collections::BTreeMap;
+#![no_std]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use alloc::collections::BTreeMap;
 
 use hawser_plugin_sdk::{
     export_plugin, Config, Denial, Extra, Impersonation, Plugin, Principal, RequestHead,
@@ -102,11 +110,12 @@ impl Impersonation for Impersonate {
     }
 }
 
-export_plugin!(Impersonate: impersonation);
+export_plugin!(Impersonate: impersonation; no_std);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
     use hawser_plugin_sdk::testing::request;
 
     #[test]

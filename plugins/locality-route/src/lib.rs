@@ -16,6 +16,14 @@
 //! route_header = "x-hawser-route"   # optional; the stage policy must allow it
 //! ```
 
+#![no_std]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use hawser_plugin_sdk::{
     export_plugin, Candidate, Config, Denial, Health, Plugin, Principal, RequestHead, RouteChoice,
     Routing,
@@ -93,11 +101,12 @@ impl Routing for LocalityRoute {
     }
 }
 
-export_plugin!(LocalityRoute: routing);
+export_plugin!(LocalityRoute: routing; no_std);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
     use hawser_plugin_sdk::testing::{candidate, request};
 
     fn plugin() -> LocalityRoute {

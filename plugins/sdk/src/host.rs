@@ -10,7 +10,7 @@ pub fn log(level: LogLevel, message: &str) {
     #[cfg(target_arch = "wasm32")]
     crate::bindings::hawser::plugin::host::log(level, message);
     #[cfg(not(target_arch = "wasm32"))]
-    eprintln!("[{level:?}] {message}");
+    std::eprintln!("[{level:?}] {message}");
 }
 
 /// Logs at `info`.

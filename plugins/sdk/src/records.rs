@@ -1,6 +1,9 @@
 //! Constructors and accessors on the WIT records, so plugins read and build them
 //! without spelling out every field.
 
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use crate::{Candidate, Denial, DenialKind, Extra, Header, Principal, RequestHead, RouteChoice};
 
 impl RequestHead {

@@ -1,5 +1,7 @@
 //! Builders for native unit tests of plugins.
 
+use alloc::string::String;
+
 use crate::{AuditEvent, AuditPhase, Candidate, Header, Health, Locality, RequestHead, Role};
 
 /// A hub `GET path` request from `10.0.0.1:5555` with `headers` (names lower-cased).

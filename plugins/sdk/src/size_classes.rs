@@ -10,16 +10,19 @@
 //! Freed blocks stay in their class for reuse and are never given back; a plugin's
 //! small-object memory is bounded by its peak of live small objects (rounded up to the
 //! class size), and the host's memory cap still applies. Requests above
-//! [`MAX_SMALL`] bytes, or aligned to more than 16, go to the system allocator.
+//! [`MAX_SMALL`] bytes, or aligned to more than 16, and the chunks the classes are cut
+//! from, go to the backing allocator: in a plugin, the target's own C `malloc` (what
+//! Rust's std uses on this target too, here without needing std). It starts in the
+//! free part of the initial linear memory, so a fresh instance rarely grows its memory.
 //!
 //! Plugins are single-threaded (`wasm32-wasip2` has no threads), which is what makes the
 //! unsynchronised state sound; the allocator is only installed for `wasm32`. A plugin
 //! that wants its own global allocator turns the feature off
-//! (`default-features = false`).
+//! (`default-features = false`); a `no_std` plugin must then install one itself.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::UnsafeCell;
-use std::ptr;
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::UnsafeCell;
+use core::ptr;
 
 /// Size classes: 16, 32, ..., 2048 bytes.
 const CLASSES: usize = 8;
@@ -35,8 +38,10 @@ const ALIGN: usize = 16;
 const FIRST_CHUNK: usize = 1024;
 const MAX_CHUNK: usize = 32 * 1024;
 
-/// Free lists and the current chunk. Not thread-safe: see the module docs.
-pub struct SizeClasses {
+/// Free lists and the current chunk over a backing allocator `B`. Not thread-safe: see
+/// the module docs.
+pub struct SizeClasses<B> {
+    backing: B,
     state: UnsafeCell<State>,
 }
 
@@ -52,12 +57,13 @@ struct State {
 
 // SAFETY: plugins run single-threaded (see the module docs); the global instance is only
 // installed for wasm32, which has no threads here.
-unsafe impl Sync for SizeClasses {}
+unsafe impl<B: Sync> Sync for SizeClasses<B> {}
 
-impl SizeClasses {
-    /// An empty allocator; memory is taken from the system allocator on first use.
-    pub const fn new() -> Self {
+impl<B> SizeClasses<B> {
+    /// An empty allocator; memory is taken from `backing` on first use.
+    pub const fn new(backing: B) -> Self {
         SizeClasses {
+            backing,
             state: UnsafeCell::new(State {
                 free: [ptr::null_mut(); CLASSES],
                 next: ptr::null_mut(),
@@ -68,13 +74,7 @@ impl SizeClasses {
     }
 }
 
-impl Default for SizeClasses {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// The class of `layout`, or `None` when the system allocator serves it.
+/// The class of `layout`, or `None` when the backing allocator serves it.
 fn class(layout: &Layout) -> Option<usize> {
     if layout.size() > MAX_SMALL || layout.align() > ALIGN {
         return None;
@@ -88,7 +88,7 @@ fn class_size(class: usize) -> usize {
 }
 
 impl State {
-    unsafe fn alloc_small(&mut self, class: usize) -> *mut u8 {
+    unsafe fn alloc_small(&mut self, class: usize, backing: &impl GlobalAlloc) -> *mut u8 {
         let head = self.free[class];
         if !head.is_null() {
             // SAFETY: a free block holds the next pointer in its first bytes.
@@ -100,7 +100,7 @@ impl State {
             // The tail of the old chunk (smaller than this class) is abandoned.
             let len = self.chunk.max(size);
             // SAFETY: `len` is a multiple of ALIGN, far below isize::MAX.
-            let chunk = unsafe { System.alloc(Layout::from_size_align_unchecked(len, ALIGN)) };
+            let chunk = unsafe { backing.alloc(Layout::from_size_align_unchecked(len, ALIGN)) };
             if chunk.is_null() {
                 return chunk;
             }
@@ -122,12 +122,12 @@ impl State {
     }
 }
 
-unsafe impl GlobalAlloc for SizeClasses {
+unsafe impl<B: GlobalAlloc> GlobalAlloc for SizeClasses<B> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match class(&layout) {
             // SAFETY: single-threaded (module docs); no other borrow of the state is live.
-            Some(c) => unsafe { (*self.state.get()).alloc_small(c) },
-            None => unsafe { System.alloc(layout) },
+            Some(c) => unsafe { (*self.state.get()).alloc_small(c, &self.backing) },
+            None => unsafe { self.backing.alloc(layout) },
         }
     }
 
@@ -135,7 +135,7 @@ unsafe impl GlobalAlloc for SizeClasses {
         match class(&layout) {
             // SAFETY: `ptr` came from `alloc` with this layout, hence from this class.
             Some(c) => unsafe { (*self.state.get()).free_small(ptr, c) },
-            None => unsafe { System.dealloc(ptr, layout) },
+            None => unsafe { self.backing.dealloc(ptr, layout) },
         }
     }
 
@@ -145,7 +145,7 @@ unsafe impl GlobalAlloc for SizeClasses {
         match (class(&layout), class(&new)) {
             // Same block size: nothing to move (common when a String grows a little).
             (Some(a), Some(b)) if a == b => ptr,
-            (None, None) => unsafe { System.realloc(ptr, layout, new_size) },
+            (None, None) => unsafe { self.backing.realloc(ptr, layout, new_size) },
             _ => {
                 // SAFETY: `new` is valid; both blocks are live and distinct.
                 let fresh = unsafe { self.alloc(new) };
@@ -161,13 +161,68 @@ unsafe impl GlobalAlloc for SizeClasses {
     }
 }
 
+/// The target's C allocator (wasi-libc's `malloc`, linked by `cabi.rs`).
+#[cfg(target_arch = "wasm32")]
+pub struct Malloc;
+
+#[cfg(target_arch = "wasm32")]
+mod malloc {
+    use super::*;
+
+    extern "C" {
+        fn malloc(size: usize) -> *mut u8;
+        fn realloc(ptr: *mut u8, size: usize) -> *mut u8;
+        fn free(ptr: *mut u8);
+        fn aligned_alloc(align: usize, size: usize) -> *mut u8;
+    }
+
+    /// What `malloc` guarantees on wasm32.
+    const MIN_ALIGN: usize = 8;
+
+    fn plain(layout: &Layout) -> bool {
+        layout.align() <= MIN_ALIGN && layout.align() <= layout.size()
+    }
+
+    unsafe impl GlobalAlloc for Malloc {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if plain(&layout) {
+                unsafe { malloc(layout.size()) }
+            } else {
+                unsafe { aligned_alloc(layout.align(), layout.size()) }
+            }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+            unsafe { free(ptr) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            // SAFETY: the caller guarantees the new layout is valid.
+            let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+            if plain(&new) {
+                return unsafe { realloc(ptr, new_size) };
+            }
+            let fresh = unsafe { self.alloc(new) };
+            if !fresh.is_null() {
+                unsafe {
+                    ptr::copy_nonoverlapping(ptr, fresh, layout.size().min(new_size));
+                    free(ptr);
+                }
+            }
+            fresh
+        }
+    }
+}
+
 #[cfg(all(target_arch = "wasm32", feature = "fast-alloc"))]
 #[global_allocator]
-static GLOBAL: SizeClasses = SizeClasses::new();
+static GLOBAL: SizeClasses<Malloc> = SizeClasses::new(Malloc);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec::Vec;
+    use std::alloc::System;
 
     fn layout(size: usize, align: usize) -> Layout {
         Layout::from_size_align(size, align).unwrap()
@@ -189,7 +244,7 @@ mod tests {
 
     #[test]
     fn freed_blocks_are_reused_and_live_blocks_never_overlap() {
-        let a = SizeClasses::new();
+        let a = SizeClasses::new(System);
         unsafe {
             let mut live: Vec<(*mut u8, Layout)> = Vec::new();
             for i in 0..3000 {
@@ -221,7 +276,7 @@ mod tests {
 
     #[test]
     fn realloc_keeps_contents_across_classes_and_to_the_system() {
-        let a = SizeClasses::new();
+        let a = SizeClasses::new(System);
         unsafe {
             let l = layout(10, 1);
             let p = a.alloc(l);
@@ -229,9 +284,9 @@ mod tests {
             assert_eq!(a.realloc(p, l, 16), p, "same class: same block");
             let q = a.realloc(p, l, 100);
             let r = a.realloc(q, layout(100, 1), 5000);
-            assert_eq!(std::slice::from_raw_parts(r, 10), b"0123456789");
+            assert_eq!(core::slice::from_raw_parts(r, 10), b"0123456789");
             let s = a.realloc(r, layout(5000, 1), 20);
-            assert_eq!(std::slice::from_raw_parts(s, 10), b"0123456789");
+            assert_eq!(core::slice::from_raw_parts(s, 10), b"0123456789");
             a.dealloc(s, layout(20, 1));
         }
     }
