@@ -99,12 +99,12 @@ pub enum ClusterOp {
     /// List registered clusters and the fingerprints of their admitted certificates.
     List,
     /// Print a cluster's agent plugin chain (the bundle's plugins-agent.toml) with the
-    /// issuer keys that verify now, e.g. after `hawser credential rotate-key`.
+    /// issuer keys that verify now, e.g. after `hawser credential rotate-key --prepare`.
     ///
-    /// The new key signs at once, and agents refuse its credentials until their chain
-    /// has it, so ship it right after rotating: `hawser cluster agent-chain <name>
-    /// --patch > patch.yaml; kubectl -n <namespace> patch secret hawser-agent --type
-    /// merge --patch-file patch.yaml`. The agents reload their chain when it changes.
+    /// Ship it before the rotation that makes the prepared key sign, and agents accept
+    /// new credentials without a gap: `hawser cluster agent-chain <name> --patch >
+    /// patch.yaml; kubectl -n <namespace> patch secret hawser-agent --type merge
+    /// --patch-file patch.yaml`. The agents reload their chain when it changes.
     AgentChain {
         /// Cluster name.
         name: String,
@@ -209,6 +209,7 @@ pub enum CredentialOp {
         id: String,
     },
     /// Rotate the issuer key; credentials signed by the old key verify during the overlap.
+    /// The new key is the one `--prepare` made, if any.
     RotateKey {
         /// The hub's TOML config.
         #[arg(long, short)]
@@ -216,6 +217,11 @@ pub enum CredentialOp {
         /// How long the old key still verifies.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "30d")]
         overlap: std::time::Duration,
+        /// Only prepare the next key: it verifies at once but signs after the next
+        /// rotation. Update the agents' chains (`cluster agent-chain --patch`) before
+        /// rotating, and they accept new credentials without a gap.
+        #[arg(long, conflicts_with = "overlap")]
+        prepare: bool,
     },
     /// Export the public keys and revocation list for agents.
     ExportKeys {

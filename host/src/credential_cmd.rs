@@ -93,12 +93,31 @@ pub async fn run(op: CredentialOp) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        CredentialOp::RotateKey { config, overlap } => {
+        CredentialOp::RotateKey {
+            config,
+            overlap,
+            prepare,
+        } => {
             let cfg = HubConfig::load(&config)?;
             let mut keys = IssuerKeys::load_or_create(&cfg.state_dir)?;
+            if prepare {
+                let (kid, made) = keys.prepare_next()?;
+                println!(
+                    "{} issuer key {kid}: it verifies now and signs after `hawser credential rotate-key`; \
+                     give the agents their updated chain first (`hawser cluster agent-chain NAME --patch`)",
+                    if made { "prepared" } else { "already prepared:" }
+                );
+                return Ok(());
+            }
+            let prepared = keys.next_key().map(|k| k.kid.clone());
             let kid = keys.rotate(overlap)?;
+            let how = if prepared.as_deref() == Some(kid.as_str()) {
+                "the prepared "
+            } else {
+                "new "
+            };
             println!(
-                "new issuer key {kid}; the previous key verifies for another {}",
+                "{how}issuer key {kid} signs now; the previous key verifies for another {}",
                 humantime::format_duration(overlap)
             );
             Ok(())

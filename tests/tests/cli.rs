@@ -413,3 +413,71 @@ fn agent_chain_follows_key_rotation() {
         "{text}"
     );
 }
+
+/// `rotate-key --prepare` publishes the next key before it signs: an agent given the
+/// chain in between accepts the first credential signed after the rotation, where the
+/// chain of registration time refuses it (the gap a one-step rotation leaves).
+#[tokio::test]
+async fn a_prepared_key_lets_agents_accept_credentials_signed_after_the_rotation() {
+    use hawser::credential::{self, IssueRequest};
+    use hawser::plugin::testing::{plugin_dir, request};
+    use hawser::plugin::{PluginHost, Rejection, Role};
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_config(dir.path());
+    let hub_arg = hub.to_str().unwrap();
+    let bundle = dir.path().join("bundle");
+    let (ok, text) = cluster_cmd(
+        &hub,
+        &["register", "eu1", "--out", bundle.to_str().unwrap()],
+    );
+    assert!(ok, "{text}");
+    let bundled = std::fs::read_to_string(bundle.join("plugins-agent.toml")).unwrap();
+
+    let (code, text) = run(&["credential", "rotate-key", "-c", hub_arg, "--prepare"]);
+    assert!(code == 0 && text.contains("prepared issuer key"), "{text}");
+    let out = Command::new(hawser_bin())
+        .args(["cluster", "agent-chain", "eu1", "--config", hub_arg])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let prepared = String::from_utf8(out.stdout).unwrap();
+    let (code, text) = run(&["credential", "rotate-key", "-c", hub_arg]);
+    assert!(
+        code == 0 && text.contains("the prepared issuer key"),
+        "{text}"
+    );
+    // `--prepare` and `--overlap` do not go together.
+    let (code, _) = run(&[
+        "credential",
+        "rotate-key",
+        "-c",
+        hub_arg,
+        "--prepare",
+        "--overlap",
+        "1h",
+    ]);
+    assert_ne!(code, 0);
+
+    let req = IssueRequest {
+        user: "alice".into(),
+        clusters: vec!["eu1".into()],
+        ttl: std::time::Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let issued = credential::issue(&dir.path().join("state"), "hawser-hub", &req).unwrap();
+    let auth = format!("Bearer {}", issued.token.expose());
+    let req = request("/api/v1/pods", &[("authorization", auth.as_str())]);
+
+    for (name, chain, accepted) in [("prepared", &prepared, true), ("bundled", &bundled, false)] {
+        let file = dir.path().join(format!("{name}.toml"));
+        let text = chain.replace("/opt/hawser/plugins", &plugin_dir().display().to_string());
+        std::fs::write(&file, text).unwrap();
+        let host = PluginHost::load(&file, Role::Agent).await.unwrap();
+        match host.chain().check_credential(&req).await {
+            Ok(Some(who)) if accepted => assert_eq!(who.user, "alice"),
+            Err(r @ Rejection::Denied { .. }) if !accepted => assert_eq!(r.http_status(), 401),
+            other => panic!("{name} chain: {other:?}"),
+        }
+    }
+}

@@ -1,10 +1,12 @@
 //! The issuer's Ed25519 keys, in `state_dir/issuer/`.
 //!
-//! - `key-<kid>.pk8` (0600): the private key, PKCS#8 DER. Only the active key's
-//!   file exists; a rotated-out key only verifies, so its private half is deleted.
+//! - `key-<kid>.pk8` (0600): the private key, PKCS#8 DER. Only the active and the
+//!   next key have one; a rotated-out key only verifies, so its private half is
+//!   deleted.
 //! - `keys.toml`: every key's kid, public key (base64), `created_at` and state:
-//!   `active` (signs and verifies), `retiring` (verifies until `retire_after`) or
-//!   `retired` (kept for the record, verifies nothing).
+//!   `next` (prepared by `rotate-key --prepare`: verifies, signs after the next
+//!   rotation), `active` (signs and verifies), `retiring` (verifies until
+//!   `retire_after`) or `retired` (kept for the record, verifies nothing).
 //!
 //! The trust bundle agents load ([`IssuerKeys::export_public`]) has the same format
 //! without retired keys, so one loader ([`VerifyingKeys`] as [`FromFile`]) serves
@@ -121,7 +123,7 @@ impl IssuerKeys {
             return IssuerKeys::load_dir(&dir);
         }
         let mut records = Vec::new();
-        let active = new_active_key(&dir, &mut records, SystemTime::now())?;
+        let active = new_key(&dir, &mut records, KeyState::Active, SystemTime::now())?;
         save_manifest(&manifest, &records)?;
         Ok(IssuerKeys {
             dir,
@@ -155,21 +157,10 @@ impl IssuerKeys {
         let (Some(record), None) = (active.next(), active.next()) else {
             return Err(invalid("exactly one key must be active".into()));
         };
-        let key_path = dir.join(key_file(&record.kid));
-        let der = std::fs::read(&key_path).map_err(|source| KeyError::Read {
-            path: key_path.clone(),
-            source,
-        })?;
-        let key = SigningKey::from_pkcs8(&der).map_err(|e| KeyError::Invalid {
-            path: key_path.clone(),
-            reason: format!("not a PKCS#8 Ed25519 key: {e}"),
-        })?;
-        if key.kid() != record.kid {
-            return Err(KeyError::Invalid {
-                path: key_path,
-                reason: "does not match its public key in keys.toml".into(),
-            });
+        if records.iter().filter(|r| r.state == KeyState::Next).count() > 1 {
+            return Err(invalid("at most one key may be next".into()));
         }
+        let key = read_private_key(dir, &record.kid)?;
         Ok(IssuerKeys {
             dir: dir.to_path_buf(),
             verifying: verifying_set(&records),
@@ -193,9 +184,45 @@ impl IssuerKeys {
         &self.verifying
     }
 
-    /// Makes a new active key; the old one verifies for `overlap` more, so
-    /// credentials signed before and after both work in between. `overlap` zero
-    /// (a leaked key) cuts the old credentials off at once. Returns the new kid.
+    /// The key prepared for the next rotation, if any.
+    pub fn next_key(&self) -> Option<&KeyRecord> {
+        self.records.iter().find(|r| r.state == KeyState::Next)
+    }
+
+    /// Prepares the key the next rotation makes active: it verifies from now on but
+    /// signs nothing until [`IssuerKeys::rotate`]. Give agents their updated chain
+    /// (`hawser cluster agent-chain --patch`) in between, and they accept credentials
+    /// signed after the rotation at once. Returns the kid, and whether it was made now
+    /// (false: one was already prepared, and is kept).
+    pub fn prepare_next(&mut self) -> Result<(String, bool), KeyError> {
+        self.prepare_next_at(SystemTime::now())
+    }
+
+    /// [`IssuerKeys::prepare_next`] at a given time (for tests).
+    pub fn prepare_next_at(&mut self, now: SystemTime) -> Result<(String, bool), KeyError> {
+        let manifest = self.dir.join(KEYS_FILE);
+        let _lock = FileLock::acquire(&manifest).map_err(|source| KeyError::Write {
+            path: manifest.clone(),
+            source,
+        })?;
+        let mut fresh = IssuerKeys::load_dir(&self.dir)?;
+        let made = match fresh.next_key() {
+            Some(next) => (next.kid.clone(), false),
+            None => {
+                let key = new_key(&self.dir, &mut fresh.records, KeyState::Next, now)?;
+                save_manifest(&manifest, &fresh.records)?;
+                fresh.verifying = verifying_set(&fresh.records);
+                (key.kid().to_string(), true)
+            }
+        };
+        *self = fresh;
+        Ok(made)
+    }
+
+    /// Makes a new active key: the prepared next key if there is one, else a new one.
+    /// The old one verifies for `overlap` more, so credentials signed before and after
+    /// both work in between. `overlap` zero (a leaked key) cuts the old credentials
+    /// off at once. Returns the new kid.
     pub fn rotate(&mut self, overlap: Duration) -> Result<String, KeyError> {
         self.rotate_at(overlap, SystemTime::now())
     }
@@ -222,7 +249,14 @@ impl IssuerKeys {
                 _ => {}
             }
         }
-        fresh.active = new_active_key(&self.dir, &mut fresh.records, now)?;
+        fresh.active = match fresh.records.iter_mut().find(|r| r.state == KeyState::Next) {
+            Some(next) => {
+                let key = read_private_key(&self.dir, &next.kid)?;
+                next.state = KeyState::Active;
+                key
+            }
+            None => new_key(&self.dir, &mut fresh.records, KeyState::Active, now)?,
+        };
         save_manifest(&manifest, &fresh.records)?;
         // The manifest no longer needs the old private key; a key that only
         // verifies is safer without its private half on disk.
@@ -259,10 +293,31 @@ fn key_file(kid: &str) -> String {
     format!("key-{kid}.pk8")
 }
 
-/// Generates a key, writes its private half, and appends it as active.
-fn new_active_key(
+/// Reads the private half of key `kid` and checks it is that key.
+fn read_private_key(dir: &Path, kid: &str) -> Result<SigningKey, KeyError> {
+    let key_path = dir.join(key_file(kid));
+    let der = std::fs::read(&key_path).map_err(|source| KeyError::Read {
+        path: key_path.clone(),
+        source,
+    })?;
+    let key = SigningKey::from_pkcs8(&der).map_err(|e| KeyError::Invalid {
+        path: key_path.clone(),
+        reason: format!("not a PKCS#8 Ed25519 key: {e}"),
+    })?;
+    if key.kid() != kid {
+        return Err(KeyError::Invalid {
+            path: key_path,
+            reason: "does not match its public key in keys.toml".into(),
+        });
+    }
+    Ok(key)
+}
+
+/// Generates a key, writes its private half, and appends it in `state`.
+fn new_key(
     dir: &Path,
     records: &mut Vec<KeyRecord>,
+    state: KeyState,
     now: SystemTime,
 ) -> Result<SigningKey, KeyError> {
     let (key, der) = SigningKey::generate().map_err(|_| KeyError::Generate)?;
@@ -272,7 +327,7 @@ fn new_active_key(
         kid: key.kid().to_string(),
         public_key: key.public_key(),
         created_at: whole_seconds(now),
-        state: KeyState::Active,
+        state,
         retire_after: None,
     });
     Ok(key)

@@ -132,3 +132,95 @@ fn tampered_manifests_are_refused() {
         Err(KeyError::Parse { .. })
     ));
 }
+
+#[test]
+fn a_prepared_key_verifies_at_once_and_signs_only_after_the_rotation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = SystemTime::now();
+    let mut keys = IssuerKeys::load_or_create(dir.path()).expect("create");
+    let first = keys.signing_key().kid().to_string();
+
+    let (next, made) = keys.prepare_next_at(now).expect("prepare");
+    assert!(made);
+    assert_ne!(next, first);
+    // It verifies (hub and exported bundle alike) but does not sign yet.
+    assert_eq!(keys.signing_key().kid(), first);
+    assert_eq!(keys.next_key().map(|k| k.kid.as_str()), Some(next.as_str()));
+    let bundle = dir.path().join("trust.toml");
+    keys.export_public(&bundle).expect("export");
+    let agent = VerifyingKeys::from_file(&bundle).expect("load bundle");
+    assert_eq!(agent.len(), 2);
+    assert_eq!(&agent, keys.verifying_keys());
+    // Preparing again keeps the prepared key.
+    assert_eq!(
+        keys.prepare_next_at(now).expect("again"),
+        (next.clone(), false)
+    );
+    assert_eq!(
+        IssuerKeys::load(dir.path())
+            .expect("reload")
+            .records()
+            .len(),
+        2
+    );
+
+    // The rotation makes exactly that key sign: a bundle exported before it already
+    // verifies what is signed after it.
+    let c = claims(now, TokenUse::Access);
+    assert_eq!(
+        keys.rotate_at(Duration::from_secs(3600), now)
+            .expect("rotate"),
+        next
+    );
+    assert_eq!(keys.signing_key().kid(), next);
+    assert!(keys.next_key().is_none());
+    let token = sign(&c, keys.signing_key());
+    assert!(verify(token.expose(), &agent, now, ISSUER).is_ok());
+    // The first key retires as in any rotation; its private half is gone.
+    let states: Vec<KeyState> = keys.records().iter().map(|r| r.state).collect();
+    assert_eq!(states, [KeyState::Retiring, KeyState::Active]);
+    assert!(!dir.path().join(ISSUER_DIR).join(key_file(&first)).exists());
+
+    // Without a prepared key a rotation makes a new one, as before.
+    let third = keys
+        .rotate_at(Duration::from_secs(60), now)
+        .expect("rotate");
+    assert!(third != next && third != first);
+}
+
+#[test]
+fn two_next_keys_or_a_next_key_without_its_private_half_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut keys = IssuerKeys::load_or_create(dir.path()).expect("create");
+    let (next, _) = keys.prepare_next().expect("prepare");
+    let manifest = IssuerKeys::manifest_path(dir.path());
+    let text = std::fs::read_to_string(&manifest).expect("read");
+
+    let mut records = keys.records().to_vec();
+    let (other, _) = SigningKey::generate().expect("generate");
+    records.push(KeyRecord {
+        kid: other.kid().to_string(),
+        public_key: other.public_key(),
+        created_at: whole_seconds(SystemTime::now()),
+        state: KeyState::Next,
+        retire_after: None,
+    });
+    std::fs::write(&manifest, render(MANIFEST_HEADER, &records)).expect("write");
+    match IssuerKeys::load(dir.path()) {
+        Err(KeyError::Invalid { reason, .. }) => {
+            assert!(reason.contains("at most one key may be next"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    std::fs::write(&manifest, &text).expect("write");
+    std::fs::remove_file(dir.path().join(ISSUER_DIR).join(key_file(&next))).expect("rm");
+    // The hub still loads (the prepared key only verifies), but the rotation that
+    // would make it sign fails and changes nothing.
+    let mut keys = IssuerKeys::load(dir.path()).expect("load");
+    assert!(matches!(
+        keys.rotate(Duration::from_secs(60)),
+        Err(KeyError::Read { .. })
+    ));
+    assert_eq!(std::fs::read_to_string(&manifest).expect("read"), text);
+}

@@ -26,6 +26,10 @@ pub(super) const BUNDLE_HEADER: &str = "\
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyState {
+    /// Published ahead of a rotation: verifies, signs nothing yet. The next
+    /// `rotate-key` makes it active, so agents that were given it beforehand accept
+    /// credentials signed after the rotation at once.
+    Next,
     /// Signs new credentials and verifies.
     Active,
     /// Verifies until `retire_after`.
@@ -141,7 +145,7 @@ pub(super) fn verifying_set(records: &[KeyRecord]) -> VerifyingKeys {
     let mut keys = VerifyingKeys::new();
     for r in records {
         match r.state {
-            KeyState::Active => keys.insert(r.public_key, None),
+            KeyState::Next | KeyState::Active => keys.insert(r.public_key, None),
             KeyState::Retiring => keys.insert(r.public_key, r.retire_after),
             KeyState::Retired => {}
         }

@@ -49,6 +49,7 @@
 mod admin_routes;
 mod bindings;
 mod cache;
+mod call_error;
 pub mod chain;
 pub mod config;
 pub mod engine;
