@@ -18,8 +18,10 @@
 //! once. It measures what the host and wasmtime cost with next to no plugin work:
 //! - reused: one call with this request head (seven strings lowered into the guest),
 //!   which every credential stage pays whatever it does;
-//! - fresh: that plus creating, initialising and tearing down an instance of a plugin
-//!   built with Rust's std, as every workspace plugin is.
+//! - fresh: that plus creating, initialising and tearing down an instance of a `no_std`
+//!   plugin that imports nothing (a single core instance), as the workspace's stage
+//!   plugins are. A std plugin links WASI into every instance and costs more (see
+//!   "std or `no_std`" in the SDK docs).
 //!
 //! Needs the built plugins: `scripts/build-plugins.sh && cargo bench -p hawser --bench plugin_stage`.
 

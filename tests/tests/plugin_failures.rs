@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hawser::plugin::testing::{audit_event, request};
 use hawser::plugin::{FailureKind, PluginHost, Principal, Rejection, Role};
-use plugin_support::{candidates, misbehave, Fixture};
+use plugin_support::{candidates, captured_logs, logs_text, misbehave, Fixture};
 
 fn failure(r: Rejection) -> hawser::plugin::PluginFailure {
     match r {
@@ -27,8 +27,18 @@ async fn trap_fails_closed_with_a_500_status_naming_the_plugin_and_host_keeps_se
     let host = fx.host().await;
     let chain = host.chain();
 
+    captured_logs();
     let f = failure(chain.check_credential(&bad("trap")).await.unwrap_err());
     assert_eq!(f.kind, FailureKind::Trap);
+    // A std plugin's panic message reaches the host log through the SDK's hook, with
+    // the stage named (a plugin has no stderr).
+    let logs = logs_text();
+    assert!(
+        logs.lines().any(|l| l.contains("stage=\"creds\"")
+            && l.contains("plugin: plugin panicked at plugins/testing/misbehave/src/lib.rs:")
+            && l.contains("misbehave: trap")),
+        "{logs}"
+    );
     assert_eq!(f.http_status, 500);
     assert_eq!(f.stage, "creds");
     // The plugin's function that panicked, not the panic machinery under it.

@@ -5,9 +5,8 @@
 
 mod plugin_support;
 
-use std::io;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -26,7 +25,7 @@ use hawser::plugin::{
     DenialKind, PluginHost, Principal, Rejection, ReloadOutcome, ReloadTrigger, Role,
 };
 use hawser::proxy::lifecycle;
-use plugin_support::Fixture;
+use plugin_support::{captured_logs, logs_text, Fixture};
 
 const ISSUER: &str = "hawser-hub";
 const PLUGIN: &str = "hawser-plugin-jwt-credential";
@@ -261,37 +260,6 @@ fn parts(token: &str) -> (String, String, String) {
     let v: Vec<&str> = token.split('.').collect();
     assert_eq!(v.len(), 3, "a JWS compact token");
     (v[0].into(), v[1].into(), v[2].into())
-}
-
-/// Everything the host logs during this test binary, at debug level for Hawser.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        struct Sink(Arc<Mutex<Vec<u8>>>);
-        impl io::Write for Sink {
-            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let sink = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("hawser=debug"))
-            .with_ansi(false)
-            .with_writer(move || Sink(sink.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
-        buf
-    })
-    .clone()
-}
-
-fn logs_text() -> String {
-    String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned()
 }
 
 #[tokio::test]

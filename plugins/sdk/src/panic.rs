@@ -10,7 +10,8 @@ use core::fmt::{self, Write};
 
 /// The host truncates a log line to this many bytes anyway.
 const MAX_LINE: usize = 1024;
-const PREFIX: &str = "plugin panicked: ";
+/// std's panic text starts with "panicked at <file>:<line>:<col>:".
+const PREFIX: &str = "plugin ";
 
 /// Text formatted into a fixed buffer, cut at a character boundary when full.
 struct Line {
@@ -65,9 +66,9 @@ mod tests {
     #[test]
     fn a_long_message_is_cut_at_a_character_boundary() {
         let long: String = "é".repeat(MAX_LINE);
-        let line = Line::format(format_args!("at {long}"));
+        let line = Line::format(format_args!("panicked at {long}"));
         let text = line.as_str();
-        assert!(text.starts_with("plugin panicked: at éé"));
+        assert!(text.starts_with("plugin panicked at éé"));
         assert!(
             text.len() <= MAX_LINE && text.len() > MAX_LINE - 2,
             "{}",
@@ -78,7 +79,13 @@ mod tests {
 
     #[test]
     fn a_short_message_is_kept_whole() {
-        let line = Line::format(format_args!("index {} out of range", 7));
-        assert_eq!(line.as_str(), "plugin panicked: index 7 out of range");
+        let line = Line::format(format_args!(
+            "panicked at src/lib.rs:{}:9:\nindex out of range",
+            7
+        ));
+        assert_eq!(
+            line.as_str(),
+            "plugin panicked at src/lib.rs:7:9:\nindex out of range"
+        );
     }
 }
