@@ -200,12 +200,7 @@ impl IssuerKeys {
 
     /// [`IssuerKeys::prepare_next`] at a given time (for tests).
     pub fn prepare_next_at(&mut self, now: SystemTime) -> Result<(String, bool), KeyError> {
-        let manifest = self.dir.join(KEYS_FILE);
-        let _lock = FileLock::acquire(&manifest).map_err(|source| KeyError::Write {
-            path: manifest.clone(),
-            source,
-        })?;
-        let mut fresh = IssuerKeys::load_dir(&self.dir)?;
+        let (_lock, manifest, mut fresh) = self.lock_and_reload()?;
         let made = match fresh.next_key() {
             Some(next) => (next.kid.clone(), false),
             None => {
@@ -229,13 +224,7 @@ impl IssuerKeys {
 
     /// [`IssuerKeys::rotate`] at a given time (for tests).
     pub fn rotate_at(&mut self, overlap: Duration, now: SystemTime) -> Result<String, KeyError> {
-        let manifest = self.dir.join(KEYS_FILE);
-        let _lock = FileLock::acquire(&manifest).map_err(|source| KeyError::Write {
-            path: manifest.clone(),
-            source,
-        })?;
-        // Start from the file, not this copy: another process may have rotated.
-        let mut fresh = IssuerKeys::load_dir(&self.dir)?;
+        let (_lock, manifest, mut fresh) = self.lock_and_reload()?;
         let old_kid = fresh.active.kid().to_string();
         for r in &mut fresh.records {
             match r.state {
@@ -264,6 +253,18 @@ impl IssuerKeys {
         fresh.verifying = verifying_set(&fresh.records);
         *self = fresh;
         Ok(self.active.kid().to_string())
+    }
+
+    /// Locks the manifest and reads it again: a change starts from the file, not from
+    /// this copy, since another process may have rotated or prepared a key.
+    fn lock_and_reload(&self) -> Result<(FileLock, PathBuf, IssuerKeys), KeyError> {
+        let manifest = self.dir.join(KEYS_FILE);
+        let lock = FileLock::acquire(&manifest).map_err(|source| KeyError::Write {
+            path: manifest.clone(),
+            source,
+        })?;
+        let fresh = IssuerKeys::load_dir(&self.dir)?;
+        Ok((lock, manifest, fresh))
     }
 
     /// Writes the trust bundle for agents (public keys only) to `path`.
