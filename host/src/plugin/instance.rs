@@ -67,7 +67,8 @@ impl Grants {
 
 /// The data of every plugin `Store`.
 pub(crate) struct StoreState {
-    wasi: WasiCtx,
+    /// `None` for a component that imports no WASI (see [`WasiView::ctx`]).
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     pub(crate) memory: MemoryCap,
     /// Epoch ticks the guest may still run for in the current call.
@@ -100,7 +101,12 @@ fn handle_table() -> ResourceTable {
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            // A component that imports WASI gets its context when it is instantiated;
+            // one that does not never calls here. Should it anyway, the context made
+            // here grants nothing.
+            ctx: self
+                .wasi
+                .get_or_insert_with(|| WasiCtxBuilder::new().build()),
             table: &mut self.table,
         }
     }
@@ -129,6 +135,10 @@ pub(crate) struct Template {
     exports: ExportIndices,
     config_json: String,
     grants: Grants,
+    /// Whether the component imports any WASI interface. Building a WASI context
+    /// (its random generator, clocks, streams) is a tenth of a `no_std` plugin's
+    /// fresh instance, so only these get one.
+    imports_wasi: bool,
     memory_bytes: usize,
     stage_name: Arc<str>,
     tick: Duration,
@@ -171,6 +181,10 @@ impl Template {
             .map_err(|e| format!("cannot link: {e:#}"))?;
         let exports = ExportIndices::new(&pre, kind)?;
         let tick = runtime.settings().epoch_tick;
+        let imports_wasi = component
+            .component_type()
+            .imports(runtime.engine())
+            .any(|(name, _)| name.starts_with("wasi:"));
         Ok(Template {
             tick,
             runtime,
@@ -178,6 +192,7 @@ impl Template {
             exports,
             config_json,
             grants,
+            imports_wasi,
             memory_bytes,
             stage_name,
         })
@@ -206,10 +221,14 @@ impl Template {
         &self,
         budget: Duration,
     ) -> Result<(Instance, PluginInfo), CallError> {
-        let wasi = self.grants.wasi_ctx().map_err(|e| CallError {
-            kind: FailureKind::Instantiate,
-            detail: format!("granting capabilities: {e}"),
-        })?;
+        let wasi = if self.imports_wasi {
+            Some(self.grants.wasi_ctx().map_err(|e| CallError {
+                kind: FailureKind::Instantiate,
+                detail: format!("granting capabilities: {e}"),
+            })?)
+        } else {
+            None
+        };
         let state = StoreState {
             wasi,
             table: handle_table(),
