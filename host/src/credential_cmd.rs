@@ -1,10 +1,106 @@
 //! `hawser credential ...`: the CLI side of [`crate::credential`].
+// The doc comments of `CredentialOp` are clap's help text, where `<name>` is a placeholder.
+#![allow(rustdoc::invalid_html_tags)]
 
-use crate::cli::CredentialOp;
 use crate::config::HubConfig;
 use crate::credential::{self, ExecArgs, IssueRequest, IssuerKeys, KubeconfigAuth};
 use anyhow::Context;
-use std::path::Path;
+use clap::Subcommand;
+use std::path::{Path, PathBuf};
+
+/// Credential operations.
+#[derive(Debug, Subcommand)]
+pub enum CredentialOp {
+    /// Issue a signed, short-lived credential and optionally write a kubeconfig.
+    Issue {
+        /// The hub's TOML config.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// User name the clusters will see (impersonated by the agent).
+        #[arg(long)]
+        user: String,
+        /// Group, repeatable.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Extra attribute KEY=VALUE, repeatable.
+        #[arg(long = "extra", value_parser = parse_key_value)]
+        extra: Vec<(String, String)>,
+        /// Cluster the credential may reach, repeatable (at least one).
+        #[arg(long = "cluster", required = true)]
+        clusters: Vec<String>,
+        /// Stable user id.
+        #[arg(long)]
+        uid: Option<String>,
+        /// Lifetime, e.g. 8h (access tokens at most 24h; with --exec, the refresh credential's, at most 30d).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "8h")]
+        ttl: std::time::Duration,
+        /// Issue a refresh credential for kubectl's exec plugin instead of a token.
+        #[arg(long)]
+        exec: bool,
+        /// Allow user or group names starting with `system:`.
+        #[arg(long)]
+        allow_system_names: bool,
+        /// Write a kubeconfig here (mode 0600), one context per cluster.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// The hub's front URL for the kubeconfig (default: https://<first server name>:<front port>).
+        #[arg(long)]
+        hub_url: Option<String>,
+        /// With --exec: where to keep the refresh credential (default: next to the kubeconfig).
+        #[arg(long)]
+        refresh_file: Option<PathBuf>,
+    },
+    /// Revoke a credential by id; takes effect without a restart.
+    Revoke {
+        /// The hub's TOML config.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The credential id (printed by `issue`).
+        id: String,
+    },
+    /// Rotate the issuer key; credentials signed by the old key verify during the overlap.
+    /// The new key is the one `--prepare` made, if any.
+    RotateKey {
+        /// The hub's TOML config.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// How long the old key still verifies.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30d")]
+        overlap: std::time::Duration,
+        /// Only prepare the next key: it verifies at once but signs after the next
+        /// rotation. Update the agents' chains (`cluster agent-chain --patch`) before
+        /// rotating, and they accept new credentials without a gap.
+        #[arg(long, conflicts_with = "overlap")]
+        prepare: bool,
+    },
+    /// Export the public keys and revocation list for agents.
+    ExportKeys {
+        /// The hub's TOML config.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Directory for credential-keys.toml and revoked.toml.
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+    /// kubectl exec credential plugin: prints an ExecCredential with a fresh token.
+    Exec {
+        /// The hub's front URL.
+        #[arg(long)]
+        hub: String,
+        /// The hub CA file.
+        #[arg(long)]
+        ca_file: PathBuf,
+        /// The refresh credential file.
+        #[arg(long)]
+        refresh_file: PathBuf,
+    },
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+}
 
 /// Runs one credential operation.
 pub async fn run(op: CredentialOp) -> anyhow::Result<()> {
