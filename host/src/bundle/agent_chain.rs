@@ -2,7 +2,7 @@
 //! stage, which checks every request again with the hub's issuer public keys and only
 //! accepts credentials meant for this cluster, then the impersonation stage.
 //!
-//! The `.wasm` files (about 650 KB) are not in the bundle: in the Secret they would
+//! The `.wasm` files (about 600 KB) are not in the bundle: in the Secret they would
 //! bring it near its 1 MiB limit, and the manifest past the 256 KiB `kubectl apply`
 //! keeps in an annotation. The manifest mounts them from the ConfigMap
 //! [`PLUGINS_CONFIGMAP`], which the operator creates from the built plugins with
