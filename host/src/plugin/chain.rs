@@ -141,7 +141,7 @@ impl Chain {
                 request_headers: s.headers.as_ref().map(|f| f.names().to_vec()),
                 credential_headers: s.credential_headers.clone(),
                 ready_instances: s.ready_instances(),
-                imports: s.imports.clone(),
+                imports: s.imports().to_vec(),
             })
             .collect()
     }

@@ -135,9 +135,11 @@ pub(crate) struct Template {
     exports: ExportIndices,
     config_json: String,
     grants: Grants,
-    /// Whether the component imports any WASI interface. Building a WASI context
-    /// (its random generator, clocks, streams) is a tenth of a `no_std` plugin's
-    /// fresh instance, so only these get one.
+    /// The interfaces the component imports.
+    imports: Vec<String>,
+    /// Whether any of them is WASI. Building a WASI context (its random generator,
+    /// clocks, streams) is a tenth of a `no_std` plugin's fresh instance, so only
+    /// these get one.
     imports_wasi: bool,
     memory_bytes: usize,
     stage_name: Arc<str>,
@@ -181,10 +183,12 @@ impl Template {
             .map_err(|e| format!("cannot link: {e:#}"))?;
         let exports = ExportIndices::new(&pre, kind)?;
         let tick = runtime.settings().epoch_tick;
-        let imports_wasi = component
+        let imports: Vec<String> = component
             .component_type()
             .imports(runtime.engine())
-            .any(|(name, _)| name.starts_with("wasi:"));
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let imports_wasi = imports.iter().any(|name| name.starts_with("wasi:"));
         Ok(Template {
             tick,
             runtime,
@@ -192,10 +196,17 @@ impl Template {
             exports,
             config_json,
             grants,
+            imports,
             imports_wasi,
             memory_bytes,
             stage_name,
         })
+    }
+
+    /// The interfaces the component imports (`hawser:plugin/host@0.2.0`,
+    /// `wasi:filesystem/types@0.2.6`, ...).
+    pub(crate) fn imports(&self) -> &[String] {
+        &self.imports
     }
 
     /// The name of the stage this template serves.

@@ -28,8 +28,6 @@ pub(crate) struct Stage {
     pub(crate) headers: Option<HeaderFilter>,
     /// The request headers the plugin declared carry a credential (lower-case).
     pub(crate) credential_headers: Vec<String>,
-    /// The interfaces the plugin's component imports.
-    pub(crate) imports: Vec<String>,
     template: Arc<Template>,
     instances: Arc<Instances>,
     gate: Arc<Gate>,
@@ -56,11 +54,6 @@ impl Stage {
                 .map_err(|e| format!("compiler task failed: {e}"))?
                 .map_err(|e| format!("not a valid component: {e}"))?;
 
-        let imports = component
-            .component_type()
-            .imports(runtime.engine())
-            .map(|(name, _)| name.to_owned())
-            .collect();
         let template = Arc::new(Template::new(
             runtime.clone(),
             &component,
@@ -117,7 +110,6 @@ impl Stage {
             info,
             headers,
             credential_headers,
-            imports,
             template,
             instances,
             counters,
@@ -138,7 +130,6 @@ impl Stage {
             info: self.info.clone(),
             headers: self.headers.clone(),
             credential_headers: self.credential_headers.clone(),
-            imports: self.imports.clone(),
             template: self.template.clone(),
             instances: self.instances.clone(),
             gate: self.gate.clone(),
@@ -183,6 +174,11 @@ impl Stage {
     /// The stage left the serving chain: free its idle instances.
     pub(crate) fn retire(&self) {
         self.instances.retire();
+    }
+
+    /// The interfaces the plugin's component imports.
+    pub(crate) fn imports(&self) -> &[String] {
+        self.template.imports()
     }
 
     /// Instances ready for the next calls: pre-warmed (fresh) or idle (reuse).
