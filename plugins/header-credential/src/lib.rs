@@ -20,11 +20,10 @@
 
 extern crate alloc;
 
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
-
-use alloc::collections::BTreeMap;
 
 use hawser_plugin_sdk::{
     export_plugin, Config, CredentialCheck, Denial, Plugin, Principal, RequestHead,

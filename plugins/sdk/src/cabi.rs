@@ -9,8 +9,8 @@ use alloc::alloc::{alloc, handle_alloc_error, realloc, Layout};
 extern "C" {}
 
 /// The canonical ABI's allocator: the host calls it to place strings and lists in the
-/// plugin's memory. Std provides one on this target; a `no_std` plugin gets this one
-/// (the linker keeps the first definition it sees, and both use the global allocator).
+/// plugin's memory. A `no_std` plugin has no other; in a std plugin this one is the one
+/// linked too (std's is a weak definition), and both use the global allocator.
 ///
 /// # Safety
 /// Called by the host only, with `old_ptr`/`old_len`/`align` describing a block this
