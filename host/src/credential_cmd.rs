@@ -198,10 +198,10 @@ pub async fn run(op: CredentialOp) -> anyhow::Result<()> {
             let mut keys = IssuerKeys::load_or_create(&cfg.state_dir)?;
             if prepare {
                 let (kid, made) = keys.prepare_next()?;
+                let what = if made { "prepared" } else { "already prepared" };
                 println!(
-                    "{} issuer key {kid}: it verifies now and signs after `hawser credential rotate-key`; \
-                     give the agents their updated chain first (`hawser cluster agent-chain NAME --patch`)",
-                    if made { "prepared" } else { "already prepared:" }
+                    "issuer key {kid} {what}: it verifies now and signs after `hawser credential rotate-key`; \
+                     give the agents their updated chain first (`hawser cluster agent-chain NAME --patch`)"
                 );
                 return Ok(());
             }

@@ -435,7 +435,17 @@ async fn a_prepared_key_lets_agents_accept_credentials_signed_after_the_rotation
     let bundled = std::fs::read_to_string(bundle.join("plugins-agent.toml")).unwrap();
 
     let (code, text) = run(&["credential", "rotate-key", "-c", hub_arg, "--prepare"]);
-    assert!(code == 0 && text.contains("prepared issuer key"), "{text}");
+    assert!(
+        code == 0 && text.contains(" prepared: it verifies now"),
+        "{text}"
+    );
+    // Preparing again keeps that key.
+    let kid = text.split_whitespace().nth(2).unwrap().to_string();
+    let (code, again) = run(&["credential", "rotate-key", "-c", hub_arg, "--prepare"]);
+    assert!(
+        code == 0 && again.contains(&format!("issuer key {kid} already prepared")),
+        "{again}"
+    );
     let out = Command::new(hawser_bin())
         .args(["cluster", "agent-chain", "eu1", "--config", hub_arg])
         .output()
