@@ -4,8 +4,14 @@
 //! with reused instances, against the same plugin crates linked natively and called
 //! directly.
 //!
-//! The plugins are the workspace's own (header-credential, locality-route, audit-redact) and the request carries the headers kubectl sends, so the figures are
-//! what a hub pays per request. Fresh instances come three ways:
+//! The plugins are the workspace's own (header-credential, locality-route,
+//! audit-redact) and the request carries the headers kubectl sends, so the figures are
+//! what a hub pays per request. The stages run with default limits, under which these
+//! plugins (no WASI imports, budgets of at most 50 ms) run inline on the calling task.
+//! `wasm-reuse-fiber` gives every stage a 1 s budget instead, which puts the same calls
+//! on a fiber that yields at epoch ticks, as a plugin importing WASI always runs.
+//!
+//! Fresh instances come three ways:
 //! - `wasm-fresh`: `prewarm = 0`, so every call creates, initialises, calls and tears
 //!   down its own instance: the whole CPU cost of a fresh instance per request;
 //! - `wasm-fresh-prewarmed`: the default `prewarm = 2`, with the pool refilled between
@@ -80,7 +86,15 @@ fn load(
     let (instances, prewarm) = match instances {
         "fresh" => ("fresh", "prewarm = 0\n"),
         "fresh-prewarmed" => ("fresh", "prewarm = 2\n"),
+        "reuse-fiber" => ("reuse", ""),
         other => (other, ""),
+    };
+    // Default limits, under which these plugins run inline; a budget past the inline
+    // limit puts the same calls on a fiber.
+    let limits = if name.ends_with("-fiber") {
+        "[stage.limits]\ntimeout_ms = 1000\n"
+    } else {
+        ""
     };
     let cache = testing::plugin_dir().join("../../hawser-bench-plugin-cache");
     std::fs::create_dir_all(&cache).unwrap();
@@ -99,7 +113,7 @@ fn load(
         let config: toml::Value = serde_json::from_str(config).unwrap();
         text.push_str(&format!(
             "[[stage]]\nname = \"s{i}\"\nkind = \"{kind}\"\nplugin = {path:?}\ninstances = \"{instances}\"\n{prewarm}\
-             config = {config}\n[stage.limits]\ntimeout_ms = 1000\n"
+             config = {config}\n{limits}"
         ));
     }
     let file = dir.join(format!("{name}.toml"));
@@ -186,7 +200,11 @@ fn bench(c: &mut Criterion) {
     // The credential stage, then the floor: the same plugin abstaining at once.
     let floor = [("credential", FIVE[0].1, FLOOR)];
     let variants: [(&str, Stages, &[&str]); 2] = [
-        ("", &FIVE[1..2], &["reuse", "fresh", "fresh-prewarmed"]),
+        (
+            "",
+            &FIVE[1..2],
+            &["reuse", "reuse-fiber", "fresh", "fresh-prewarmed"],
+        ),
         ("floor-", &floor, &["reuse", "fresh"]),
     ];
     for (label, stages, modes) in variants {
@@ -224,7 +242,7 @@ fn bench(c: &mut Criterion) {
             ));
         })
     });
-    for instances in ["reuse", "fresh", "fresh-prewarmed"] {
+    for instances in ["reuse", "reuse-fiber", "fresh", "fresh-prewarmed"] {
         let chain = load(
             &rt,
             dir.path(),

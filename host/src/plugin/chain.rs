@@ -68,6 +68,9 @@ pub struct StageInfo {
     /// `wasi:filesystem/types@0.2.6`, ...): what it could reach if granted, and what
     /// each fresh instance links (a `no_std` plugin imports little or nothing).
     pub imports: Vec<String>,
+    /// Whether calls run inline on the request's task rather than on a fiber: true
+    /// for a plugin without WASI imports whose `timeout_ms` is at most 50 ms.
+    pub inline: bool,
 }
 
 type Checked<T> = Result<T, (FailureKind, String)>;
@@ -142,6 +145,7 @@ impl Chain {
                 credential_headers: s.credential_headers.clone(),
                 ready_instances: s.ready_instances(),
                 imports: s.imports().to_vec(),
+                inline: s.calls_inline(),
             })
             .collect()
     }

@@ -121,33 +121,35 @@ impl ExportIndices {
 }
 
 impl Funcs {
-    /// Calls `lifecycle.init`.
+    /// Calls `lifecycle.init`, inline or on a fiber (see `instance::runs_inline`).
     pub(crate) async fn init(
         &self,
         store: &mut Store<StoreState>,
         config: &str,
+        inline: bool,
     ) -> wasmtime::Result<Result<PluginInfo, String>> {
         // SAFETY: see `typed`.
         let f = unsafe { typed::<(&str,), InitResults>(self.init) };
-        Ok(f.call_async(store, (config,)).await?.0)
+        Ok(invoke(f, store, (config,), inline).await?.0)
     }
 
-    /// Calls the stage function; `call` must match the stage kind.
+    /// Calls the stage function, inline or on a fiber; `call` must match the stage kind.
     pub(crate) async fn call(
         &self,
         store: &mut Store<StoreState>,
         call: Call<'_>,
+        inline: bool,
     ) -> wasmtime::Result<Reply> {
         // SAFETY (each arm): see `typed`; the arm matches `self.kind`, whose function
         // type `load` checked.
         Ok(match (self.kind, call) {
             (StageKind::Credential, Call::Credential(req)) => {
                 let f = unsafe { typed::<(&RequestView,), CheckResults>(self.stage) };
-                Reply::Credential(f.call_async(store, (req,)).await?.0)
+                Reply::Credential(invoke(f, store, (req,), inline).await?.0)
             }
             (StageKind::Impersonation, Call::Impersonation(who, req)) => {
                 let f = unsafe { typed::<(&Principal, &RequestView), ApplyResults>(self.stage) };
-                Reply::Impersonation(f.call_async(store, (who, req)).await?.0)
+                Reply::Impersonation(invoke(f, store, (who, req), inline).await?.0)
             }
             (StageKind::Routing, Call::Routing(req, who, candidates)) => {
                 let f = unsafe {
@@ -155,14 +157,32 @@ impl Funcs {
                         self.stage,
                     )
                 };
-                Reply::Routing(f.call_async(store, (req, who, candidates)).await?.0)
+                Reply::Routing(invoke(f, store, (req, who, candidates), inline).await?.0)
             }
             (StageKind::Audit, Call::Audit(event)) => {
                 let f = unsafe { typed::<(&AuditEventView,), DecideResults>(self.stage) };
-                Reply::Audit(f.call_async(store, (event,)).await?.0)
+                Reply::Audit(invoke(f, store, (event,), inline).await?.0)
             }
             _ => wasmtime::bail!("host error: call does not match the stage kind"),
         })
+    }
+}
+
+/// Calls `f` inline on this stack, or on a fiber that can yield at epoch ticks.
+async fn invoke<P, R>(
+    f: TypedFunc<P, R>,
+    store: &mut Store<StoreState>,
+    params: P,
+    inline: bool,
+) -> wasmtime::Result<R>
+where
+    P: ComponentNamedList + Lower + Send + Sync,
+    R: ComponentNamedList + Lift + Send + Sync + 'static,
+{
+    if inline {
+        f.call(store, params)
+    } else {
+        f.call_async(store, params).await
     }
 }
 

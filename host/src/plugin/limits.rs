@@ -14,8 +14,10 @@ use super::types::StageKind;
 pub struct Limits {
     /// Time budget of one call (`timeout_ms`), counted in epoch ticks while the guest
     /// runs (time queued behind other tasks after a yield does not count). With fresh
-    /// instances it covers `init` too. Default 20 ms, 50 ms for audit. A call also ends
-    /// after 4 x `timeout_ms` + 250 ms of wall-clock time, whatever it waits on.
+    /// instances it covers `init` too. Default 20 ms, 50 ms for audit. A plugin without
+    /// WASI imports runs inline when this is at most 50 ms (`instance::runs_inline`);
+    /// otherwise a call also ends after 4 x `timeout_ms` + 250 ms of wall-clock time,
+    /// whatever it waits on.
     pub timeout: Duration,
     /// Time budget of `init` on a reused instance (`init_timeout_ms`). Default 1 s.
     pub init_timeout: Duration,

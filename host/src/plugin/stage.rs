@@ -181,6 +181,11 @@ impl Stage {
         self.template.imports()
     }
 
+    /// Whether calls run inline (`instance::runs_inline`) with the stage's budget.
+    pub(crate) fn calls_inline(&self) -> bool {
+        self.template.runs_inline(self.spec.limits.timeout)
+    }
+
     /// Instances ready for the next calls: pre-warmed (fresh) or idle (reuse).
     pub(crate) fn ready_instances(&self) -> usize {
         self.instances.ready_count()

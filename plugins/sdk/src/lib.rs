@@ -71,7 +71,9 @@
 //!   fresh instance), so log from `init` or on rare paths only if fresh instances
 //!   matter. A panic traps at once, without its message (logging it would import
 //!   [`host::log`]); the host reports the trap with the stage name. Return a
-//!   [`Denial`] or an error instead of panicking.
+//!   [`Denial`] or an error instead of panicking. Without WASI imports the plugin
+//!   cannot wait on anything, so the host runs it inline on the request's task
+//!   (no fiber switch, no timer) whenever its budget is at most 50 ms.
 //!
 //! A `no_std` plugin differs from the example in three places:
 //!

@@ -17,9 +17,10 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    /// Writes `stages` (TOML `[[stage]]` tables, with `{misbehave}`, `{tokens}`,
-    /// `{impersonate}`, `{route}`, `{audit}` standing for the built plugins) after a
-    /// `[runtime]` section that shares one artifact cache across tests.
+    /// Writes `stages` (TOML `[[stage]]` tables, with `{misbehave}`,
+    /// `{misbehave-inline}`, `{tokens}`, `{impersonate}`, `{route}`, `{audit}` standing
+    /// for the built plugins) after a `[runtime]` section that shares one artifact
+    /// cache across tests.
     pub fn new(stages: &str) -> Fixture {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("plugins-hub.toml");
@@ -103,6 +104,7 @@ pub fn expand(stages: &str) -> String {
     let mut s = stages.to_owned();
     for (key, name) in [
         ("{misbehave}", "hawser-plugin-misbehave"),
+        ("{misbehave-inline}", "hawser-plugin-misbehave-inline"),
         ("{tokens}", "hawser-plugin-header-credential"),
         ("{impersonate}", "hawser-plugin-impersonate"),
         ("{route}", "hawser-plugin-locality-route"),
