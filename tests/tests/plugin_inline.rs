@@ -70,6 +70,16 @@ async fn the_status_says_which_stages_run_inline() {
             ("wasi".to_owned(), false)
         ]
     );
+
+    // `runtime.inline_max_ms = 0` puts every plugin on a fiber.
+    let text = format!(
+        "{}inline_max_ms = 0\n{}",
+        plugin_support::header(),
+        plugin_support::expand(&inline_stage(""))
+    );
+    std::fs::write(&fx.file, text).expect("write chain file");
+    let host = fx.host().await;
+    assert!(!host.chain().stages()[0].inline);
 }
 
 #[tokio::test]

@@ -69,7 +69,8 @@ pub struct StageInfo {
     /// each fresh instance links (a `no_std` plugin imports little or nothing).
     pub imports: Vec<String>,
     /// Whether calls run inline on the request's task rather than on a fiber: true
-    /// for a plugin without WASI imports whose `timeout_ms` is at most 50 ms.
+    /// for a plugin without WASI imports whose `timeout_ms` is at most
+    /// `runtime.inline_max_ms` (default 50).
     pub inline: bool,
 }
 

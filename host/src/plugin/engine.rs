@@ -40,6 +40,10 @@ pub struct RuntimeSettings {
     /// Artifacts kept in `cache_dir`; past that the least recently used go, except
     /// those of the chain being served or loaded. Default 64.
     pub cache_max_entries: usize,
+    /// The longest time budget a plugin without WASI imports runs inline for, on the
+    /// calling task without a fiber (`instance::runs_inline`); zero puts every plugin
+    /// on a fiber. Default 50 ms, which covers the default budgets.
+    pub inline_max_budget: Duration,
 }
 
 impl Default for RuntimeSettings {
@@ -50,6 +54,7 @@ impl Default for RuntimeSettings {
             max_memory_mb: 128,
             cache_dir: None,
             cache_max_entries: 64,
+            inline_max_budget: Duration::from_millis(50),
         }
     }
 }

@@ -147,6 +147,8 @@ pub(crate) struct Template {
     memory_bytes: usize,
     stage_name: Arc<str>,
     tick: Duration,
+    /// `runtime.inline_max_ms`.
+    inline_max: Duration,
 }
 
 /// Wall-clock limit of a call (or of start-up and `init`) with time budget `budget`.
@@ -162,21 +164,19 @@ pub(crate) fn wall_limit(budget: Duration) -> Duration {
         .saturating_add(Duration::from_millis(250))
 }
 
-/// The longest time budget a guest may run inline for.
-pub(crate) const INLINE_MAX_BUDGET: Duration = Duration::from_millis(50);
-
-/// Whether a guest that imports WASI or not (`imports_wasi`) runs inline for `budget`:
-/// on the calling task's own stack, with no fiber and no wall-clock timer.
+/// Whether a guest that imports WASI or not (`imports_wasi`) runs inline for `budget`
+/// (on the calling task's own stack, with no fiber and no wall-clock timer), given the
+/// runtime's `inline_max` (`runtime.inline_max_ms`).
 ///
 /// A component without WASI imports cannot wait on anything (the host's own imports
 /// return at once), so the budget alone bounds its call. Running it inline saves a
 /// fiber switch and a timer per call, about a seventh of a reused call in the
 /// benchmark; the cost is that it holds its worker thread for up to the budget, so
-/// only short budgets (at most [`INLINE_MAX_BUDGET`], which covers the defaults) run
-/// inline. Longer budgets and WASI plugins run on a fiber that yields to other tasks
-/// every epoch tick.
-pub(crate) fn runs_inline(imports_wasi: bool, budget: Duration) -> bool {
-    !imports_wasi && budget <= INLINE_MAX_BUDGET
+/// only short budgets (at most `inline_max`, by default 50 ms, which covers the
+/// default budgets) run inline. Longer budgets and WASI plugins run on a fiber that
+/// yields to other tasks every epoch tick.
+pub(crate) fn runs_inline(imports_wasi: bool, budget: Duration, inline_max: Duration) -> bool {
+    !imports_wasi && budget <= inline_max
 }
 
 /// Epoch ticks for `budget`: rounded up, plus one because the first tick after arming
@@ -211,6 +211,7 @@ impl Template {
         let imports_wasi = imports.iter().any(|name| name.starts_with("wasi:"));
         Ok(Template {
             tick,
+            inline_max: runtime.settings().inline_max_budget,
             runtime,
             pre,
             exports,
@@ -231,7 +232,7 @@ impl Template {
 
     /// Whether the guest runs inline for `budget` (see [`runs_inline`]).
     pub(crate) fn runs_inline(&self, budget: Duration) -> bool {
-        runs_inline(self.imports_wasi, budget)
+        runs_inline(self.imports_wasi, budget, self.inline_max)
     }
 
     /// The name of the stage this template serves.
@@ -338,6 +339,7 @@ impl Template {
                 tick: self.tick,
                 budget,
                 imports_wasi: self.imports_wasi,
+                inline_max: self.inline_max,
             },
             info,
         ))
@@ -353,6 +355,7 @@ pub(crate) struct Instance {
     /// The budget armed last.
     budget: Duration,
     imports_wasi: bool,
+    inline_max: Duration,
 }
 
 impl Instance {
@@ -374,7 +377,7 @@ impl Instance {
         self.uses += 1;
         self.store.data_mut().log_lines = 0;
         self.store.set_epoch_deadline(1);
-        let inline = runs_inline(self.imports_wasi, self.budget);
+        let inline = runs_inline(self.imports_wasi, self.budget, self.inline_max);
         self.store.data_mut().inline = inline;
         let store = &mut self.store;
         if inline {
@@ -391,16 +394,20 @@ impl Instance {
 
 #[cfg(test)]
 mod tests {
+    use super::super::engine::RuntimeSettings;
     use super::*;
 
     #[test]
     fn only_short_budgets_without_wasi_run_inline() {
         let ms = Duration::from_millis;
-        // The defaults: 20 ms, and 50 ms for audit.
-        assert!(runs_inline(false, ms(20)));
-        assert!(runs_inline(false, ms(50)));
-        assert!(!runs_inline(false, ms(51)));
+        let max = RuntimeSettings::default().inline_max_budget;
+        // The default budgets: 20 ms, and 50 ms for audit.
+        assert!(runs_inline(false, ms(20), max));
+        assert!(runs_inline(false, ms(50), max));
+        assert!(!runs_inline(false, ms(51), max));
         // A WASI plugin may wait in a host call, where no deadline fires.
-        assert!(!runs_inline(true, ms(1)));
+        assert!(!runs_inline(true, ms(1), max));
+        // `inline_max_ms = 0`: every plugin on a fiber.
+        assert!(!runs_inline(false, ms(1), Duration::ZERO));
     }
 }

@@ -15,7 +15,8 @@ pub struct Limits {
     /// Time budget of one call (`timeout_ms`), counted in epoch ticks while the guest
     /// runs (time queued behind other tasks after a yield does not count). With fresh
     /// instances it covers `init` too. Default 20 ms, 50 ms for audit. A plugin without
-    /// WASI imports runs inline when this is at most 50 ms (`instance::runs_inline`);
+    /// WASI imports runs inline when this is at most `runtime.inline_max_ms` (default
+    /// 50 ms; `instance::runs_inline`);
     /// otherwise a call also ends after 4 x `timeout_ms` + 250 ms of wall-clock time,
     /// whatever it waits on.
     pub timeout: Duration,

@@ -73,7 +73,7 @@
 //!   [`host::log`]); the host reports the trap with the stage name. Return a
 //!   [`Denial`] or an error instead of panicking. Without WASI imports the plugin
 //!   cannot wait on anything, so the host runs it inline on the request's task
-//!   (no fiber switch, no timer) whenever its budget is at most 50 ms.
+//!   (no fiber switch, no timer) when its budget is short (by default at most 50 ms).
 //!
 //! A `no_std` plugin differs from the example in three places:
 //!

@@ -11,6 +11,7 @@
 //! max_memory_mb = 128
 //! cache_dir = "/var/cache/hawser/plugins"   # relative paths are relative to this file
 //! cache_max_entries = 64             # artifacts kept on disk; least recently used go first
+//! inline_max_ms = 50                 # longest budget a plugin without WASI runs inline for
 //!
 //! [[stage]]                          # stages run in file order within their phase
 //! name = "tokens"                    # unique; appears in logs, metrics and Status messages
@@ -161,6 +162,7 @@ struct RawRuntime {
     max_memory_mb: Option<u32>,
     cache_dir: Option<PathBuf>,
     cache_max_entries: Option<u32>,
+    inline_max_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -356,6 +358,7 @@ fn runtime(raw: &RawRuntime, base: &Path, err: &ErrFn<'_>) -> Result<RuntimeSett
     let tick = range(raw.epoch_tick_ms, 1, 100, "runtime.epoch_tick_ms", err)?;
     let max_instances = range(raw.max_instances, 1, 10_000, "runtime.max_instances", err)?;
     let max_memory_mb = range(raw.max_memory_mb, 1, 4096, "runtime.max_memory_mb", err)?;
+    let inline_max = range(raw.inline_max_ms, 0, 1000, "runtime.inline_max_ms", err)?;
     let max_entries = range(
         raw.cache_max_entries,
         1,
@@ -375,6 +378,7 @@ fn runtime(raw: &RawRuntime, base: &Path, err: &ErrFn<'_>) -> Result<RuntimeSett
         max_memory_mb: max_memory_mb.unwrap_or(d.max_memory_mb),
         cache_dir: raw.cache_dir.as_ref().map(|p| base.join(p)),
         cache_max_entries: max_entries.map_or(d.cache_max_entries, |n| n as usize),
+        inline_max_budget: inline_max.map_or(d.inline_max_budget, Duration::from_millis),
     })
 }
 

@@ -86,6 +86,11 @@ fn errors_name_the_key() {
             "outside 0..=64",
         ),
         (
+            "role = \"hub\"\n[runtime]\ninline_max_ms = 1001",
+            "runtime.inline_max_ms",
+            "1001 is outside 0..=1000",
+        ),
+        (
             "role = \"hub\"\n[runtime]\ncache_max_entries = 5",
             "runtime.cache_max_entries",
             "only applies with runtime.cache_dir",
