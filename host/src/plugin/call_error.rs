@@ -7,7 +7,8 @@ use wasmtime::component::ResourceTableError;
 use wasmtime::{Store, Trap};
 
 use super::error::FailureKind;
-use super::instance::{StoreState, MAX_HOST_HANDLES, MAX_LIFT_BYTES};
+use super::instance::{StoreState, MAX_LIFT_BYTES};
+use super::sandbox::MAX_HOST_HANDLES;
 
 /// A failed instantiation or call, classified.
 pub(crate) struct CallError {

@@ -1,5 +1,6 @@
 //! Plugin instances: the per-store state, creating an instance from a pre-instantiated
-//! component, and calling it under a deadline. The host imports are `host_imports.rs`.
+//! component, and calling it under a deadline, inline or on a fiber. The host imports
+//! are `host_imports.rs`; what an instance may reach (WASI grants) is `sandbox.rs`.
 //!
 //! A [`Template`] is one plugin version ready to instantiate: its `InstancePre` (imports
 //! already resolved and type-checked) and the export indices of `lifecycle` and of its
@@ -7,13 +8,12 @@
 //! component. How a stage keeps instances (pre-warmed for fresh use, or for reuse) is
 //! `pool.rs`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{InstancePre, ResourceTable};
 use wasmtime::{Store, UpdateDeadline};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::WasiCtx;
 
 pub(crate) use super::call_error::CallError;
 use super::call_error::{classify, truncate, wall_clock_exceeded};
@@ -21,55 +21,17 @@ use super::engine::{LiveInstance, Runtime};
 use super::error::FailureKind;
 use super::exports::{ExportIndices, Funcs};
 use super::limits::MemoryCap;
+use super::sandbox::{handle_table, Grants};
 use super::types::{
     AuditDecision, Candidate, Denial, PluginInfo, Principal, RouteChoice, StageKind,
 };
 use super::view::{AuditEventView, RequestView};
 
-/// Capabilities granted to a plugin (`[stage.grants]`). Everything is off by default:
-/// no stdio, no environment, no files; sockets are never granted.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Grants {
-    /// Guest stdout goes to the host's stdout.
-    pub stdout: bool,
-    /// Guest stderr goes to the host's stderr.
-    pub stderr: bool,
-    /// Environment variables visible to the guest.
-    pub env: Vec<(String, String)>,
-    /// Host directories preopened read-only, as `(host path, guest path)`.
-    pub read_dirs: Vec<(PathBuf, String)>,
-}
-
-impl Grants {
-    fn wasi_ctx(&self) -> wasmtime::Result<WasiCtx> {
-        let mut b = WasiCtxBuilder::new();
-        if self.stdout {
-            b.inherit_stdout();
-        }
-        if self.stderr {
-            b.inherit_stderr();
-        }
-        for (k, v) in &self.env {
-            b.env(k, v);
-        }
-        for (host, guest) in &self.read_dirs {
-            b.preopened_dir(host, guest, FsPerms::ReadOnly)?;
-        }
-        // A plugin needs a few random bytes (a nonce); each request is a host
-        // allocation the memory cap does not count (wasmtime's default allows 64 MiB).
-        b.max_random_size(MAX_RANDOM_BYTES);
-        b.allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
-        Ok(b.build())
-    }
-}
-
 /// The data of every plugin `Store`.
 pub(crate) struct StoreState {
-    /// `None` for a component that imports no WASI (see [`WasiView::ctx`]).
-    wasi: Option<WasiCtx>,
-    table: ResourceTable,
+    /// `None` for a component that imports no WASI (see `sandbox.rs`).
+    pub(super) wasi: Option<WasiCtx>,
+    pub(super) table: ResourceTable,
     pub(crate) memory: MemoryCap,
     /// Epoch ticks the guest may still run for in the current call.
     pub(super) ticks_left: u64,
@@ -84,36 +46,9 @@ pub(crate) struct StoreState {
     _live: LiveInstance,
 }
 
-/// Random bytes a plugin may ask WASI for in one call.
-pub(crate) const MAX_RANDOM_BYTES: u64 = 64 * 1024;
-
 /// Bytes one call may hand the host (a result, or the arguments of one host call).
 /// The largest legal result, a principal at every limit of `validate`, is about 1 MiB.
 pub(crate) const MAX_LIFT_BYTES: usize = 4 << 20;
-
-/// Host handles (WASI streams, pollables, files) one instance may hold at once. Each
-/// is host memory the linear-memory cap does not count; a plugin needs a handful.
-pub(crate) const MAX_HOST_HANDLES: usize = 1024;
-
-fn handle_table() -> ResourceTable {
-    let mut table = ResourceTable::new();
-    table.set_max_capacity(MAX_HOST_HANDLES);
-    table
-}
-
-impl WasiView for StoreState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            // A component that imports WASI gets its context when it is instantiated;
-            // one that does not never calls here. Should it anyway, the context made
-            // here grants nothing.
-            ctx: self
-                .wasi
-                .get_or_insert_with(|| WasiCtxBuilder::new().build()),
-            table: &mut self.table,
-        }
-    }
-}
 
 /// One call into a stage, borrowed from the caller.
 pub(crate) enum Call<'a> {

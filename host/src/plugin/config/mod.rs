@@ -54,8 +54,8 @@ use serde::Deserialize;
 
 use super::engine::RuntimeSettings;
 use super::error::PluginError;
-use super::instance::Grants;
 use super::limits::{Limits, QuarantinePolicy};
+use super::sandbox::Grants;
 use super::types::{Role, StageKind};
 use super::validate::{Pattern, Policy};
 
