@@ -147,6 +147,20 @@ async fn an_inline_trap_fails_closed_and_its_instance_is_not_reused() {
     assert_eq!(served(&chain).await, "1");
 }
 
+#[tokio::test]
+async fn inline_recursion_exhausts_the_wasm_stack_not_the_thread() {
+    // Inline, the guest's frames are on this thread's stack; wasmtime's stack limit
+    // ends the call with a trap long before the thread's own stack runs out.
+    let fx = Fixture::new(&inline_stage("instances = \"reuse\""));
+    let host = fx.host().await;
+    let chain = host.chain();
+    assert_eq!(served(&chain).await, "1");
+    let f = fails(&chain, "recurse").await;
+    assert_eq!((f.kind, f.http_status), (FailureKind::Trap, 500), "{f:?}");
+    assert!(f.detail.contains("call stack exhausted"), "{}", f.detail);
+    assert_eq!(served(&chain).await, "1");
+}
+
 /// Runs a looping call on a single-threaded runtime beside a task that counts its
 /// turns; returns the turns taken while the call ran.
 async fn turns_during_a_loop(chain: &Chain) -> u64 {

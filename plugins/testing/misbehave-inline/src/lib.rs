@@ -6,6 +6,8 @@
 //! - `loop`: spins until the host's deadline ends it;
 //! - `memory-bomb`: allocates 1 MiB blocks until the memory cap stops it;
 //! - `trap`: panics, which traps at once (`no_std`);
+//! - `recurse`: recurses until the wasm stack is exhausted (inline, that stack is the
+//!   calling thread's own);
 //! - anything else, or no header: accepts the request as user `inline`, with the
 //!   calls this instance has served in extra `instance-calls`.
 //!
@@ -60,12 +62,30 @@ impl CredentialCheck for MisbehaveInline {
                 }
             }
             Some("trap") => panic!("misbehave-inline: trap"),
+            Some("recurse") => {
+                // A limit the compiler cannot see through, far beyond any stack.
+                let limit = u32::MAX - req.path.len() as u32;
+                let r = recurse(0, limit);
+                Err(Denial::forbidden(format!(
+                    "the stack held the recursion ({r})"
+                )))
+            }
             _ => Ok(Some(Principal::new("inline").with_extra(
                 "instance-calls",
                 vec![format!("{}", self.calls.get())],
             ))),
         }
     }
+}
+
+/// Recurses until `depth` reaches `limit` (out of reach). Its locals stay in wasm
+/// locals, on the wasm stack, not in the plugin's shadow stack in linear memory; the
+/// arithmetic on the result keeps it from becoming a loop.
+fn recurse(depth: u32, limit: u32) -> u32 {
+    if depth >= limit {
+        return depth;
+    }
+    recurse(depth + 1, limit).wrapping_mul(3) ^ depth
 }
 
 export_plugin!(MisbehaveInline: credential; no_std);
