@@ -305,9 +305,10 @@ impl Instance {
         self.store.data_mut().ticks_left = ticks(budget, self.tick);
     }
 
-    /// Calls the stage within the budget armed last, and within its [`wall_limit`].
-    /// When the wall-clock limit ends a call, the guest is unwound where it waited;
-    /// the caller must drop the instance, as after any failed call.
+    /// Calls the stage within the budget armed last: inline when [`runs_inline`]
+    /// allows, else on a fiber and within the budget's [`wall_limit`] too. When the
+    /// wall-clock limit ends a call, the guest is unwound where it waited; the caller
+    /// must drop the instance, as after any failed call.
     pub(crate) async fn call(&mut self, call: Call<'_>) -> Result<Reply, CallError> {
         self.uses += 1;
         self.store.data_mut().log_lines = 0;
