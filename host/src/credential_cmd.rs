@@ -72,6 +72,10 @@ pub enum CredentialOp {
         /// rotating, and they accept new credentials without a gap.
         #[arg(long, conflicts_with = "overlap")]
         prepare: bool,
+        /// Withdraw the prepared key instead of rotating to it: it stops verifying and
+        /// its private half is deleted. Nothing was signed with it.
+        #[arg(long, conflicts_with_all = ["overlap", "prepare"])]
+        withdraw: bool,
     },
     /// Export the public keys and revocation list for agents.
     ExportKeys {
@@ -193,9 +197,19 @@ pub async fn run(op: CredentialOp) -> anyhow::Result<()> {
             config,
             overlap,
             prepare,
+            withdraw,
         } => {
             let cfg = HubConfig::load(&config)?;
             let mut keys = IssuerKeys::load_or_create(&cfg.state_dir)?;
+            if withdraw {
+                match keys.withdraw_next()? {
+                    Some(kid) => println!(
+                        "prepared issuer key {kid} withdrawn: it verifies nothing now, and the active key keeps signing"
+                    ),
+                    None => println!("no issuer key is prepared; nothing withdrawn"),
+                }
+                return Ok(());
+            }
             if prepare {
                 let (kid, made) = keys.prepare_next()?;
                 let what = if made { "prepared" } else { "already prepared" };

@@ -491,3 +491,51 @@ async fn a_prepared_key_lets_agents_accept_credentials_signed_after_the_rotation
         }
     }
 }
+
+#[test]
+fn a_prepared_key_can_be_withdrawn_unused() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_config(dir.path());
+    let hub_arg = hub.to_str().unwrap();
+    let bundle = dir.path().join("bundle");
+    let (ok, text) = cluster_cmd(
+        &hub,
+        &["register", "eu1", "--out", bundle.to_str().unwrap()],
+    );
+    assert!(ok, "{text}");
+    let agent_chain = || {
+        let out = Command::new(hawser_bin())
+            .args(["cluster", "agent-chain", "eu1", "--config", hub_arg])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    let (code, text) = run(&["credential", "rotate-key", "-c", hub_arg, "--prepare"]);
+    assert_eq!(code, 0, "{text}");
+    let kid = text.split_whitespace().nth(2).unwrap().to_string();
+    assert!(agent_chain().contains(&kid));
+
+    let (code, text) = run(&["credential", "rotate-key", "-c", hub_arg, "--withdraw"]);
+    assert!(
+        code == 0 && text.contains(&format!("prepared issuer key {kid} withdrawn")),
+        "{text}"
+    );
+    assert!(!agent_chain().contains(&kid));
+    let (code, text) = run(&["credential", "rotate-key", "-c", hub_arg, "--withdraw"]);
+    assert!(
+        code == 0 && text.contains("no issuer key is prepared"),
+        "{text}"
+    );
+    // `--withdraw` goes with neither `--prepare` nor `--overlap`.
+    for other in [&["--prepare"][..], &["--overlap", "1h"]] {
+        let mut args = vec!["credential", "rotate-key", "-c", hub_arg, "--withdraw"];
+        args.extend_from_slice(other);
+        assert_ne!(run(&args).0, 0, "{other:?}");
+    }
+    // The next rotation makes a new key; the withdrawn one never signs.
+    let (code, text) = run(&["credential", "rotate-key", "-c", hub_arg]);
+    assert!(code == 0 && text.contains("new issuer key"), "{text}");
+    assert!(!text.contains(&kid), "{text}");
+}

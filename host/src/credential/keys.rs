@@ -6,7 +6,8 @@
 //! - `keys.toml`: every key's kid, public key (base64), `created_at` and state:
 //!   `next` (prepared by `rotate-key --prepare`: verifies, signs after the next
 //!   rotation), `active` (signs and verifies), `retiring` (verifies until
-//!   `retire_after`) or `retired` (kept for the record, verifies nothing).
+//!   `retire_after`) or `retired` (kept for the record, verifies nothing; also a
+//!   next key withdrawn with `rotate-key --withdraw`).
 //!
 //! The trust bundle agents load ([`IssuerKeys::export_public`]) has the same format
 //! without retired keys, so one loader ([`VerifyingKeys`] as [`FromFile`]) serves
@@ -212,6 +213,26 @@ impl IssuerKeys {
         };
         *self = fresh;
         Ok(made)
+    }
+
+    /// Withdraws the prepared next key, if any: it is retired (it verifies nothing)
+    /// without ever having signed, and its private half is deleted. Agents whose chain
+    /// still lists it are unaffected, since no credential carries its kid. Returns
+    /// the kid withdrawn.
+    pub fn withdraw_next(&mut self) -> Result<Option<String>, KeyError> {
+        let (_lock, manifest, mut fresh) = self.lock_and_reload()?;
+        let Some(next) = fresh.records.iter_mut().find(|r| r.state == KeyState::Next) else {
+            *self = fresh;
+            return Ok(None);
+        };
+        next.state = KeyState::Retired;
+        let kid = next.kid.clone();
+        save_manifest(&manifest, &fresh.records)?;
+        // Only after the manifest no longer names it as signing-to-be.
+        let _ = std::fs::remove_file(self.dir.join(key_file(&kid)));
+        fresh.verifying = verifying_set(&fresh.records);
+        *self = fresh;
+        Ok(Some(kid))
     }
 
     /// Makes a new active key: the prepared next key if there is one, else a new one.

@@ -224,3 +224,41 @@ fn two_next_keys_or_a_next_key_without_its_private_half_are_refused() {
     ));
     assert_eq!(std::fs::read_to_string(&manifest).expect("read"), text);
 }
+
+#[test]
+fn a_withdrawn_key_stops_verifying_and_never_signs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = SystemTime::now();
+    let mut keys = IssuerKeys::load_or_create(dir.path()).expect("create");
+    let first = keys.signing_key().kid().to_string();
+    // Nothing prepared: nothing to withdraw, and the manifest is left alone.
+    let manifest = IssuerKeys::manifest_path(dir.path());
+    let before = std::fs::read_to_string(&manifest).expect("read");
+    assert_eq!(keys.withdraw_next().expect("withdraw"), None);
+    assert_eq!(std::fs::read_to_string(&manifest).expect("read"), before);
+
+    let (next, _) = keys.prepare_next_at(now).expect("prepare");
+    assert_eq!(keys.verifying_keys().len(), 2);
+    assert_eq!(keys.withdraw_next().expect("withdraw"), Some(next.clone()));
+    // Retired, its private half gone, the active key unchanged; as the file says.
+    assert_eq!(keys.signing_key().kid(), first);
+    assert!(keys.next_key().is_none());
+    assert_eq!(keys.verifying_keys().len(), 1);
+    assert!(!dir.path().join(ISSUER_DIR).join(key_file(&next)).exists());
+    let reloaded = IssuerKeys::load(dir.path()).expect("reload");
+    let states: Vec<(String, KeyState)> = reloaded
+        .records()
+        .iter()
+        .map(|r| (r.kid.clone(), r.state))
+        .collect();
+    assert_eq!(
+        states,
+        [(first.clone(), KeyState::Active), (next, KeyState::Retired)]
+    );
+
+    // The next rotation makes a new key, not the withdrawn one.
+    let third = keys
+        .rotate_at(Duration::from_secs(60), now)
+        .expect("rotate");
+    assert!(third != first && !reloaded.records().iter().any(|r| r.kid == third));
+}
