@@ -1,5 +1,9 @@
 //! Load harness for the whole path: client -> hub -> tunnel -> agent -> API server,
-//! measured against the same API server reached directly, in the same run.
+//! measured against the same API server reached directly, in the same run. Two hub
+//! paths: without plugin stages, and with the chains production runs (the JWT
+//! credential stage at the hub; at the agent the JWT stage bound to the cluster and
+//! the impersonation stage, as the registration bundle writes them), called with a
+//! credential the hub issued.
 //!
 //! Run with `scripts/load.sh` (builds the release binary first). Figures:
 //! - small GETs at fixed rates: achieved rate, p50 and p99 latency (latency is
@@ -10,6 +14,7 @@
 //! Bounded in count and time; loopback only.
 
 use bytes::Bytes;
+use hawser_tests::apiserver::Rule;
 use hawser_tests::harness::procs::HubOpts;
 use hawser_tests::harness::stack::{double_config, Stack, AGENT_TOKEN};
 use http_body_util::{BodyExt, Full};
@@ -36,7 +41,7 @@ struct Target {
     name: &'static str,
     client: HttpsClient,
     base: String,
-    token: &'static str,
+    token: String,
 }
 
 async fn one(t: &Target, path: &str) -> Result<usize, String> {
@@ -143,37 +148,55 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(64);
     let s = Stack::start(double_config(), HubOpts::default(), 1, 2).await;
-    s.api.add_pod("default", "bench");
+    let mut api = double_config();
+    api.rules.push(Rule::allow_all("group:devs"));
+    let chained = Stack::start_with_identity(api, 1, 2).await;
     let line = "x".repeat(1024 * 1024 - 1);
-    for _ in 0..big_mib {
-        s.api.append_log("default", "bench", &line);
+    for stack in [&s, &chained] {
+        stack.api.add_pod("default", "bench");
+        for _ in 0..big_mib {
+            stack.api.append_log("default", "bench", &line);
+        }
     }
     let direct = Arc::new(Target {
         name: "direct",
         client: client(&s.api.ca_pem()),
         base: s.api.url(),
-        token: AGENT_TOKEN,
+        token: AGENT_TOKEN.into(),
     });
     let via = Arc::new(Target {
         name: "via hub",
         client: client(&s.hub.ca_pem()),
         base: format!("https://127.0.0.1:{}/clusters/eu1", s.hub.front.port()),
-        token: "any",
+        token: "any".into(),
     });
+    let via_chains = Arc::new(Target {
+        name: "via hub, chains",
+        client: client(&chained.hub.ca_pem()),
+        base: format!(
+            "https://127.0.0.1:{}/clusters/eu1",
+            chained.hub.front.port()
+        ),
+        token: chained.issue_token("alice", &["devs"]),
+    });
+    let targets = [&direct, &via, &via_chains];
     let small: &'static str = "/api/v1/namespaces/default/pods/bench";
     let big: &'static str = "/api/v1/namespaces/default/pods/bench/log";
     // Warm both paths (TLS sessions, pools).
-    for t in [&direct, &via] {
+    for t in targets {
         for _ in 0..50 {
             one(t, small).await.expect("warm-up request");
         }
     }
-    println!("# Hawser load harness: {secs}s per step, loopback, 2 agent tunnels");
+    println!(
+        "# Hawser load harness: {secs}s per step, loopback, 2 agent tunnels; \
+         \"chains\": JWT at the hub, JWT + impersonation at the agent"
+    );
     println!("| load | target | achieved rps | p50 | p99 | errors |");
     println!("|---|---|---|---|---|---|");
     for rps in [200u32, 500, 1000] {
         let mut p99s = Vec::new();
-        for t in [&direct, &via] {
+        for t in targets {
             let r = fixed_rate(t.clone(), small, rps, secs).await;
             println!(
                 "| {rps} rps GET | {} | {:.0} | {} | {} | {} |",
@@ -185,26 +208,57 @@ async fn main() {
             );
             p99s.push(r.p99);
         }
-        println!(
-            "| {rps} rps GET | added p99 | | | {} | |",
-            ms(p99s[1].saturating_sub(p99s[0]))
-        );
+        for (i, t) in targets.iter().enumerate().skip(1) {
+            println!(
+                "| {rps} rps GET | added p99, {} | | | {} | |",
+                t.name,
+                ms(p99s[i].saturating_sub(p99s[0]))
+            );
+        }
     }
     let mut maxes = Vec::new();
-    for t in [&direct, &via] {
-        let (rate, errors) = max_rate(t.clone(), small, 32, secs).await;
+    // The hub and agent processes behind each target (none for direct), whose CPU
+    // time per request the closed loop measures: unlike throughput, that does not
+    // depend on what else the two cores run.
+    let procs = [
+        None,
+        Some((s.hub.pid(), s.agents[0].pid())),
+        Some((chained.hub.pid(), chained.agents[0].pid())),
+    ];
+    let mut cpu_lines = Vec::new();
+    for (t, procs) in targets.iter().zip(procs) {
+        let cpu = |pid| hawser_tests::harness::cpu_time(pid).unwrap_or_default();
+        let before = procs.map(|(h, a)| (cpu(h), cpu(a)));
+        let start = Instant::now();
+        let (rate, errors) = max_rate((*t).clone(), small, 32, secs).await;
+        let requests = rate * start.elapsed().as_secs_f64();
+        if let (Some((h, a)), Some((h0, a0))) = (procs, before) {
+            let per = |d: Duration| d.as_secs_f64() * 1e6 / requests.max(1.0);
+            cpu_lines.push(format!(
+                "| CPU per request, {} | hub {:.0} µs | agent {:.0} µs | | | |",
+                t.name,
+                per(cpu(h).saturating_sub(h0)),
+                per(cpu(a).saturating_sub(a0))
+            ));
+        }
         println!(
             "| closed loop, 32 conc | {} | {rate:.0} | | | {errors} |",
             t.name
         );
         maxes.push(rate);
     }
-    println!(
-        "| closed loop ratio via/direct | | {:.2} | | | |",
-        maxes[1] / maxes[0]
-    );
+    for line in cpu_lines {
+        println!("{line}");
+    }
+    for (i, t) in targets.iter().enumerate().skip(1) {
+        println!(
+            "| closed loop ratio {}/direct | | {:.2} | | | |",
+            t.name,
+            maxes[i] / maxes[0]
+        );
+    }
     let mut tputs = Vec::new();
-    for t in [&direct, &via] {
+    for t in targets {
         let start = Instant::now();
         let n = one(t, big).await.expect("large body");
         let mibps = n as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64();
@@ -214,15 +268,19 @@ async fn main() {
         );
         tputs.push(mibps);
     }
+    for (i, t) in targets.iter().enumerate().skip(1) {
+        println!(
+            "| large body ratio {}/direct | | {:.2} | | | |",
+            t.name,
+            tputs[i] / tputs[0]
+        );
+    }
+    let rss = |pid| hawser_tests::harness::peak_rss_kib(pid).unwrap_or(0) / 1024;
     println!(
-        "| large body ratio via/direct | | {:.2} | | | |",
-        tputs[1] / tputs[0]
-    );
-    let hub_kib = hawser_tests::harness::peak_rss_kib(s.hub.pid()).unwrap_or(0);
-    let agent_kib = hawser_tests::harness::peak_rss_kib(s.agents[0].pid()).unwrap_or(0);
-    println!(
-        "\npeak RSS: hub {} MiB, agent {} MiB",
-        hub_kib / 1024,
-        agent_kib / 1024
+        "\npeak RSS: hub {} MiB, agent {} MiB; with chains: hub {} MiB, agent {} MiB",
+        rss(s.hub.pid()),
+        rss(s.agents[0].pid()),
+        rss(chained.hub.pid()),
+        rss(chained.agents[0].pid()),
     );
 }

@@ -2,20 +2,13 @@
 //! Audit-ID: `user` is the authenticated principal, `impersonatedUser` the identity
 //! the agent impersonates.
 
-use hawser::plugin::testing::plugin_path;
 use hawser_tests::apiserver::Rule;
 use hawser_tests::harness::audit_log::{audit_section, complete, events};
 use hawser_tests::harness::client::{front_client, get};
+use hawser_tests::harness::identity::wasm;
 use hawser_tests::harness::procs::{agent_config, AgentProc, HubOpts, FAST_TUNNEL};
 use hawser_tests::harness::stack::{double_config, Stack, CLUSTER};
 use std::time::Duration;
-
-fn wasm(name: &str) -> String {
-    plugin_path(&format!("hawser_plugin_{}", name.replace('-', "_")))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .display()
-        .to_string()
-}
 
 const TOKENS: &str = "[stage.config]\nheader = \"authorization\"\n[stage.config.tokens.alice-token]\nuser = \"alice\"\ngroups = [\"devs\"]\n";
 

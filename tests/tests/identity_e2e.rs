@@ -7,42 +7,15 @@
 mod audit;
 
 use audit::{expect_event, ANONYMOUS, VERBOSE};
-use base64::{engine::general_purpose::STANDARD, Engine};
-use hawser::credential::{self, IssueRequest, IssuerKeys, KeyState};
-use hawser::plugin::testing::plugin_path;
+use hawser::credential::{self, IssueRequest, IssuerKeys};
 use hawser_tests::apiserver::{Rule, UserInfo};
 use hawser_tests::harness::audit_log::{audit_file, audit_section};
+use hawser_tests::harness::identity::{jwt_stage, wasm};
 use hawser_tests::harness::kubectl::Kubectl;
 use hawser_tests::harness::procs::{agent_config, AgentProc, HubOpts, HubProc, FAST_TUNNEL};
 use hawser_tests::harness::stack::{double_config, Stack, CLUSTER};
 use hawser_tests::harness::{hawser_cli as cli, issued_id};
-use std::path::Path;
 use std::time::{Duration, SystemTime};
-
-fn wasm(name: &str) -> String {
-    plugin_path(&format!("hawser_plugin_{}", name.replace('-', "_")))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .display()
-        .to_string()
-}
-
-/// The JWT stage with the hub's current public keys and revoked ids.
-fn jwt_stage(state: &Path, extra: &str, revoked: &[String]) -> String {
-    let mut keys = String::new();
-    for r in IssuerKeys::load(state).unwrap().records() {
-        if r.state != KeyState::Retired {
-            keys.push_str(&format!(
-                "\"{}\" = \"{}\"\n",
-                r.kid,
-                STANDARD.encode(r.public_key)
-            ));
-        }
-    }
-    format!(
-        "[[stage]]\nname = \"jwt\"\nkind = \"credential\"\nplugin = \"{}\"\ninstances = \"reuse\"\n[stage.config]\nissuer = \"hawser-hub\"\nrevoked = {revoked:?}\n{extra}\n[stage.config.keys]\n{keys}",
-        wasm("jwt-credential")
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_with_issued_credentials_through_hub_and_agent() {

@@ -1,21 +1,14 @@
 //! The plugin chain on the real request path: hub and agent processes load chains
 //! of freshly built WebAssembly stages and run them on every request.
 
-use hawser::plugin::testing::plugin_path;
 use hawser_tests::apiserver::Rule;
 use hawser_tests::harness::client::{front_client, get, plain_request};
 use hawser_tests::harness::eventually;
+use hawser_tests::harness::identity::wasm;
 use hawser_tests::harness::procs::{agent_config, AgentProc, HubOpts, FAST_TUNNEL};
 use hawser_tests::harness::stack::{double_config, Stack, CLUSTER};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-fn wasm(name: &str) -> String {
-    plugin_path(&format!("hawser_plugin_{}", name.replace('-', "_")))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .display()
-        .to_string()
-}
 
 const TOKENS: &str = r#"
 [stage.config]
