@@ -296,6 +296,21 @@ async fn a_valid_access_token_is_the_principal_with_groups_and_extra() {
     }
     let stages = host.chain().stages();
     assert_eq!(stages[0].plugin_name, PLUGIN);
+
+    // The signature was checked once; the host remembered the pass for the other two
+    // requests (each a fresh instance). A tampered signature fails every time.
+    let (head, payload, sig) = parts(issued.token.expose());
+    let flipped = if sig.starts_with('A') { "B" } else { "A" };
+    let tampered = bearer(&format!("{head}.{payload}.{flipped}{}", &sig[1..]));
+    for _ in 0..2 {
+        assert_unauthorized("tampered", check(&host, &tampered, "eu1").await).await;
+    }
+    let counts = host.runtime().signature_counts();
+    assert_eq!(
+        (counts.verified, counts.remembered, counts.failed),
+        (1, 2, 2),
+        "{counts:?}"
+    );
 }
 
 #[tokio::test]

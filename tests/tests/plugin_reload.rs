@@ -339,6 +339,11 @@ async fn admin_routes_reload_and_report() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no instance gauge in {metrics}"));
     assert!(live >= 1, "{metrics}");
+    // No stage here checks signatures.
+    assert!(
+        metrics.contains("hawser_plugin_signature_checks_total{result=\"verified\"} 0"),
+        "{metrics}"
+    );
     assert!(host.admin(&get, "/other").await.is_none());
 }
 

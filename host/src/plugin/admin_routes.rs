@@ -85,6 +85,16 @@ impl PluginHost {
                      hawser_plugin_instances {}\n",
                     self.runtime().live_instances()
                 ));
+                let sig = self.runtime().signature_counts();
+                text.push_str(&format!(
+                    "# HELP hawser_plugin_signature_checks_total Signature checks plugins asked \
+                     the host for, by result: verified, passed earlier (remembered) or failed.\n\
+                     # TYPE hawser_plugin_signature_checks_total counter\n\
+                     hawser_plugin_signature_checks_total{{result=\"verified\"}} {}\n\
+                     hawser_plugin_signature_checks_total{{result=\"remembered\"}} {}\n\
+                     hawser_plugin_signature_checks_total{{result=\"failed\"}} {}\n",
+                    sig.verified, sig.remembered, sig.failed
+                ));
                 (StatusCode::OK, text)
             }
             _ => return None,

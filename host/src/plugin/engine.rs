@@ -23,6 +23,7 @@ use super::bindings;
 use super::cache::{ArtifactCache, CacheStats};
 use super::error::PluginError;
 use super::instance::StoreState;
+use super::signatures::{SignatureChecks, SignatureCounts};
 
 /// Process-wide settings of the plugin runtime (`[runtime]` in the TOML).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +68,7 @@ pub struct Runtime {
     cache: ArtifactCache,
     ticker: EpochTicker,
     live: Arc<AtomicUsize>,
+    signatures: Arc<SignatureChecks>,
 }
 
 impl Runtime {
@@ -92,6 +94,7 @@ impl Runtime {
             cache,
             ticker,
             live: Arc::new(AtomicUsize::new(0)),
+            signatures: Arc::default(),
         }))
     }
 
@@ -109,6 +112,16 @@ impl Runtime {
     /// `max_instances` slots: pre-warmed, idle, running and being torn down.
     pub fn live_instances(&self) -> usize {
         self.live.load(Ordering::Relaxed)
+    }
+
+    /// How plugins' signature checks went: verified, answered from an earlier pass
+    /// (`signatures.rs`), or failed.
+    pub fn signature_counts(&self) -> SignatureCounts {
+        self.signatures.counts()
+    }
+
+    pub(crate) fn signatures(&self) -> &Arc<SignatureChecks> {
+        &self.signatures
     }
 
     /// Counts one store as live until the returned value is dropped.

@@ -1,6 +1,6 @@
 //! The host imports (`hawser:plugin/host`): logging, the wall clock and signature
-//! verification. Time spent in them is charged to the call's budget where it can be
-//! long.
+//! verification (`signatures.rs`). Time spent in them is charged to the call's budget
+//! where it can be long.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -51,7 +51,7 @@ impl host::Host for StoreState {
         signature: Vec<u8>,
     ) -> bool {
         let started = Instant::now();
-        let valid = verify(key, &message, &signature);
+        let valid = self.signatures.verify(&key, &message, &signature);
         self.charge(started.elapsed());
         valid
     }
@@ -66,31 +66,6 @@ impl StoreState {
         self.ticks_left = self
             .ticks_left
             .saturating_sub(u64::try_from(ticks).unwrap_or(u64::MAX));
-    }
-}
-
-/// Checks `signature` over `message` with `key`; false for a malformed key or signature.
-fn verify(key: host::PublicKey, message: &[u8], signature: &[u8]) -> bool {
-    use ring::signature as sig;
-    match key {
-        host::PublicKey::Ed25519(k) => sig::UnparsedPublicKey::new(&sig::ED25519, k)
-            .verify(message, signature)
-            .is_ok(),
-        host::PublicKey::Es256(k) => sig::UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, k)
-            .verify(message, signature)
-            .is_ok(),
-        host::PublicKey::Rs256(k) => sig::RsaPublicKeyComponents {
-            n: k.modulus,
-            e: k.exponent,
-        }
-        .verify(&sig::RSA_PKCS1_2048_8192_SHA256, message, signature)
-        .is_ok(),
-        host::PublicKey::Ps256(k) => sig::RsaPublicKeyComponents {
-            n: k.modulus,
-            e: k.exponent,
-        }
-        .verify(&sig::RSA_PSS_2048_8192_SHA256, message, signature)
-        .is_ok(),
     }
 }
 

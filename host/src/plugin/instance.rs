@@ -22,6 +22,7 @@ use super::error::FailureKind;
 use super::exports::{ExportIndices, Funcs};
 use super::limits::MemoryCap;
 use super::sandbox::{handle_table, Grants};
+use super::signatures::SignatureChecks;
 use super::types::{
     AuditDecision, Candidate, Denial, PluginInfo, Principal, RouteChoice, StageKind,
 };
@@ -42,6 +43,8 @@ pub(crate) struct StoreState {
     pub(super) inline: bool,
     pub(super) stage: Arc<str>,
     pub(super) log_lines: u32,
+    /// The process's signature checks (`host.verify-signature`).
+    pub(super) signatures: Arc<SignatureChecks>,
     /// Counts this store in [`Runtime::live_instances`] while it exists.
     _live: LiveInstance,
 }
@@ -215,6 +218,7 @@ impl Template {
             inline,
             stage: self.stage_name.clone(),
             log_lines: 0,
+            signatures: self.runtime.signatures().clone(),
             _live: self.runtime.live_instance(),
         };
         let mut store = Store::new(self.runtime.engine(), state);

@@ -20,7 +20,9 @@
 //! - `hawser_plugin_chain_generation`
 //!
 //! The admin route adds `hawser_plugin_instances`, the instances alive in the runtime
-//! (each holds one of `runtime.max_instances` slots).
+//! (each holds one of `runtime.max_instances` slots), and
+//! `hawser_plugin_signature_checks_total{result="verified"|"remembered"|"failed"}`,
+//! the signature checks plugins asked the host for (`signatures.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
