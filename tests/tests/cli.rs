@@ -3,6 +3,7 @@
 
 use hawser_tests::harness::hawser_bin;
 use hawser_tests::harness::procs::cluster_cmd;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn run(args: &[&str]) -> (i32, String) {
@@ -417,6 +418,29 @@ fn agent_chain_follows_key_rotation() {
 /// `rotate-key --prepare` publishes the next key before it signs: an agent given the
 /// chain in between accepts the first credential signed after the rotation, where the
 /// chain of registration time refuses it (the gap a one-step rotation leaves).
+/// A hub config in `dir` with cluster `eu1` registered; returns it and the bundle.
+fn hub_with_eu1(dir: &Path) -> (PathBuf, PathBuf) {
+    let hub = hub_config(dir);
+    let bundle = dir.join("bundle");
+    let (ok, text) = cluster_cmd(
+        &hub,
+        &["register", "eu1", "--out", bundle.to_str().unwrap()],
+    );
+    assert!(ok, "{text}");
+    (hub, bundle)
+}
+
+/// What `hawser cluster agent-chain eu1` prints now.
+fn agent_chain(hub: &Path) -> String {
+    let out = Command::new(hawser_bin())
+        .args(["cluster", "agent-chain", "eu1", "--config"])
+        .arg(hub)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[tokio::test]
 async fn a_prepared_key_lets_agents_accept_credentials_signed_after_the_rotation() {
     use hawser::credential::{self, IssueRequest};
@@ -424,14 +448,8 @@ async fn a_prepared_key_lets_agents_accept_credentials_signed_after_the_rotation
     use hawser::plugin::{PluginHost, Rejection, Role};
 
     let dir = tempfile::tempdir().unwrap();
-    let hub = hub_config(dir.path());
+    let (hub, bundle) = hub_with_eu1(dir.path());
     let hub_arg = hub.to_str().unwrap();
-    let bundle = dir.path().join("bundle");
-    let (ok, text) = cluster_cmd(
-        &hub,
-        &["register", "eu1", "--out", bundle.to_str().unwrap()],
-    );
-    assert!(ok, "{text}");
     let bundled = std::fs::read_to_string(bundle.join("plugins-agent.toml")).unwrap();
 
     let (code, text) = run(&["credential", "rotate-key", "-c", hub_arg, "--prepare"]);
@@ -446,12 +464,7 @@ async fn a_prepared_key_lets_agents_accept_credentials_signed_after_the_rotation
         code == 0 && again.contains(&format!("issuer key {kid} already prepared")),
         "{again}"
     );
-    let out = Command::new(hawser_bin())
-        .args(["cluster", "agent-chain", "eu1", "--config", hub_arg])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let prepared = String::from_utf8(out.stdout).unwrap();
+    let prepared = agent_chain(&hub);
     let (code, text) = run(&["credential", "rotate-key", "-c", hub_arg]);
     assert!(
         code == 0 && text.contains("the prepared issuer key"),
@@ -495,22 +508,9 @@ async fn a_prepared_key_lets_agents_accept_credentials_signed_after_the_rotation
 #[test]
 fn a_prepared_key_can_be_withdrawn_unused() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = hub_config(dir.path());
+    let (hub, _) = hub_with_eu1(dir.path());
     let hub_arg = hub.to_str().unwrap();
-    let bundle = dir.path().join("bundle");
-    let (ok, text) = cluster_cmd(
-        &hub,
-        &["register", "eu1", "--out", bundle.to_str().unwrap()],
-    );
-    assert!(ok, "{text}");
-    let agent_chain = || {
-        let out = Command::new(hawser_bin())
-            .args(["cluster", "agent-chain", "eu1", "--config", hub_arg])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let agent_chain = || agent_chain(&hub);
 
     let (code, text) = run(&["credential", "rotate-key", "-c", hub_arg, "--prepare"]);
     assert_eq!(code, 0, "{text}");

@@ -8,9 +8,7 @@
 //! token is minted; after the refresh credential is revoked, the hub refuses the
 //! cached token (401), the next refresh is refused, and a new kubectl fails.
 
-use base64::{engine::general_purpose::STANDARD, Engine};
-use hawser::credential::{IssuerKeys, KeyState};
-use hawser::plugin::testing::plugin_path;
+use hawser_tests::harness::identity::{trusted_keys, wasm};
 use hawser_tests::harness::kubectl::Kubectl;
 use hawser_tests::harness::procs::{HubOpts, HubProc, FAST_TUNNEL};
 use hawser_tests::harness::stack::{double_config, Stack, CLUSTER};
@@ -28,23 +26,13 @@ const PODS: &str = "/clusters/eu1/api/v1/namespaces/default/pods";
 
 /// The hub's JWT stage: its public keys, and the revocation file synced to `synced`.
 fn jwt_chain(state: &Path, synced: &Path) -> String {
-    let mut keys = String::new();
-    for r in IssuerKeys::load(state).unwrap().records() {
-        if r.state != KeyState::Retired {
-            keys.push_str(&format!(
-                "\"{}\" = \"{}\"\n",
-                r.kid,
-                STANDARD.encode(r.public_key)
-            ));
-        }
-    }
-    let wasm = plugin_path("hawser_plugin_jwt_credential").unwrap_or_else(|e| panic!("{e}"));
+    let keys = trusted_keys(state);
     format!(
         "role = \"hub\"\n[[stage]]\nname = \"jwt\"\nkind = \"credential\"\nplugin = {:?}\ninstances = \"reuse\"\n\
          [stage.grants]\nread_dirs = {{ {:?} = \"/revocations\" }}\n\
          [stage.config]\nissuer = \"hawser-hub\"\nrevocations_file = \"/revocations/revoked.toml\"\nrevocations_check_interval = \"200ms\"\n\
          [stage.config.keys]\n{keys}",
-        wasm.display().to_string(),
+        wasm("jwt-credential"),
         synced.display().to_string()
     )
 }

@@ -20,9 +20,9 @@ pub fn wasm(name: &str) -> String {
         .to_string()
 }
 
-/// The JWT credential stage (reused instances) with the hub's current public keys in
-/// `state`, `revoked` ids and `extra` config lines (`cluster = "eu1"` at an agent).
-pub fn jwt_stage(state: &Path, extra: &str, revoked: &[String]) -> String {
+/// The `[stage.config.keys]` lines of the JWT stage: the public keys in the hub's
+/// `state` that still verify, as `"kid" = "base64"`.
+pub fn trusted_keys(state: &Path) -> String {
     let mut keys = String::new();
     for r in IssuerKeys::load(state).unwrap().records() {
         if r.state != KeyState::Retired {
@@ -33,6 +33,13 @@ pub fn jwt_stage(state: &Path, extra: &str, revoked: &[String]) -> String {
             ));
         }
     }
+    keys
+}
+
+/// The JWT credential stage (reused instances) with the hub's current public keys in
+/// `state`, `revoked` ids and `extra` config lines (`cluster = "eu1"` at an agent).
+pub fn jwt_stage(state: &Path, extra: &str, revoked: &[String]) -> String {
+    let keys = trusted_keys(state);
     format!(
         "[[stage]]\nname = \"jwt\"\nkind = \"credential\"\nplugin = \"{}\"\ninstances = \"reuse\"\n[stage.config]\nissuer = \"hawser-hub\"\nrevoked = {revoked:?}\n{extra}\n[stage.config.keys]\n{keys}",
         wasm("jwt-credential")
