@@ -138,12 +138,13 @@ fn digest(key: &PublicKey, message: &[u8], signature: &[u8]) -> Digest {
             part(b"es256");
             part(k);
         }
-        PublicKey::Rs256(k) | PublicKey::Ps256(k) => {
-            part(if matches!(key, PublicKey::Rs256(_)) {
-                b"rs256"
-            } else {
-                b"ps256"
-            });
+        PublicKey::Rs256(k) => {
+            part(b"rs256");
+            part(&k.modulus);
+            part(&k.exponent);
+        }
+        PublicKey::Ps256(k) => {
+            part(b"ps256");
             part(&k.modulus);
             part(&k.exponent);
         }
