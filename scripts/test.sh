@@ -16,6 +16,8 @@ cargo test --workspace -- --test-threads "${HAWSER_TEST_THREADS:-2}"
 # Each criterion benchmark once, unmeasured: a benchmark whose setup no longer loads
 # (a chain the config check refuses, say) fails here, not on the next measurement.
 cargo test -p hawser --benches
+# The whole-path load harness is run by hand (scripts/load.sh); here it only has to build.
+cargo test -p hawser-tests --benches --no-run
 # The README's other first-screen command, end to end: hub, agent and the stand-in API
 # server come up, and the demo fails unless alice lists pods, the API server forbids
 # bob and the hub refuses a token it never issued.
