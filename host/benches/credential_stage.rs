@@ -14,12 +14,13 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
-use hawser::credential::{issue, IssueRequest, IssuerKeys};
+use hawser::credential::issue::issue_with;
+use hawser::credential::{IssueRequest, IssuerKeys};
 use hawser::plugin::testing::{self, request};
 use hawser::plugin::{Chain, PluginHost, Role};
 
@@ -69,9 +70,10 @@ fn bench(c: &mut Criterion) {
         ttl: Duration::from_secs(3600),
         ..Default::default()
     };
+    let keys = IssuerKeys::load_or_create(&state).expect("issuer keys");
     let tokens: Vec<String> = (0..TOKENS)
         .map(|_| {
-            let issued = issue(&state, ISSUER, &req).expect("issue");
+            let issued = issue_with(&keys, ISSUER, &req, SystemTime::now()).expect("issue");
             format!("Bearer {}", issued.token.expose())
         })
         .collect();
