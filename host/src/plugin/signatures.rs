@@ -10,8 +10,9 @@
 //! check costs tens of microseconds, hashing a token about one).
 //!
 //! Only passes are remembered. A failed check is done again each time, so a flood of
-//! bad signatures cannot push good ones out, and a plugin cannot learn anything from
-//! the cache it could not compute itself. The memory is bounded: two generations of at
+//! bad signatures cannot push good ones out. What a plugin could learn from the cache
+//! (by timing its own calls) is whether a triple it already holds passed lately; the
+//! answer itself is the same either way. The memory is bounded: two generations of at
 //! most [`CAPACITY`] / 2 digests; when the newer fills up, the older is dropped, and a
 //! hit in the older one moves the digest to the newer, so tokens in use stay.
 
