@@ -19,10 +19,12 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
+
+mod support;
 use hawser::credential::issue::issue_with;
 use hawser::credential::{IssueRequest, IssuerKeys};
 use hawser::plugin::testing::{self, request};
-use hawser::plugin::{Chain, PluginHost, Role};
+use hawser::plugin::Chain;
 
 const ISSUER: &str = "hawser-hub";
 /// More tokens than the host remembers passing checks for (4096).
@@ -42,25 +44,18 @@ fn load(
             STANDARD.encode(r.public_key)
         ));
     }
-    let text = format!(
-        "role = \"hub\"\n[[stage]]\nname = \"jwt\"\nkind = \"credential\"\nplugin = {:?}\n\
+    let stage = format!(
+        "[[stage]]\nname = \"jwt\"\nkind = \"credential\"\nplugin = {:?}\n\
          instances = \"reuse\"\n[stage.config]\nissuer = \"{ISSUER}\"\n[stage.config.keys]\n{keys}",
         testing::plugin("hawser-plugin-jwt-credential")
             .display()
             .to_string()
     );
-    let file = dir.join("jwt.toml");
-    std::fs::write(&file, text).unwrap();
-    rt.block_on(PluginHost::load(&file, Role::Hub))
-        .expect("load chain")
-        .chain()
+    support::load_hub_chain(rt, dir, "jwt", &stage)
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let req = IssueRequest {
@@ -122,10 +117,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(30)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = support::criterion();
     targets = bench
 }
 criterion_main!(benches);

@@ -36,8 +36,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+
+mod support;
 use hawser::plugin::testing::{self, audit_event, candidate, request};
-use hawser::plugin::{Candidate, Chain, Health, PluginHost, RequestHead, Role};
+use hawser::plugin::{Candidate, Chain, Health, RequestHead};
 use hawser_plugin_audit_redact::AuditRedact;
 use hawser_plugin_header_credential::StaticTokens;
 use hawser_plugin_locality_route::LocalityRoute;
@@ -96,17 +98,7 @@ fn load(
     } else {
         ""
     };
-    let cache = testing::plugin_dir().join("../../hawser-bench-plugin-cache");
-    std::fs::create_dir_all(&cache).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
-    }
-    let mut text = format!(
-        "role = \"hub\"\n[runtime]\nmax_instances = 64\ncache_dir = {:?}\n",
-        cache.display().to_string()
-    );
+    let mut text = String::new();
     for (i, (kind, plugin, config)) in stages.iter().enumerate() {
         let path = testing::plugin(plugin).display().to_string();
         // The JSON config as a TOML inline table.
@@ -116,12 +108,7 @@ fn load(
              config = {config}\n{limits}"
         ));
     }
-    let file = dir.join(format!("{name}.toml"));
-    std::fs::write(&file, text).unwrap();
-    let host = rt
-        .block_on(PluginHost::load(&file, Role::Hub))
-        .expect("load chain");
-    host.chain()
+    support::load_hub_chain(rt, dir, name, &text)
 }
 
 async fn run_five(chain: &Chain, req: &RequestHead, cands: &[Candidate]) {
@@ -161,10 +148,7 @@ async fn timed<F: std::future::Future<Output = ()>>(
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::runtime();
     let dir = tempfile::tempdir().unwrap();
     let req = request("/api/v1/namespaces/default/pods", HEADERS);
     let cands = vec![
@@ -263,10 +247,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(30)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = support::criterion();
     targets = bench
 }
 criterion_main!(benches);
